@@ -1,0 +1,1 @@
+"""The Zoho CRM side: configuration, client, credits."""
