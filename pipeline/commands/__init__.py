@@ -1,0 +1,1 @@
+"""Command groups of the ``ordersync`` CLI, one module each."""
