@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # ``func=<handler(args) -> int>`` with ``set_defaults``.
 COMMAND_MODULES: tuple[str, ...] = (
     "config",
+    "plan",
 )
 
 
