@@ -110,6 +110,13 @@ class Plan:
         return " + ".join(parts) or "nothing to send"
 
 
+def _upsert_cost(rows: int) -> tuple[int, int]:
+    """(calls, credits) of ``rows`` records sent in calls of 100, the remainder last."""
+    full, rest = divmod(rows, UPSERT_MAX_RECORDS)
+    credits = full * upsert_credits(UPSERT_MAX_RECORDS) + (upsert_credits(rest) if rest else 0)
+    return full + (1 if rest else 0), credits
+
+
 def _mix(rows: int, bulk_jobs: int) -> Plan:
     """``rows`` rows with ``bulk_jobs`` jobs filled in order and upserts of 100 for the rest."""
     bulk_total = min(rows, bulk_jobs * BULK_JOB_MAX_ROWS)
@@ -118,30 +125,29 @@ def _mix(rows: int, bulk_jobs: int) -> Plan:
     )
     if bulk_rows and bulk_rows[-1] <= 0:
         raise ValueError(f"{bulk_jobs} bulk jobs for {rows} rows would leave a job empty")
-    upsert_rows = rows - bulk_total
-    full, rest = divmod(upsert_rows, UPSERT_MAX_RECORDS)
-    upsert_cost = full * upsert_credits(UPSERT_MAX_RECORDS) + (upsert_credits(rest) if rest else 0)
+    upsert_calls, upsert_cost = _upsert_cost(rows - bulk_total)
     return Plan(
         rows=rows,
         bulk_jobs=bulk_jobs,
         bulk_rows=bulk_rows,
-        upsert_calls=full + (1 if rest else 0),
-        upsert_rows=upsert_rows,
+        upsert_calls=upsert_calls,
+        upsert_rows=rows - bulk_total,
         credits=bulk_jobs * BULK_JOB_CREDITS + upsert_cost,
     )
 
 
 def _cheapest(rows: int, *, allow_bulk: bool, prefer_upsert_on_tie: bool) -> Plan:
     """The best full plan for ``rows`` rows, scoring every sensible number of bulk jobs."""
+
+    def score(jobs: int) -> tuple[int, int, int]:
+        calls, credits = _upsert_cost(max(0, rows - jobs * BULK_JOB_MAX_ROWS))
+        credits += jobs * BULK_JOB_CREDITS
+        calls += jobs
+        return (credits, jobs, calls) if prefer_upsert_on_tie else (credits, calls, jobs)
+
     max_jobs = math.ceil(rows / BULK_JOB_MAX_ROWS) if allow_bulk else 0
-    candidates = [_mix(rows, k) for k in range(max_jobs + 1)]
-
-    def score(p: Plan) -> tuple[int, int, int]:
-        if prefer_upsert_on_tie:
-            return (p.credits, p.bulk_jobs, p.calls)
-        return (p.credits, p.calls, p.bulk_jobs)
-
-    return min(candidates, key=score)
+    # Scored without building each candidate: a plan lists its jobs, and there are N/25,000.
+    return _mix(rows, min(range(max_jobs + 1), key=score))
 
 
 def min_credits(rows: int, *, allow_bulk: bool = True) -> int:

@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 
 
 def _line(name: str, p: Plan) -> str:
-    return f"  {name:<18} {p.credits:>9,} credits  {p.calls:>7,} calls  {p.describe()}"
+    return f"  {name:<18} {p.credits:>9,} {p.calls:>7,}   {p.describe()}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(best.as_dict()))
         return 0
     print(f"{args.rows:,} pending rows")
+    print(f"  {'':<18} {'credits':>9} {'calls':>7}   mix")
     print(_line("plan", best))
     if best.waiting_reason:
         print(f"  waiting: {best.waiting_reason}")

@@ -38,9 +38,10 @@ def test_plan_text_shows_the_naive_alternatives() -> None:
     done = ordersync("plan", "26000")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert any(line.split()[:3] == ["plan", "600", "credits"] for line in lines)
-    assert any("bulk above 5,000" in line and "1,000 credits" in line for line in lines)
-    assert any("all upsert" in line and "2,600 credits" in line for line in lines)
+    assert lines[1].split() == ["credits", "calls", "mix"]
+    assert lines[2].split()[:3] == ["plan", "600", "11"]
+    assert any(line.split()[:5] == ["bulk", "above", "5,000", "1,000", "2"] for line in lines)
+    assert any(line.split()[:4] == ["all", "upsert", "2,600", "260"] for line in lines)
 
 
 def test_plan_with_a_budget_says_what_waits() -> None:
