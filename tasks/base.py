@@ -1,0 +1,148 @@
+"""The one base class of every ordersync task: retry policy, time limits, log context.
+
+Retry policy: only the TRANSIENT family (:data:`TRANSIENT_ERRORS`) is retried, with
+exponential back-off and full jitter, capped at ``RETRY_BACKOFF_MAX`` and ``MAX_RETRIES``
+attempts; an error that carries ``retry_after`` (Zoho's rate limit, our credit budget) waits at
+least that long. Everything else fails the task at once. Tasks are ``acks_late``: a task that
+is not idempotent must say ``acks_late=False``.
+
+Log context: every log line written while a task runs (by the task or by ``pipeline``) carries
+``task=<id> run=<run id> batch=<batch id>``. The ids are taken from the task's ``run_id`` and
+``batch_id`` keyword arguments, or set in the body with :func:`bind_log_context`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+from celery import Task
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+logger = logging.getLogger(__name__)
+
+SOFT_TIME_LIMIT = 300  # seconds: SoftTimeLimitExceeded is raised in the task
+TIME_LIMIT = 360  # seconds: the pool process running the task is killed
+MAX_RETRIES = 8
+RETRY_BACKOFF = 2  # seconds, doubled each retry: 2, 4, 8, … (full jitter: a random part of it)
+RETRY_BACKOFF_MAX = 600  # seconds
+MAX_COUNTDOWN = 900  # seconds: no countdown (re-schedule or retry) may be longer
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [psycopg2.OperationalError]
+    try:
+        from pipeline.zoho.errors import TransientZohoError
+    except ImportError:  # the Zoho client is not there yet
+        pass
+    else:
+        errors.append(TransientZohoError)
+    return tuple(errors)
+
+
+# Errors worth retrying later: the database went away, Zoho said 429/5xx, the network dropped.
+# Add a family here, never ``Exception``.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = _transient_errors()
+
+_NO_ID = "-"
+_task_id: contextvars.ContextVar[str] = contextvars.ContextVar("task_id", default=_NO_ID)
+_run_id: contextvars.ContextVar[str] = contextvars.ContextVar("run_id", default=_NO_ID)
+_batch_id: contextvars.ContextVar[str] = contextvars.ContextVar("batch_id", default=_NO_ID)
+
+
+def bind_log_context(*, run_id: object = None, batch_id: object = None) -> None:
+    """Put a run id and/or batch id on every following log line of the current task."""
+    if run_id is not None:
+        _run_id.set(str(run_id))
+    if batch_id is not None:
+        _batch_id.set(str(batch_id))
+
+
+@contextmanager
+def log_context(
+    *, task_id: object = None, run_id: object = None, batch_id: object = None
+) -> Iterator[None]:
+    """Ids on every log line inside the block; the previous ids come back after it."""
+    tokens = [
+        (var, var.set(str(value)))
+        for var, value in ((_task_id, task_id), (_run_id, run_id), (_batch_id, batch_id))
+        if value is not None
+    ]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class LogContextFilter(logging.Filter):
+    """Adds ``task_id``, ``run_id`` and ``batch_id`` to every record (``-`` when unknown)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task_id = _task_id.get()
+        if task_id != _NO_ID or not hasattr(record, "task_id"):
+            record.task_id = task_id
+        record.run_id = _run_id.get()
+        record.batch_id = _batch_id.get()
+        return True
+
+
+def install_log_context(target: logging.Logger | None = None) -> None:
+    """Add :class:`LogContextFilter` to every handler of ``target`` (the root logger)."""
+    target = logging.getLogger() if target is None else target
+    for handler in target.handlers:
+        if not any(isinstance(f, LogContextFilter) for f in handler.filters):
+            handler.addFilter(LogContextFilter())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _on_setup_logger(logger: logging.Logger, **_: Any) -> None:
+    install_log_context(logger)
+
+
+class OrdersyncTask(Task):  # type: ignore[misc]
+    """Base of every ordersync task (set as the app's ``task_cls``)."""
+
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = RETRY_BACKOFF
+    retry_backoff_max = RETRY_BACKOFF_MAX
+    retry_jitter = True
+    max_retries = MAX_RETRIES
+    soft_time_limit = SOFT_TIME_LIMIT
+    time_limit = TIME_LIMIT
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with log_context(
+            task_id=self.request.id, run_id=kwargs.get("run_id"), batch_id=kwargs.get("batch_id")
+        ):
+            return super().__call__(*args, **kwargs)
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``retry``; waits at least the error's ``retry_after``, never past the cap."""
+        exc = kwargs.get("exc")
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > (kwargs.get("countdown") or 0):
+            kwargs["countdown"] = retry_after
+        if kwargs.get("countdown") is not None:
+            kwargs["countdown"] = min(float(kwargs["countdown"]), MAX_COUNTDOWN)
+        return super().retry(*args, **kwargs)
+
+    def schedule_again(self, countdown: float, *args: Any, **kwargs: Any) -> str:
+        """Send this task again with the same kind of arguments after ``countdown`` seconds.
+
+        The way to wait (e.g. poll a Zoho job): never sleep in a task. Not a retry, so it
+        does not count against ``max_retries``. The countdown is capped at ``MAX_COUNTDOWN``.
+        Returns the new task id.
+        """
+        countdown = max(0.0, min(float(countdown), MAX_COUNTDOWN))
+        result = self.apply_async(args=args, kwargs=kwargs, countdown=countdown)
+        logger.info("%s scheduled again in %.1fs as %s", self.name, countdown, result.id)
+        return str(result.id)
