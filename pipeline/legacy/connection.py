@@ -1,0 +1,15 @@
+"""Connections to the legacy database."""
+
+from __future__ import annotations
+
+import psycopg2
+from psycopg2.extensions import connection as Connection
+
+from pipeline.settings import Settings
+
+
+def connect(settings: Settings, *, autocommit: bool = False, application: str = "ordersync") -> Connection:
+    """A new psycopg2 connection to the legacy database named by ``settings.source.dsn``."""
+    conn = psycopg2.connect(settings.source.dsn.reveal(), application_name=application)
+    conn.autocommit = autocommit
+    return conn

@@ -1,0 +1,93 @@
+"""Quoted SQL names of everything ordersync adds to the legacy database, from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class Names:
+    """SQL identifiers for one configured source (legacy table + ledger schema)."""
+
+    settings: Settings
+
+    @property
+    def table(self) -> sql.Identifier:
+        s = self.settings.source
+        return sql.Identifier(s.schema, s.table)
+
+    @property
+    def qualified_table(self) -> str:
+        """``schema.table`` as text, for ``to_regclass`` (identifiers double-quoted)."""
+        s = self.settings.source
+        return f'"{s.schema}"."{s.table}"'
+
+    @property
+    def key(self) -> sql.Identifier:
+        return sql.Identifier(self.settings.source.key_column)
+
+    @property
+    def synced(self) -> sql.Identifier:
+        return sql.Identifier(self.settings.source.synced_column)
+
+    @property
+    def version(self) -> sql.Identifier:
+        return sql.Identifier(self.settings.source.version_column)
+
+    @property
+    def zoho_id(self) -> sql.Identifier:
+        return sql.Identifier(self.settings.source.zoho_id_column)
+
+    @property
+    def ledger(self) -> sql.Identifier:
+        return sql.Identifier(self.settings.source.ledger_schema)
+
+    def ledger_table(self, name: str) -> sql.Identifier:
+        """A table of our ledger schema."""
+        return sql.Identifier(self.settings.source.ledger_schema, name)
+
+    # Names of objects on the legacy table, derived from its name (at most 63 bytes).
+    def _derived(self, suffix: str) -> str:
+        return f"{self.settings.source.table[: 63 - len(suffix)]}{suffix}"
+
+    @property
+    def pending_index_name(self) -> str:
+        return self._derived("_ordersync_pending")
+
+    @property
+    def insert_trigger_name(self) -> str:
+        return self._derived("_ordersync_ins")
+
+    @property
+    def update_trigger_name(self) -> str:
+        return self._derived("_ordersync_upd")
+
+    @property
+    def insert_function(self) -> sql.Identifier:
+        return self.ledger_table(self._derived("_pending_on_insert"))
+
+    @property
+    def update_function(self) -> sql.Identifier:
+        return self.ledger_table(self._derived("_pending_on_update"))
+
+
+def key_type(conn: Connection, settings: Settings) -> sql.Composable:
+    """The SQL type of the legacy key column (claims store keys as text and cast back)."""
+    names = Names(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+            (names.qualified_table, settings.source.key_column),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise LookupError(
+            f"{names.qualified_table} has no key column {settings.source.key_column!r}"
+        )
+    return sql.SQL(row[0])

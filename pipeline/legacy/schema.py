@@ -1,0 +1,339 @@
+"""``ordersync db install | uninstall | status``: our sync state in the legacy database.
+
+Install adds, idempotently and safely on a live table of millions of rows:
+
+* three columns on the legacy table: ``synced boolean NOT NULL DEFAULT false``,
+  ``sync_version bigint NOT NULL DEFAULT 1``, ``zoho_id text`` (names from the settings). On
+  PostgreSQL ≥ 11 adding a column with a constant default only writes the catalog: no table
+  rewrite; the ACCESS EXCLUSIVE lock lasts milliseconds and we wait at most ``lock_timeout``
+  for it (and retry) rather than queue the application behind us;
+* the change triggers, generated from the mapping (see :func:`trigger_statements`);
+* a partial index on the key ``WHERE NOT synced``, built ``CONCURRENTLY`` (no write lock);
+* the ledger schema (``pipeline.ledger``) and, if that module exists, the Zoho credit ledger.
+
+Every step is its own short transaction. Re-running install with a changed mapping regenerates
+the update trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from psycopg2 import errors, sql
+from psycopg2.extensions import connection as Connection
+
+from pipeline import ledger
+from pipeline.legacy.connection import connect
+from pipeline.legacy.names import Names
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT = "3s"
+LOCK_RETRIES = 5
+
+
+def _with_lock_retry(conn: Connection, step: str, work: Callable[[Any], None]) -> None:
+    """Run ``work(cursor)`` in one short transaction, retrying when a lock is not granted in time."""
+    for attempt in range(1, LOCK_RETRIES + 1):
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+                work(cur)
+            return
+        except errors.LockNotAvailable:
+            log.warning("%s: lock not granted within %s (attempt %d)", step, LOCK_TIMEOUT, attempt)
+            if attempt == LOCK_RETRIES:
+                raise
+            time.sleep(0.5 * attempt)
+
+
+def mapped_columns(settings: Settings) -> tuple[str, ...]:
+    """Legacy columns whose change is a change Zoho sees."""
+    return settings.mapping.columns
+
+
+def _signature(settings: Settings) -> str:
+    return "ordersync mapped columns: " + ",".join(mapped_columns(settings))
+
+
+def trigger_statements(settings: Settings) -> list[sql.Composable]:
+    """The trigger functions and triggers for the current mapping.
+
+    * ``BEFORE INSERT``: the new row is pending (``synced = false``).
+    * ``BEFORE UPDATE … WHEN (mapped columns IS DISTINCT FROM before)``: ``synced = false`` and
+      ``sync_version = OLD.sync_version + 1``. The ``WHEN`` clause compares only the mapped
+      columns, so an update of unmapped columns or of the sync columns alone (our own marking)
+      does not even call the function: it changes nothing, flips nothing back, costs no credit.
+    """
+    n = Names(settings)
+    cols = mapped_columns(settings)
+    old = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in cols)
+    new = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in cols)
+    insert_body = sql.SQL("BEGIN NEW.{synced} := false; RETURN NEW; END").format(synced=n.synced)
+    update_body = sql.SQL(
+        "BEGIN NEW.{synced} := false; NEW.{version} := OLD.{version} + 1; RETURN NEW; END"
+    ).format(synced=n.synced, version=n.version)
+    return [
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $ordersync$ {} $ordersync$"
+        ).format(n.insert_function, insert_body),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $ordersync$ {} $ordersync$"
+        ).format(n.update_function, update_body),
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+            sql.Identifier(n.insert_trigger_name), n.table
+        ),
+        sql.SQL("CREATE TRIGGER {} BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+            sql.Identifier(n.insert_trigger_name), n.table, n.insert_function
+        ),
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+            sql.Identifier(n.update_trigger_name), n.table
+        ),
+        sql.SQL(
+            "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW"
+            " WHEN (ROW({}) IS DISTINCT FROM ROW({})) EXECUTE FUNCTION {}()"
+        ).format(sql.Identifier(n.update_trigger_name), n.table, old, new, n.update_function),
+        sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
+            sql.Identifier(n.update_trigger_name), n.table, sql.Literal(_signature(settings))
+        ),
+    ]
+
+
+def _trigger_comment(cur: Any, settings: Settings) -> str | None:
+    n = Names(settings)
+    cur.execute(
+        "SELECT obj_description(t.oid, 'pg_trigger') FROM pg_trigger t"
+        " WHERE t.tgrelid = to_regclass(%s) AND t.tgname = %s",
+        (n.qualified_table, n.update_trigger_name),
+    )
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def _index_state(cur: Any, settings: Settings) -> bool | None:
+    """True: the pending index is valid; False: a failed concurrent build left it invalid."""
+    n = Names(settings)
+    cur.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
+        (n.qualified_table, n.pending_index_name),
+    )
+    row = cur.fetchone()
+    return None if row is None else bool(row[0])
+
+
+def install(settings: Settings) -> list[str]:
+    """Install (or bring up to date) everything ordersync needs; returns the steps it took."""
+    n = Names(settings)
+    done: list[str] = []
+    conn = connect(settings, application="ordersync-install")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (n.qualified_table,))
+            if cur.fetchone()[0] is None:  # type: ignore[index]
+                raise LookupError(f"table {n.qualified_table} does not exist")
+
+        def add_columns(cur: Any) -> None:
+            cur.execute(
+                sql.SQL(
+                    "ALTER TABLE {t}"
+                    " ADD COLUMN IF NOT EXISTS {s} boolean NOT NULL DEFAULT false,"
+                    " ADD COLUMN IF NOT EXISTS {v} bigint NOT NULL DEFAULT 1,"
+                    " ADD COLUMN IF NOT EXISTS {z} text"
+                ).format(t=n.table, s=n.synced, v=n.version, z=n.zoho_id)
+            )
+
+        _with_lock_retry(conn, "sync columns", add_columns)
+        done.append("sync columns")
+
+        def ledger_tables(cur: Any) -> None:
+            ledger.ensure_tables(conn, settings)
+            try:
+                from pipeline.zoho import credits  # written with the Zoho client
+            except ImportError:
+                return
+            ensure = getattr(credits, "ensure_schema", None)
+            if ensure is not None:
+                ensure(conn, settings.source.ledger_schema)
+
+        _with_lock_retry(conn, "ledger", ledger_tables)
+        done.append("ledger")
+
+        with conn, conn.cursor() as cur:
+            current = _trigger_comment(cur, settings)
+        if current != _signature(settings):
+
+            def triggers(cur: Any) -> None:
+                for statement in trigger_statements(settings):
+                    cur.execute(statement)
+
+            _with_lock_retry(conn, "triggers", triggers)
+            done.append("triggers")
+
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            state = _index_state(cur, settings)
+            if state is False:
+                cur.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                        sql.Identifier(settings.source.schema, n.pending_index_name)
+                    )
+                )
+            if state is not True:
+                cur.execute(
+                    sql.SQL(
+                        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({}) WHERE NOT {}"
+                    ).format(sql.Identifier(n.pending_index_name), n.table, n.key, n.synced)
+                )
+                done.append("pending index")
+    finally:
+        conn.close()
+    log.info("install on %s: %s", n.qualified_table, ", ".join(done) or "nothing to do")
+    return done
+
+
+def uninstall(settings: Settings) -> list[str]:
+    """Remove everything :func:`install` added (columns, triggers, index, ledger schema)."""
+    n = Names(settings)
+    done: list[str] = []
+    conn = connect(settings, application="ordersync-uninstall")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (n.qualified_table,))
+            table_exists = cur.fetchone()[0] is not None  # type: ignore[index]
+        if table_exists:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                if _index_state(cur, settings) is not None:
+                    cur.execute(
+                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                            sql.Identifier(settings.source.schema, n.pending_index_name)
+                        )
+                    )
+                    done.append("pending index")
+            conn.autocommit = False
+
+            def drop_on_table(cur: Any) -> None:
+                for trigger in (n.insert_trigger_name, n.update_trigger_name):
+                    cur.execute(
+                        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                            sql.Identifier(trigger), n.table
+                        )
+                    )
+                cur.execute(
+                    sql.SQL(
+                        "ALTER TABLE {t} DROP COLUMN IF EXISTS {s}, DROP COLUMN IF EXISTS {v},"
+                        " DROP COLUMN IF EXISTS {z}"
+                    ).format(t=n.table, s=n.synced, v=n.version, z=n.zoho_id)
+                )
+
+            _with_lock_retry(conn, "triggers and columns", drop_on_table)
+            done.append("triggers and sync columns")
+
+        def drop_ledger(cur: Any) -> None:
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(n.ledger))
+
+        _with_lock_retry(conn, "ledger", drop_ledger)
+        done.append("ledger schema")
+    finally:
+        conn.close()
+    log.info("uninstall on %s: %s", n.qualified_table, ", ".join(done))
+    return done
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """What is installed, and counts: pending, synced, claimed, quarantined, errors, open batches."""
+    n = Names(settings)
+    src = settings.source
+    conn = connect(settings, application="ordersync-status")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (n.qualified_table,))
+            table = bool(cur.fetchone()[0])  # type: ignore[index]
+            cur.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+                " AND attnum > 0 AND NOT attisdropped",
+                (n.qualified_table,),
+            )
+            present = {r[0] for r in cur.fetchall()}
+            columns = {
+                c: c in present for c in (src.synced_column, src.version_column, src.zoho_id_column)
+            }
+            cur.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname IN (%s, %s)",
+                (n.qualified_table, n.insert_trigger_name, n.update_trigger_name),
+            )
+            triggers = sorted(r[0] for r in cur.fetchall())
+            index = _index_state(cur, settings) if table else None
+            comment = _trigger_comment(cur, settings) if table else None
+            cur.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
+                " WHERE s.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+                (src.ledger_schema,),
+            )
+            ledger_tables = [r[0] for r in cur.fetchall()]
+            installed = (
+                table
+                and all(columns.values())
+                and len(triggers) == 2
+                and index is True
+                and {"runs", "batches", "batch_rows", "row_errors"} <= set(ledger_tables)
+            )
+            report: dict[str, Any] = {
+                "table": n.qualified_table,
+                "table_exists": table,
+                "installed": installed,
+                "columns": columns,
+                "triggers": triggers,
+                "trigger_current": comment == _signature(settings),
+                "pending_index": {None: "missing", True: "valid", False: "invalid"}[index],
+                "ledger_schema": src.ledger_schema,
+                "ledger_tables": ledger_tables,
+            }
+            if installed:
+                report["counts"] = _counts(cur, settings)
+    finally:
+        conn.close()
+    return report
+
+
+def _counts(cur: Any, settings: Settings) -> dict[str, int]:
+    n = Names(settings)
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE NOT {s}), count(*) FILTER (WHERE {s}) FROM {t}"
+        ).format(s=n.synced, t=n.table)
+    )
+    pending, synced = cur.fetchone()
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE released_at IS NULL").format(
+            n.ledger_table("batch_rows")
+        )
+    )
+    claimed = cur.fetchone()[0]
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE e.quarantined AND e.version = t.{v})"
+            " FROM {e} e LEFT JOIN {t} t ON t.{k}::text = e.row_key"
+        ).format(v=n.version, e=n.ledger_table("row_errors"), t=n.table, k=n.key)
+    )
+    row_errors, quarantined = cur.fetchone()
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE state NOT IN ({})").format(
+            n.ledger_table("batches"),
+            sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
+        )
+    )
+    open_batches = cur.fetchone()[0]
+    return {
+        "pending": pending,
+        "synced": synced,
+        "claimed": claimed,
+        "quarantined": quarantined,
+        "row_errors": row_errors,
+        "open_batches": open_batches,
+    }
