@@ -118,6 +118,7 @@ MULTILINE_MAX_LENGTH = 32_000  # Zoho Multi Line (large)
 MASK = "********"
 
 _MAX_LENGTHS = {FieldType.TEXT: TEXT_MAX_LENGTH, FieldType.MULTILINE: MULTILINE_MAX_LENGTH}
+_TYPE_VALUES = [t.value for t in FieldType]
 _MAPPING_KEYS = ("column", "api_name", "type", "max_length", "allowed", "mandatory")
 _NOT_SYNC_KEYS = ("source", "zoho", "mapping")
 _SECTION_TYPES: dict[str, type] = {"source": SourceSettings, "zoho": ZohoSettings, "sync": Settings}
@@ -790,8 +791,8 @@ def _mapping_from_toml(raw: object, key_column: str, unique_field: str) -> Mappi
         except ValueError:
             raise ConfigError(
                 f"{key}.type",
-                f"unknown type {entry['type']!r}{_suggest(entry['type'], list(FieldType))}; "
-                f"use one of {', '.join(FieldType)}",
+                f"unknown type {entry['type']!r}{_suggest(entry['type'], _TYPE_VALUES)}"
+                f" (types: {', '.join(_TYPE_VALUES)})",
             ) from None
         specs.append(
             FieldSpec(
