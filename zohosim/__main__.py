@@ -1,0 +1,5 @@
+"""``python -m zohosim serve ...``"""
+
+from zohosim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,372 @@
+"""Bulk write: uploaded zips, create-job validation (§3.3), row processing and result zips (§5)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from zohosim.records import RecordStore
+from zohosim.schema import FieldError, Schema, check_format
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+MAX_ROWS = 25_000
+MAX_COLUMNS = 200
+DELIMITERS = (",", ";", ":", "|")
+OPERATIONS = ("insert", "update", "upsert")
+
+
+class ApiError(Exception):
+    """A request-level Zoho error: HTTP status plus the standard envelope."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(status, code, message, details)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "details": self.details, "message": self.message,
+                "status": "error"}
+
+
+@dataclass
+class CsvFile:
+    """One CSV from an uploaded zip."""
+
+    name: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Upload:
+    file_id: str
+    created_time: str
+    data: bytes
+    csvs: list[CsvFile] = field(default_factory=list)
+
+
+def is_zip(data: bytes) -> bool:
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _decode(raw: bytes, encoding: str | None = None) -> str:
+    if encoding:
+        try:
+            return raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def parse_csv(name: str, raw: bytes, encoding: str | None = None) -> CsvFile:
+    """Parse one CSV; the delimiter is detected from the header row."""
+    text = _decode(raw, encoding)
+    first = text.split("\n", 1)[0]
+    delim = max(DELIMITERS, key=first.count) if any(d in first for d in DELIMITERS) else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    header = next(reader, [])
+    rows = [r for r in reader if r and any(c != "" for c in r)]
+    return CsvFile(name=name, header=header, rows=rows)
+
+
+def parse_upload(data: bytes) -> list[CsvFile]:
+    """The CSVs inside an uploaded zip; raises ApiError for what Zoho refuses at upload."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        members = [i for i in zf.infolist() if not i.is_dir()
+                   and not i.filename.startswith("__MACOSX/")]
+        csvs = [parse_csv(i.filename.rsplit("/", 1)[-1], zf.read(i)) for i in members]
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as exc:
+        raise ApiError(400, "INVALID_FILE_FORMAT",
+                       "invalid file format. only zip format is supported") from exc
+    if not csvs:
+        raise ApiError(400, "INVALID_FILE_FORMAT", "the zip file does not contain a CSV file")
+    for c in csvs:
+        if len(c.header) > MAX_COLUMNS:
+            raise ApiError(400, "HEADER_LIMIT_EXCEEDED",
+                           f"the file has more than {MAX_COLUMNS} columns")
+        if len(c.rows) > MAX_ROWS:
+            raise ApiError(400, "LIMIT_EXCEEDED",
+                           f"the file has more than {MAX_ROWS} records",
+                           {"limit": MAX_ROWS})
+    return csvs
+
+
+# ---- create job ------------------------------------------------------------------------------
+def _missing(key: str, json_path: str, message: str | None = None) -> ApiError:
+    return ApiError(400, "MANDATORY_NOT_FOUND",
+                    message or f"required key {key} is not found in request body.",
+                    {"api_name": key, "json_path": json_path})
+
+
+def _invalid(key: str, json_path: str, message: str = "invalid data",
+             extra: dict[str, Any] | None = None) -> ApiError:
+    details = {"api_name": key, "json_path": json_path}
+    details.update(extra or {})
+    return ApiError(400, "INVALID_DATA", message, details)
+
+
+@dataclass
+class Mapping:
+    api_name: str
+    index: int | None
+    format: str | None
+    default: Any
+    find_by: str | None
+    column: str  # header name used in result ERRORS cells
+
+
+@dataclass
+class JobSpec:
+    """A validated create-job request."""
+
+    operation: str
+    ignore_empty: bool
+    character_encoding: str | None
+    callback: dict[str, str] | None
+    module: str
+    file_id: str
+    find_by: str | None
+    mappings: list[Mapping]
+    echo_mappings: list[dict[str, Any]]
+    csv: CsvFile
+
+
+def validate_job(body: Any, schema: Schema, uploads: dict[str, Upload]) -> JobSpec:
+    """Check a create-job body field by field, in Zoho's order; raise the first ApiError."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_DATA", "the request body is not a valid JSON object", {})
+    op = body.get("operation")
+    if op is None:
+        raise _missing("operation", "$.operation")
+    if op not in OPERATIONS:
+        raise _invalid("operation", "$.operation", extra={"supported_values": list(OPERATIONS)})
+    ignore_empty = body.get("ignore_empty", False)
+    if not isinstance(ignore_empty, bool):
+        raise _invalid("ignore_empty", "$.ignore_empty", extra={"expected_data_type": "boolean"})
+    enc = body.get("character_encoding")
+    if enc is not None and not isinstance(enc, str):
+        raise _invalid("character_encoding", "$.character_encoding")
+    callback = body.get("callback")
+    if callback is not None:
+        if not isinstance(callback, dict):
+            raise _invalid("callback", "$.callback", extra={"expected_data_type": "jsonobject"})
+        if "url" not in callback:
+            raise _missing("url", "$.callback.url")
+        url = callback["url"]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise _invalid("url", "$.callback.url", "invalid callback url")
+        if "method" not in callback:
+            raise _missing("method", "$.callback.method")
+        if not isinstance(callback["method"], str) or callback["method"].lower() != "post":
+            raise ApiError(400, "INVALID_CALLBACK_METHOD", "invalid callback method",
+                           {"supported_callback_methods": ["post"]})
+        callback = {"url": url, "method": callback["method"]}
+    resources = body.get("resource")
+    if resources is None:
+        raise _missing("resource", "$.resource")
+    if not isinstance(resources, list) or not resources:
+        raise _invalid("resource", "$.resource", extra={"expected_data_type": "jsonarray"})
+    if len(resources) > 1:
+        raise ApiError(400, "FILE_NOT_SUPPORTED", "File not supported for bulk write",
+                       {"api_name": "resource", "json_path": "$.resource"})
+    res = resources[0]
+    jp = "$.resource[0]"
+    if not isinstance(res, dict):
+        raise _invalid("resource", jp, extra={"expected_data_type": "jsonobject"})
+    if "type" not in res:
+        raise _missing("type", f"{jp}.type")
+    if res["type"] != "data":
+        raise _invalid("type", f"{jp}.type", extra={"supported_values": ["data"]})
+    mod = res.get("module")
+    if mod is None:
+        raise _missing("module", f"{jp}.module")
+    if not isinstance(mod, dict):
+        raise _invalid("module", f"{jp}.module", extra={"expected_data_type": "jsonobject"})
+    if "api_name" not in mod and "id" not in mod:
+        raise _missing("api_name", f"{jp}.module.api_name")
+    module = schema.module(str(mod.get("api_name"))) if "api_name" in mod else next(
+        (m for m in schema.modules.values() if m.id == str(mod.get("id"))), None)
+    if module is None:
+        raise ApiError(400, "MODULE_NOT_AVAILABLE",
+                       f"Requested module '{mod.get('api_name', mod.get('id'))}' is not available.",
+                       {"api_name": "module", "json_path": f"{jp}.module"})
+    if "file_id" not in res:
+        raise _missing("file_id", f"{jp}.file_id")
+    file_id = str(res["file_id"])
+    upload = uploads.get(file_id)
+    if upload is None:
+        raise ApiError(400, "INVALID_FILE_ID", "improper file id",
+                       {"api_name": "file_id", "json_path": f"{jp}.file_id"})
+    if len(upload.csvs) != 1:
+        raise ApiError(400, "FILE_NOT_SUPPORTED", "File not supported for bulk write",
+                       {"api_name": "file_id", "json_path": f"{jp}.file_id"})
+    csvf = upload.csvs[0]
+    find_by = res.get("find_by")
+    if op in ("update", "upsert") and not find_by:
+        raise _missing("find_by", f"{jp}.find_by", "Required key find_by is not available")
+    if find_by is not None:
+        f = module.fields.get(find_by)
+        if find_by != "id" and (f is None or not f.unique):
+            raise _invalid("find_by", f"{jp}.find_by",
+                           "find_by must be a unique field or id")
+    ie = res.get("ignore_empty")
+    if isinstance(ie, bool):
+        ignore_empty = ie
+    raw_maps = res.get("field_mappings")
+    mappings: list[Mapping] = []
+    echo: list[dict[str, Any]] = []
+    if raw_maps is None:
+        for i, name in enumerate(csvf.header):
+            if name == "id" or module.writable(name) is not None:
+                mappings.append(Mapping(name, i, None, None, None, name))
+                echo.append({"api_name": name, "index": i, "format": None, "find_by": None,
+                             "module": None, "default_value": None})
+    else:
+        if not isinstance(raw_maps, list):
+            raise _invalid("field_mappings", f"{jp}.field_mappings",
+                           extra={"expected_data_type": "jsonarray"})
+        if len(raw_maps) > 200:
+            raise ApiError(400, "HEADER_LIMIT_EXCEEDED", "more than 200 fields are mapped",
+                           {"api_name": "field_mappings", "json_path": f"{jp}.field_mappings"})
+        for k, m in enumerate(raw_maps):
+            mp = f"{jp}.field_mappings[{k}]"
+            if not isinstance(m, dict):
+                raise _invalid("field_mappings", mp, extra={"expected_data_type": "jsonobject"})
+            name = m.get("api_name")
+            if name is None:
+                raise _missing("api_name", f"{mp}.api_name")
+            fld = module.writable(str(name))
+            if name != "id" and fld is None:
+                raise ApiError(400, "INVALID_FIELD", f"invalid mapping. invalid api_name {name}.",
+                               {"api_name": str(name), "json_path": f"{mp}.api_name"})
+            default = m.get("default_value")
+            if default is not None and not (isinstance(default, dict) and "value" in default):
+                raise _invalid("default_value", f"{mp}.default_value",
+                               extra={"expected_data_type": "jsonobject"})
+            index = m.get("index")
+            if index is None and default is None:
+                raise _missing("index", f"{mp}.index",
+                               f"required key index for field {name} is not found in request body.")
+            if index is not None:
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise _invalid("index", f"{mp}.index", extra={"expected_data_type": "integer"})
+                if index < 0 or index >= len(csvf.header):
+                    raise ApiError(400, "COLUMN_INDEX_NOT_FOUND",
+                                   f"column index {index} is not found in the file",
+                                   {"api_name": str(name), "json_path": f"{mp}.index"})
+            fmt = m.get("format")
+            if fmt is not None and fld is not None and not check_format(fld.data_type, fmt):
+                raise ApiError(400, "INVALID_FORMAT", f"invalid format {fmt!r} for {name}",
+                               {"api_name": str(name), "json_path": f"{mp}.format"})
+            mfind = m.get("find_by")
+            column = csvf.header[index] if index is not None else str(name)
+            mappings.append(Mapping(str(name), index, fmt,
+                                    default["value"] if default is not None else None,
+                                    mfind, column or str(name)))
+            echo.append({"api_name": str(name), "index": index, "format": fmt,
+                         "find_by": mfind, "module": m.get("module"),
+                         "default_value": default})
+    mapped = {m.api_name for m in mappings}
+    if op in ("insert", "upsert"):
+        missing = [f for f in module.mandatory_fields if f not in mapped]
+        if missing:
+            raise ApiError(400, "MANDATORY_FIELDS_NOT_MAPPED",
+                           "All mandatory fields are not mapped for the layout",
+                           {"api_name": missing[0], "json_path": f"{jp}.field_mappings"})
+    return JobSpec(op, ignore_empty, enc, callback, module.api_name, file_id, find_by,
+                   mappings, echo, csvf)
+
+
+# ---- processing ------------------------------------------------------------------------------
+@dataclass
+class RowResult:
+    status: str  # ADDED / UPDATED / SKIPPED
+    record_id: str
+    errors: str
+
+
+def _errors_cell(errors: dict[str, list[str]]) -> str:
+    return ":".join(f"{code}-{','.join(cols)}" for code, cols in errors.items())
+
+
+def process_row(spec: JobSpec, store: RecordStore, row: list[str], new_id: Any,
+                now: str) -> RowResult:
+    """Apply one CSV row of a bulk job to ``store``."""
+    module = store.module
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    key_value: Any = None
+    key_column = spec.find_by or ""
+    for m in spec.mappings:
+        cell = row[m.index] if m.index is not None and m.index < len(row) else ""
+        if cell == "" and m.default is not None:
+            cell = str(m.default)
+        if m.api_name == spec.find_by:
+            key_column = m.column
+        if m.api_name == "id":
+            if spec.find_by == "id":
+                key_value, key_column = (cell or None), m.column
+            continue
+        if cell == "":
+            if not spec.ignore_empty:
+                values[m.api_name] = None
+            continue
+        try:
+            values[m.api_name] = module.fields[m.api_name].from_csv(cell, m.format)
+        except FieldError as e:
+            errors.setdefault(e.code, []).append(m.column)
+    if errors:
+        return RowResult("SKIPPED", "", _errors_cell(errors))
+    if spec.find_by and spec.find_by != "id":
+        key_value = values.get(spec.find_by)
+    target = store.lookup(spec.find_by, key_value) if spec.find_by and key_value else None
+    if spec.operation == "insert" and target is not None:
+        return RowResult("SKIPPED", "", f"DUPLICATE_DATA-{key_column}")
+    if spec.operation == "update" and target is None:
+        return RowResult("SKIPPED", "", f"RESOURCE_NOT_FOUND-{key_column or spec.find_by}")
+    columns = {m.api_name: m.column for m in spec.mappings}
+    missing = [f for f in module.mandatory_fields
+               if (target is None and values.get(f) is None) or (f in values and values[f] is None)]
+    if missing:
+        return RowResult("SKIPPED", "",
+                         f"MANDATORY_NOT_FOUND-{','.join(columns.get(f, f) for f in missing)}")
+    conflicts = store.unique_conflicts(values, exclude=target)
+    if conflicts:
+        return RowResult("SKIPPED", "",
+                         f"DUPLICATE_DATA-{','.join(columns.get(f, f) for f, _ in conflicts)}")
+    if target is None:
+        rec = store.insert(new_id(), values, now)
+        return RowResult("ADDED", rec["id"], "")
+    store.update(target, values, now)
+    return RowResult("UPDATED", target, "")
+
+
+def result_columns(spec: JobSpec) -> list[int]:
+    """Indexes of the first three mapped columns of the upload."""
+    return sorted({m.index for m in spec.mappings if m.index is not None})[:3]
+
+
+def build_result_zip(spec: JobSpec, results: list[RowResult], module: str) -> tuple[str, bytes]:
+    """The result zip: one CSV ``<Module>-<csv name>`` (§5.2); returns (csv name, zip bytes)."""
+    cols = result_columns(spec)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([spec.csv.header[i] for i in cols] + ["STATUS", "RECORD_ID", "ERRORS"])
+    for row, res in zip(spec.csv.rows, results, strict=False):
+        w.writerow([row[i] if i < len(row) else "" for i in cols]
+                   + [res.status, res.record_id, res.errors])
+    name = f"{module}-{spec.csv.name}"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, buf.getvalue())
+    return name, out.getvalue()

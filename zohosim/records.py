@@ -1,0 +1,212 @@
+"""Records of one module: storage, unique indexes, and Zoho's upsert semantics (§6.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from zohosim.schema import FieldError, Module
+
+SIM_USER = {"name": "Patricia Boyle", "id": "5725767000000225013"}
+SIM_USER_EMAIL = "patricia.boyle@zohosim.example"
+
+
+def norm_key(value: Any) -> str:
+    """Index key of a unique value: Zoho's unique fields are case-insensitive by default."""
+    return value.casefold() if isinstance(value, str) else str(value)
+
+
+class RecordStore:
+    """Every record of one module, with an index per unique / duplicate-check field."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.records: dict[str, dict[str, Any]] = {}
+        self.indexed = list(module.unique_fields)
+        if module.system_duplicate_field and module.system_duplicate_field not in self.indexed:
+            self.indexed.append(module.system_duplicate_field)
+        self.index: dict[str, dict[str, str]] = {f: {} for f in self.indexed}
+
+    def clear(self) -> None:
+        self.records.clear()
+        for idx in self.index.values():
+            idx.clear()
+
+    def load(self, record: dict[str, Any]) -> None:
+        self.records[record["id"]] = record
+        self._index_add(record)
+
+    def _index_add(self, record: dict[str, Any]) -> None:
+        for f in self.indexed:
+            v = record.get(f)
+            if v is not None:
+                self.index[f].setdefault(norm_key(v), record["id"])
+
+    def _unindex(self, f: str, record: dict[str, Any]) -> None:
+        v = record.get(f)
+        if v is None:
+            return
+        k = norm_key(v)
+        if self.index[f].get(k) != record["id"]:
+            return
+        del self.index[f][k]
+        if not self.module.fields[f].unique:
+            # a non-unique duplicate-check field (Name) may have another holder of the value
+            for other in self.records.values():
+                if other["id"] != record["id"] and other.get(f) is not None \
+                        and norm_key(other[f]) == k:
+                    self.index[f][k] = other["id"]
+                    break
+
+    def lookup(self, field: str, value: Any) -> str | None:
+        """Id of the record holding ``value`` in ``field`` (``id`` looks up by record id)."""
+        if value is None:
+            return None
+        if field == "id":
+            return str(value) if str(value) in self.records else None
+        idx = self.index.get(field)
+        if idx is None:
+            for r in self.records.values():
+                if r.get(field) is not None and norm_key(r[field]) == norm_key(value):
+                    return str(r["id"])
+            return None
+        return idx.get(norm_key(value))
+
+    def unique_conflicts(self, values: dict[str, Any], exclude: str | None) -> list[tuple[str, str]]:
+        """User-unique fields of ``values`` already held by another record: (field, other id)."""
+        out = []
+        for f in self.module.unique_fields:
+            v = values.get(f)
+            if v is None:
+                continue
+            other = self.index[f].get(norm_key(v))
+            if other is not None and other != exclude:
+                out.append((f, other))
+        return out
+
+    def insert(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
+        record = {k: v for k, v in values.items() if v is not None}
+        record["id"] = rid
+        record["Created_Time"] = now
+        record["Modified_Time"] = now
+        self.records[rid] = record
+        self._index_add(record)
+        return record
+
+    def update(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
+        record = self.records[rid]
+        changed = [f for f in self.indexed if f in values and record.get(f) != values[f]]
+        for f in changed:
+            self._unindex(f, record)
+        for k, v in values.items():
+            if v is None:
+                record.pop(k, None)
+            else:
+                record[k] = v
+        record["Modified_Time"] = now
+        for f in changed:
+            v = record.get(f)
+            if v is not None:
+                self.index[f].setdefault(norm_key(v), rid)
+        return record
+
+
+def record_error(code: str, api_name: str, json_path: str, extra: dict[str, Any] | None = None,
+                 message: str | None = None) -> dict[str, Any]:
+    """One per-record error item (§6.4)."""
+    messages = {
+        "INVALID_DATA": "invalid data",
+        "MANDATORY_NOT_FOUND": "required field not found",
+        "DUPLICATE_DATA": "duplicate data",
+    }
+    details: dict[str, Any] = dict(extra or {})
+    details["api_name"] = api_name
+    details["json_path"] = json_path
+    return {
+        "code": code,
+        "details": details,
+        "message": message or messages.get(code, code.lower().replace("_", " ")),
+        "status": "error",
+    }
+
+
+def duplicate_details(module: Module, other_id: str) -> dict[str, Any]:
+    return {
+        "duplicate_record": {
+            "id": other_id,
+            "Owner": {"name": SIM_USER["name"], "id": SIM_USER["id"], "zuid": "74822956"},
+            "module": {"api_name": module.api_name, "id": module.id},
+        },
+        "more_records": False,
+    }
+
+
+def check_order(module: Module, duplicate_check_fields: list[str] | None) -> list[str]:
+    """The fields an upsert matches on, in order (§6.2)."""
+    uniques = module.unique_fields
+    if duplicate_check_fields:
+        order = list(duplicate_check_fields)
+        return order + [f for f in uniques if f not in order]
+    sysf = [module.system_duplicate_field] if module.system_duplicate_field else []
+    return sysf + [f for f in uniques if f not in sysf]
+
+
+def upsert_one(
+    store: RecordStore,
+    index: int,
+    item: Any,
+    order: list[str],
+    new_id: Callable[[], str],
+    now: str,
+) -> dict[str, Any]:
+    """Apply one upsert record; return its result item (§6.3 / §6.4)."""
+    module = store.module
+    if not isinstance(item, dict):
+        return record_error("INVALID_DATA", "data", f"$.data[{index}]",
+                            {"expected_data_type": "jsonobject"})
+    values: dict[str, Any] = {}
+    for key, raw in item.items():
+        f = module.writable(key)
+        if f is None:
+            continue
+        try:
+            values[key] = f.from_json(raw)
+        except FieldError as e:
+            return record_error(e.code, key, f"$.data[{index}].{key}", e.extra)
+    target: str | None = None
+    dup_field: str | None = None
+    for f in order:
+        v = values.get(f)
+        if v is not None:
+            target = store.lookup(f, v)
+            if target is not None:
+                dup_field = f
+                break
+    for m in module.mandatory_fields:
+        if (target is None and values.get(m) is None) or (m in values and values[m] is None):
+            return record_error("MANDATORY_NOT_FOUND", m, f"$.data[{index}].{m}")
+    conflicts = store.unique_conflicts(values, exclude=target)
+    if conflicts:
+        f, other = conflicts[0]
+        return record_error("DUPLICATE_DATA", f, f"$.data[{index}].{f}",
+                            duplicate_details(module, other))
+    if target is None:
+        record = store.insert(new_id(), values, now)
+        action, message = "insert", "record added"
+    else:
+        record = store.update(target, values, now)
+        action, message = "update", "record updated"
+    return {
+        "code": "SUCCESS",
+        "duplicate_field": dup_field,
+        "action": action,
+        "details": {
+            "Modified_Time": record["Modified_Time"],
+            "Modified_By": dict(SIM_USER),
+            "Created_Time": record["Created_Time"],
+            "id": record["id"],
+            "Created_By": dict(SIM_USER),
+        },
+        "message": message,
+        "status": "success",
+    }

@@ -1,0 +1,560 @@
+"""The HTTP face of the simulator: routing, auth, limits, faults, and the admin API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from zohosim.bulk import MAX_UPLOAD_BYTES, ApiError, is_zip
+from zohosim.state import API_NAMES, State, now_iso
+
+log = logging.getLogger("zohosim")
+
+JSON = "application/json"
+RECORD_PATH = re.compile(r"^/crm/v8/([A-Za-z0-9_]+)(?:/([^/]+))?$")
+JOB_PATH = re.compile(r"^/crm/bulk/v8/write/([^/]+)$")
+DOWNLOAD_PATH = re.compile(r"^/v8/crm/([^/]+)/bulk-write/([^/]+)/([^/]+)\.zip$")
+RESERVED = {"org", "users", "settings", "upload", "bulk"}
+
+
+class Reply:
+    """What a handler answers: status, body bytes, headers, and whether credits are charged."""
+
+    def __init__(self, status: int, body: Any = None, *, content_type: str = JSON,
+                 headers: dict[str, str] | None = None, charge: bool | None = None) -> None:
+        self.status = status
+        if body is None:
+            self.data = b""
+        elif isinstance(body, bytes):
+            self.data = body
+        else:
+            self.data = json.dumps(body).encode()
+        self.content_type = content_type if body is not None else ""
+        self.headers = headers or {}
+        self.charge = status < 400 if charge is None else charge
+
+
+def error_reply(err: ApiError, charge: bool = False) -> Reply:
+    return Reply(err.status, err.body(), charge=charge)
+
+
+def _info(page: int, per_page: int, count: int, more: bool) -> dict[str, Any]:
+    return {"per_page": per_page, "count": count, "page": page, "more_records": more}
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, bytes]]:
+    """Fields of a multipart/form-data body: name -> (filename, bytes)."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type or "")
+    if not m:
+        return {}
+    boundary = b"--" + m.group(1).encode()
+    out: dict[str, tuple[str | None, bytes]] = {}
+    for part in body.split(boundary)[1:]:
+        if part.startswith(b"--"):
+            break
+        part = part[2:] if part.startswith(b"\r\n") else part
+        head, sep, data = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        disp = ""
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            if line.lower().startswith("content-disposition:"):
+                disp = line
+        nm = re.search(r'\bname="([^"]*)"', disp)
+        fn = re.search(r'\bfilename="([^"]*)"', disp)
+        if nm:
+            out[nm.group(1)] = (fn.group(1) if fn else None, data)
+    return out
+
+
+class SimServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: State) -> None:
+        super().__init__(address, Handler)
+        self.state = state
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SimServer
+    def version_string(self) -> str:
+        return "ZGS"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # ---- plumbing -----------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.server.state
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def _read_body(self, limit: int | None = None) -> bytes | None:
+        """The request body; None (after draining) when it is larger than ``limit``."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            body = b"".join(chunks)
+            return None if limit is not None and len(body) > limit else body
+        length = int(self.headers.get("Content-Length") or 0)
+        if limit is not None and length > limit:
+            left = length
+            while left > 0:
+                got = self.rfile.read(min(left, 1 << 20))
+                if not got:
+                    break
+                left -= len(got)
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _host_base(self) -> str:
+        host = self.headers.get("Host")
+        return f"http://{host}" if host else self.state.base_url
+
+    def _send(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        for k, v in reply.headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(reply.data)))
+        self.end_headers()
+        if reply.data and self.command != "HEAD":
+            self.wfile.write(reply.data)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _dispatch(self, method: str) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        path = re.sub(r"/{2,}", "/", url.path)
+        query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        if path.startswith("/__sim/"):
+            body = self._read_body()
+            try:
+                self._send(self._admin(method, path, body or b""))
+            except (ValueError, TypeError, KeyError) as exc:
+                self._send(Reply(400, {"error": str(exc)}))
+            return
+        api = self._api_name(method, path)
+        is_upload = api == "upload"
+        body = self._read_body(MAX_UPLOAD_BYTES if is_upload else None)
+        start = time.time()
+        status = 0
+        try:
+            reply = self._serve(api, method, path, query, body)
+            if reply is None:
+                self._drop()
+                return
+            status = reply.status
+            self._send(reply)
+        finally:
+            if api is not None:
+                self.state.log_request(api, method, path, status, start, time.time())
+
+    def _api_name(self, method: str, path: str) -> str | None:
+        if path == "/oauth/v2/token":
+            return "token"
+        if path == "/crm/v8/org":
+            return "org"
+        if path == "/crm/v8/users":
+            return "users"
+        if path == "/crm/v8/settings/fields":
+            return "fields"
+        if path == "/crm/v8/upload":
+            return "upload"
+        if path == "/crm/bulk/v8/write":
+            return "bulk_create"
+        if JOB_PATH.match(path):
+            return "bulk_get"
+        if DOWNLOAD_PATH.match(path):
+            return "download"
+        m = RECORD_PATH.match(path)
+        if m and m.group(1) not in RESERVED:
+            return "upsert" if m.group(2) == "upsert" else "records_get"
+        return None
+
+    # ---- the API pipeline: faults, auth, limits, latency, handler ------------------------
+    def _serve(self, api: str | None, method: str, path: str, query: dict[str, str],
+               body: bytes | None) -> Reply | None:
+        st = self.state
+        if api is None:
+            return Reply(404, {"code": "INVALID_URL_PATTERN", "details": {},
+                               "message": "Please check if the URL trying to access is a "
+                                          "correct one", "status": "error"})
+        fault = st.take_fault(api)
+        if fault is not None:
+            if fault.kind == "drop":
+                return None
+            if fault.kind == "stall":
+                time.sleep(fault.seconds)
+            elif fault.kind == "500":
+                return Reply(500, {"code": "INTERNAL_ERROR", "details": {},
+                                   "message": "Internal Server Error", "status": "error"})
+            elif fault.kind == "503":
+                return Reply(503, {"code": "SERVICE_UNAVAILABLE", "details": {},
+                                   "message": "Service temporarily unavailable",
+                                   "status": "error"})
+            elif fault.kind == "429":
+                return Reply(429, {"code": "TOO_MANY_REQUESTS", "details": {},
+                                   "message": "You have reached the concurrency limit",
+                                   "status": "error"})
+        if api == "token":
+            if method != "POST":
+                return Reply(200, {"error": "invalid_request"})
+            params = dict(query)
+            ctype = self.headers.get("Content-Type", "")
+            if body and "json" not in ctype:
+                params.update(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
+                                                     keep_blank_values=True))
+            return Reply(200, st.grant(params))
+        expected = "GET" if api in ("org", "users", "fields", "records_get", "bulk_get",
+                                    "download") else "POST"
+        if method != expected:
+            return Reply(400, {"code": "INVALID_REQUEST_METHOD", "details": {},
+                               "message": "The http request method type is not a valid one",
+                               "status": "error"})
+        err = st.check_token(self.headers.get("Authorization"))
+        if err is not None:
+            return error_reply(err)
+        payload: Any = None
+        records = 0
+        if api in ("upsert", "bulk_create") and body is not None:
+            try:
+                payload = json.loads(body.decode("utf-8")) if body else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                payload = ValueError
+            if api == "upsert" and isinstance(payload, dict) and isinstance(payload.get("data"),
+                                                                             list):
+                records = len(payload["data"])
+        sub = api == "upsert" and records > int(st.config["sub_concurrency_threshold"])
+        cost = st.cost(api, records)
+        refusal, entry = st.admit(api, sub, cost)
+        if refusal is not None or entry is None:
+            return Reply(429, {"code": "TOO_MANY_REQUESTS", "details": {}, "message": refusal,
+                               "status": "error"}, charge=False)
+        reply = Reply(500, {"code": "INTERNAL_ERROR", "details": {},
+                            "message": "Internal Server Error", "status": "error"})
+        try:
+            latency = float(st.config["latency_ms"])
+            if latency > 0:
+                time.sleep(latency / 1000)
+            reply = self._handle(api, path, query, body, payload)
+        except ApiError as exc:
+            reply = error_reply(exc)
+        except Exception:
+            log.exception("handler for %s %s failed", method, path)
+        finally:
+            st.release(sub, entry, reply.charge)
+        remaining = st.credits_remaining_header()
+        if remaining is not None:
+            reply.headers["X-API-CREDITS-REMAINING"] = remaining
+        return reply
+
+    def _handle(self, api: str, path: str, query: dict[str, str], body: bytes | None,
+                payload: Any) -> Reply:
+        st = self.state
+        if api == "org":
+            return Reply(200, self._org())
+        if api == "users":
+            return Reply(200, self._users())
+        if api == "fields":
+            name = query.get("module")
+            if not name:
+                raise ApiError(400, "REQUIRED_PARAM_MISSING",
+                               "One of the expected parameter is missing",
+                               {"param_name": "module"})
+            module = st.schema.module(name)
+            if module is None:
+                raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
+                               {"param_name": "module"})
+            return Reply(200, {"fields": module.fields_metadata()})
+        if api == "records_get":
+            return self._records_get(path, query)
+        if api == "upsert":
+            return self._upsert(path, payload)
+        if api == "upload":
+            return self._upload(body)
+        if api == "bulk_create":
+            if payload is ValueError or payload is None:
+                raise ApiError(400, "INVALID_DATA", "the request body is not a valid JSON", {})
+            job = st.create_job(payload, self._host_base())
+            return Reply(201, {"status": "success", "code": "SUCCESS", "message": "success",
+                               "details": {"id": job.id, "created_by": {
+                                   "id": "5725767000000225013", "name": "Patricia Boyle"}}})
+        if api == "bulk_get":
+            m = JOB_PATH.match(path)
+            assert m is not None
+            job = st.jobs.get(m.group(1))
+            if job is None:
+                raise ApiError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
+            return Reply(200, st.job_details(job, self._host_base()))
+        if api == "download":
+            m = DOWNLOAD_PATH.match(path)
+            assert m is not None
+            job = st.jobs.get(m.group(2))
+            if job is None or job.result_zip is None or m.group(1) != st.zgid:
+                raise ApiError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
+            return Reply(200, job.result_zip, content_type="application/zip",
+                         headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
+        raise ApiError(404, "INVALID_URL_PATTERN",
+                       "Please check if the URL trying to access is a correct one")
+
+    def _org(self) -> dict[str, Any]:
+        st = self.state
+        return {"org": [{
+            "id": st.org_id,
+            "zgid": st.zgid,
+            "company_name": "zohosim Orders Inc.",
+            "alias": None,
+            "primary_email": "patricia.boyle@zohosim.example",
+            "primary_zuid": "74822956",
+            "domain_name": f"org{st.zgid}",
+            "country_code": "US",
+            "country": "United States",
+            "time_zone": "UTC",
+            "iso_code": "USD",
+            "currency_symbol": "$",
+            "currency_locale": "en_US",
+            "currency": "US Dollar - USD",
+            "type": "production",
+            "mc_status": False,
+            "gapps_enabled": False,
+            "privacy_settings": False,
+            "hipaa_compliance_enabled": False,
+            "license_details": {
+                "paid": True, "paid_type": "enterprise", "paid_expiry": None,
+                "trial_type": None, "trial_expiry": None, "users_license_purchased": 10,
+                "trial_action": None,
+            },
+        }]}
+
+    def _users(self) -> dict[str, Any]:
+        return {
+            "users": [{
+                "id": "5725767000000225013",
+                "full_name": "Patricia Boyle",
+                "first_name": "Patricia",
+                "last_name": "Boyle",
+                "email": "patricia.boyle@zohosim.example",
+                "zuid": "74822956",
+                "status": "active",
+                "confirm": True,
+                "time_zone": "UTC",
+                "locale": "en_US",
+                "language": "en_US",
+                "country": "US",
+                "role": {"name": "CEO", "id": "5725767000000015969"},
+                "profile": {"name": "Administrator", "id": "5725767000000015972"},
+            }],
+            "info": _info(1, 200, 1, False),
+        }
+
+    def _records_get(self, path: str, query: dict[str, str]) -> Reply:
+        st = self.state
+        m = RECORD_PATH.match(path)
+        assert m is not None
+        module = st.schema.module(m.group(1))
+        if module is None:
+            raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
+                           {"resource_path_index": 0})
+        store = st.stores[module.api_name]
+        wanted = [f.strip() for f in query.get("fields", "").split(",") if f.strip()]
+        if m.group(2) is not None:
+            with st.lock:
+                rec = store.records.get(m.group(2))
+                rec = dict(rec) if rec is not None else None
+            if rec is None:
+                return Reply(204)
+            if wanted:
+                rec = {k: v for k, v in rec.items() if k in wanted or k == "id"}
+            return Reply(200, {"data": [rec]})
+        if not wanted:
+            raise ApiError(400, "REQUIRED_PARAM_MISSING",
+                           "One of the expected parameter is missing", {"param_name": "fields"})
+        bad = [f for f in wanted if f != "id" and f not in module.fields]
+        if bad:
+            raise ApiError(400, "INVALID_DATA", "invalid data",
+                           {"api_name": bad[0], "param_name": "fields"})
+        try:
+            page = int(query.get("page", "1"))
+            per_page = int(query.get("per_page", "200"))
+        except ValueError:
+            raise ApiError(400, "INVALID_DATA", "invalid data",
+                           {"param_name": "page"}) from None
+        if page < 1 or not 1 <= per_page <= 200:
+            raise ApiError(400, "INVALID_DATA", "invalid data",
+                           {"param_name": "per_page" if page >= 1 else "page"})
+        with st.lock:
+            ids = list(store.records)
+            chunk = [dict(store.records[i]) for i in ids[(page - 1) * per_page: page * per_page]]
+        if not chunk:
+            return Reply(204)
+        data = [{k: v for k, v in r.items() if k in wanted or k == "id"} for r in chunk]
+        more = page * per_page < len(ids)
+        return Reply(200, {"data": data, "info": _info(page, per_page, len(data), more)})
+
+    def _upsert(self, path: str, payload: Any) -> Reply:
+        st = self.state
+        m = RECORD_PATH.match(path)
+        assert m is not None
+        module = st.schema.module(m.group(1))
+        if module is None:
+            return Reply(400, {"data": [{"code": "INVALID_MODULE",
+                                         "details": {"resource_path_index": 0},
+                                         "message": "the module name given seems to be invalid",
+                                         "status": "error"}]})
+        if payload is ValueError or not isinstance(payload, dict):
+            raise ApiError(400, "INVALID_DATA", "the request body is not a valid JSON", {})
+        data = payload.get("data")
+        if data is None:
+            raise ApiError(400, "MANDATORY_NOT_FOUND", "required field not found",
+                           {"api_name": "data", "json_path": "$.data"})
+        if not isinstance(data, list) or not data:
+            raise ApiError(400, "INVALID_DATA", "invalid data",
+                           {"api_name": "data", "json_path": "$.data",
+                            "expected_data_type": "jsonarray"})
+        if len(data) > 100:
+            raise ApiError(400, "LIMIT_EXCEEDED",
+                           "the number of records in the request exceeds the limit",
+                           {"limit": 100, "api_name": "data", "json_path": "$.data"})
+        dcf = payload.get("duplicate_check_fields")
+        if dcf is not None:
+            if not isinstance(dcf, list):
+                raise ApiError(400, "INVALID_DATA", "invalid data",
+                               {"api_name": "duplicate_check_fields",
+                                "json_path": "$.duplicate_check_fields",
+                                "expected_data_type": "jsonarray"})
+            for i, name in enumerate(dcf):
+                f = module.fields.get(name) if isinstance(name, str) else None
+                if f is None or not (f.unique or name == module.system_duplicate_field):
+                    raise ApiError(400, "INVALID_DATA",
+                                   "the field is not a duplicate check field",
+                                   {"api_name": str(name),
+                                    "json_path": f"$.duplicate_check_fields[{i}]"})
+        items = st.upsert(module.api_name, data, dcf)
+        ok = sum(1 for it in items if it["status"] == "success")
+        status = 200 if ok == len(items) else (400 if ok == 0 else 207)
+        return Reply(status, {"data": items}, charge=True)
+
+    def _upload(self, body: bytes | None) -> Reply:
+        st = self.state
+        if body is None:
+            raise ApiError(413, "FILE_TOO_LARGE", "File size too large to process")
+        feature = self.headers.get("feature")
+        org = self.headers.get("X-CRM-ORG")
+        if not feature or not org or org.strip() != st.zgid:
+            return Reply(400, {
+                "ERROR_CODE": 400,
+                "ERROR_MESSAGE": "Bad Request",
+                "x-error": "check if headers [feature, X-CRM-ORG] are present and valid",
+                "info": "Bad Request",
+                "x-info": "Link not valid",
+                "http_status": "400",
+            })
+        if feature.strip().lower() != "bulk-write":
+            # captured with HTTP 200 (§2.4): clients must read `status`
+            return Reply(200, {"status": "error", "code": "NOT_SUPPORTED_FEATURE",
+                               "message": "Feature is not supported",
+                               "details": {"created_time": "1970-01-01T00:00:00+00:00"}},
+                         charge=False)
+        parts = parse_multipart(body, self.headers.get("Content-Type", ""))
+        if "file" not in parts:
+            raise ApiError(400, "MANDATORY_NOT_FOUND", "required param file is not found",
+                           {"param_name": "file"})
+        data = parts["file"][1]
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ApiError(413, "FILE_TOO_LARGE", "File size too large to process")
+        if not is_zip(data):
+            raise ApiError(400, "INVALID_FILE_FORMAT",
+                           "invalid file format. only zip format is supported",
+                           {"created_time": now_iso()})
+        up = st.add_upload(data)
+        return Reply(200, {"status": "success", "code": "FILE_UPLOAD_SUCCESS",
+                           "message": "file uploaded.",
+                           "details": {"file_id": up.file_id, "created_time": up.created_time}})
+
+    # ---- admin ------------------------------------------------------------------------------
+    def _admin(self, method: str, path: str, body: bytes) -> Reply:
+        st = self.state
+        payload = json.loads(body) if body.strip() else {}
+        route = (method, path.rstrip("/"))
+        if route == ("GET", "/__sim/health"):
+            return Reply(200, {"ok": True})
+        if route == ("POST", "/__sim/reset"):
+            st.reset()
+            return Reply(200, {"ok": True})
+        if route == ("GET", "/__sim/config"):
+            return Reply(200, st.update_config({}))
+        if route == ("POST", "/__sim/config"):
+            return Reply(200, st.update_config(payload))
+        if route == ("GET", "/__sim/credits"):
+            return Reply(200, st.credit_report())
+        if route == ("GET", "/__sim/requests"):
+            with st.lock:
+                return Reply(200, {"requests": list(st.requests),
+                                   "max_concurrent": st.max_concurrent,
+                                   "max_concurrent_sub": st.max_concurrent_sub})
+        if route == ("GET", "/__sim/stats"):
+            return Reply(200, st.stats())
+        if method == "GET" and path.startswith("/__sim/records/"):
+            name = path[len("/__sim/records/"):].strip("/")
+            if name not in st.stores:
+                return Reply(404, {"error": f"unknown module {name!r}"})
+            with st.lock:
+                return Reply(200, {"data": [dict(r) for r in st.stores[name].records.values()]})
+        if route == ("POST", "/__sim/faults"):
+            st.add_fault(payload["api"], str(payload["kind"]), int(payload.get("count", 1)),
+                         float(payload.get("seconds", 0.0)))
+            return Reply(200, {"ok": True})
+        if route == ("GET", "/__sim/faults"):
+            with st.lock:
+                return Reply(200, {"faults": [vars(f) for f in st.faults]})
+        if route == ("DELETE", "/__sim/faults"):
+            with st.lock:
+                st.faults.clear()
+            return Reply(200, {"ok": True})
+        if route == ("POST", "/__sim/tokens/invalidate"):
+            st.invalidate_tokens()
+            return Reply(200, {"ok": True})
+        if route == ("POST", "/__sim/jobs/fail-next"):
+            with st.lock:
+                st.fail_next += int(payload.get("count", 1))
+            return Reply(200, {"ok": True})
+        return Reply(404, {"error": "unknown admin endpoint", "apis": list(API_NAMES)})
+

@@ -1,0 +1,613 @@
+"""Everything the simulator remembers: config, tokens, credits, records, uploads, jobs, faults.
+
+One ``State`` per server, guarded by one lock. With a state file, records, uploads, jobs and the
+credit ledger are written through to SQLite and loaded again at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from zohosim.bulk import (
+    ApiError,
+    JobSpec,
+    RowResult,
+    Upload,
+    build_result_zip,
+    parse_upload,
+    process_row,
+    validate_job,
+)
+from zohosim.records import SIM_USER, RecordStore
+from zohosim.schema import Schema
+
+log = logging.getLogger("zohosim")
+
+REALISTIC_ROWS_PER_SECOND = 25_000 / 60
+API_NAMES = ("token", "org", "users", "fields", "records_get", "upload", "bulk_create",
+             "bulk_get", "download", "upsert")
+# Credits per call; upsert is ceil(records / 10) and uses the value as "credits per 10 records".
+# upload / bulk_get / download: UNCONFIRMED in the contract (§7.2), 0 here, configurable.
+DEFAULT_CREDIT_COSTS = {
+    "org": 1, "users": 1, "fields": 1, "records_get": 1, "upload": 0, "bulk_create": 500,
+    "bulk_get": 0, "download": 0, "upsert": 1,
+}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "token_ttl": 3600,
+    "refresh_limit": 10,
+    "refresh_window_seconds": 600,
+    "max_live_tokens": 15,
+    "credit_limit": 5_000_000,
+    "credit_window_seconds": 86_400,
+    "credit_costs": dict(DEFAULT_CREDIT_COSTS),
+    "concurrency": 20,
+    "sub_concurrency": 10,
+    "sub_concurrency_threshold": 10,
+    "job_rows_per_second": 0,
+    "job_queue_seconds": 0.0,
+    "status_spelling": "IN PROGRESS",
+    "download_url_style": "absolute",
+    "latency_ms": 0,
+    "callback_timeout": 10.0,
+}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Fault:
+    api: str
+    kind: str
+    count: int
+    seconds: float = 0.0
+
+
+@dataclass
+class Job:
+    """One bulk write job."""
+
+    id: str
+    body: dict[str, Any]
+    spec: JobSpec
+    created_time: str
+    host_base: str
+    state: str = "ADDED"  # ADDED / IN_PROGRESS / COMPLETED / FAILED
+    added: int = 0
+    updated: int = 0
+    skipped: int = 0
+    processed: int = 0
+    fail: bool = False
+    result_name: str = ""
+    result_zip: bytes | None = None
+    results: list[RowResult] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("COMPLETED", "FAILED")
+
+
+class Persistence:
+    """Write-through SQLite copy of records, uploads, jobs and credits."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE IF NOT EXISTS records (module TEXT, id TEXT PRIMARY KEY, data TEXT);
+            CREATE TABLE IF NOT EXISTS uploads (file_id TEXT PRIMARY KEY, created_time TEXT,
+                                                data BLOB);
+            CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, data TEXT, result BLOB);
+            CREATE TABLE IF NOT EXISTS credits (ts REAL, api TEXT, credits INTEGER);
+            """
+        )
+
+    def set_kv(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_kv(self, key: str, default: Any) -> Any:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def save_records(self, module: str, records: list[dict[str, Any]]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
+                            [(module, r["id"], json.dumps(r)) for r in records])
+        self.db.execute("COMMIT")
+
+    def save_upload(self, up: Upload) -> None:
+        self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?)",
+                        (up.file_id, up.created_time, up.data))
+
+    def save_job(self, job: Job) -> None:
+        data = {
+            "id": job.id, "body": job.body, "created_time": job.created_time,
+            "host_base": job.host_base, "state": job.state, "added": job.added,
+            "updated": job.updated, "skipped": job.skipped, "processed": job.processed,
+            "fail": job.fail, "result_name": job.result_name,
+        }
+        self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)",
+                        (job.id, json.dumps(data), job.result_zip))
+
+    def add_credit(self, ts: float, api: str, credits: int) -> None:
+        self.db.execute("INSERT INTO credits VALUES (?, ?, ?)", (ts, api, credits))
+
+    def clear(self) -> None:
+        self.db.executescript(
+            "DELETE FROM records; DELETE FROM uploads; DELETE FROM jobs; DELETE FROM credits;"
+        )
+
+
+class State:
+    """The whole simulated Zoho org."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        zgid: str,
+        config: dict[str, Any] | None = None,
+        state_file: str | Path | None = None,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.schema = schema
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.refresh_token = refresh_token
+        self.zgid = zgid
+        self.org_id = "5725767000000000001"
+        self.config: dict[str, Any] = json.loads(json.dumps(DEFAULT_CONFIG))
+        if config:
+            self.update_config(config)
+        self.base_url = ""
+        self.stores = {name: RecordStore(m) for name, m in schema.modules.items()}
+        self.persist = Persistence(state_file) if state_file else None
+        self._reset_memory()
+        if self.persist is not None:
+            self._load()
+
+    # ---- config / reset -------------------------------------------------------------------
+    def update_config(self, changes: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            for key, value in changes.items():
+                if key not in DEFAULT_CONFIG:
+                    raise ValueError(f"unknown config key {key!r}")
+                if key == "credit_costs":
+                    if not isinstance(value, dict):
+                        raise ValueError("credit_costs must be an object")
+                    self.config["credit_costs"].update({k: int(v) for k, v in value.items()})
+                elif key == "status_spelling":
+                    if value not in ("IN PROGRESS", "INPROGRESS"):
+                        raise ValueError("status_spelling must be 'IN PROGRESS' or 'INPROGRESS'")
+                    self.config[key] = value
+                elif key == "download_url_style":
+                    if value not in ("absolute", "relative"):
+                        raise ValueError("download_url_style must be 'absolute' or 'relative'")
+                    self.config[key] = value
+                else:
+                    default = DEFAULT_CONFIG[key]
+                    self.config[key] = type(default)(value)
+            return json.loads(json.dumps(self.config))
+
+    def _reset_memory(self) -> None:
+        for s in self.stores.values():
+            s.clear()
+        self.uploads: dict[str, Upload] = {}
+        self.jobs: dict[str, Job] = {}
+        self.tokens: dict[str, tuple[float, str]] = {}  # token -> (expires_at, refresh token)
+        self.live: dict[str, deque[str]] = {}  # refresh token -> live access tokens, oldest first
+        self.refresh_times: dict[str, deque[float]] = {}
+        self.tokens_issued = 0
+        self.credits: deque[list[Any]] = deque()  # [ts, credits, api]
+        self.used = 0
+        self.calls_by_api: dict[str, int] = {}
+        self.faults: list[Fault] = []
+        self.requests: deque[dict[str, Any]] = deque(maxlen=20_000)
+        self.active = 0
+        self.active_sub = 0
+        self.max_concurrent = 0
+        self.max_concurrent_sub = 0
+        self.fail_next = 0
+        self.generation = getattr(self, "generation", 0) + 1
+        self.next_seq = getattr(self, "next_seq", 400_000)
+
+    def reset(self) -> None:
+        with self.lock:
+            self._reset_memory()
+            if self.persist is not None:
+                self.persist.clear()
+
+    def new_id(self) -> str:
+        """A fresh all-digit 19-digit Zoho id."""
+        with self.lock:
+            self.next_seq += 1
+            if self.persist is not None and self.next_seq % 1000 == 1:
+                self.persist.set_kv("next_seq", self.next_seq + 1000)
+            return str(5725767000000000000 + self.next_seq)
+
+    # ---- persistence ----------------------------------------------------------------------
+    def _load(self) -> None:
+        assert self.persist is not None
+        db = self.persist.db
+        self.next_seq = int(self.persist.get_kv("next_seq", self.next_seq))
+        for module, data in db.execute("SELECT module, data FROM records ORDER BY rowid"):
+            if module in self.stores:
+                self.stores[module].load(json.loads(data))
+        for file_id, created, data in db.execute("SELECT file_id, created_time, data FROM uploads"):
+            self.uploads[file_id] = Upload(file_id, created, data, parse_upload(data))
+        horizon = time.time() - self.config["credit_window_seconds"]
+        for ts, api, credits in db.execute("SELECT ts, api, credits FROM credits ORDER BY ts"):
+            if ts >= horizon:
+                self.credits.append([ts, credits, api])
+                self.used += credits
+        resume = []
+        for data, result in db.execute("SELECT data, result FROM jobs ORDER BY rowid"):
+            d = json.loads(data)
+            try:
+                spec = validate_job(d["body"], self.schema, self.uploads)
+            except ApiError:
+                continue
+            job = Job(d["id"], d["body"], spec, d["created_time"], d["host_base"], d["state"],
+                      d["added"], d["updated"], d["skipped"], d["processed"], d["fail"],
+                      d["result_name"], result)
+            self.jobs[job.id] = job
+            if not job.finished:
+                resume.append(job)
+        for job in resume:
+            job.state, job.added, job.updated, job.skipped, job.processed = "ADDED", 0, 0, 0, 0
+            self.start_job(job)
+
+    def _save_records(self, module: str, records: list[dict[str, Any]]) -> None:
+        if self.persist is not None and records:
+            self.persist.save_records(module, records)
+
+    # ---- tokens ---------------------------------------------------------------------------
+    def grant(self, params: dict[str, str]) -> dict[str, Any]:
+        """The token endpoint: always a dict for an HTTP 200 answer (§1.3–1.5)."""
+        grant_type = params.get("grant_type")
+        if grant_type != "refresh_token":
+            if grant_type == "authorization_code":
+                return {"error": "invalid_code"}
+            return {"error": "unsupported_grant_type"}
+        if params.get("client_id") != self.client_id or \
+                params.get("client_secret") != self.client_secret:
+            return {"error": "invalid_client"}
+        refresh = params.get("refresh_token")
+        if refresh != self.refresh_token:
+            return {"error": "invalid_code"}
+        with self.lock:
+            now = time.time()
+            times = self.refresh_times.setdefault(refresh, deque())
+            while times and times[0] <= now - self.config["refresh_window_seconds"]:
+                times.popleft()
+            if len(times) >= self.config["refresh_limit"]:
+                return {
+                    "error_description": "You have made too many requests continuously. "
+                                         "Please try again after some time.",
+                    "error": "Access Denied",
+                    "status": "failure",
+                }
+            times.append(now)
+            token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            ttl = self.config["token_ttl"]
+            self.tokens[token] = (now + ttl, refresh)
+            live = self.live.setdefault(refresh, deque())
+            live.append(token)
+            while len(live) > self.config["max_live_tokens"]:
+                self.tokens.pop(live.popleft(), None)
+            self.tokens_issued += 1
+        return {
+            "access_token": token,
+            "scope": "ZohoCRM.modules.ALL ZohoCRM.bulk.ALL ZohoFiles.files.ALL "
+                     "ZohoCRM.org.READ ZohoCRM.settings.fields.READ ZohoCRM.users.READ",
+            "api_domain": self.base_url,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+        }
+
+    def check_token(self, header: str | None) -> ApiError | None:
+        """None when the Authorization header carries a live token (§1.6)."""
+        prefix = "zoho-oauthtoken "
+        if not header or not header.lower().startswith(prefix) or not header[len(prefix):].strip():
+            return ApiError(401, "AUTHENTICATION_FAILURE", "Authentication failed")
+        token = header[len(prefix):].strip()
+        with self.lock:
+            entry = self.tokens.get(token)
+            if entry is None or entry[0] <= time.time():
+                return ApiError(401, "INVALID_TOKEN", "invalid oauth token")
+        return None
+
+    def invalidate_tokens(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+            self.live.clear()
+
+    # ---- faults ---------------------------------------------------------------------------
+    def add_fault(self, api: str, kind: str, count: int, seconds: float) -> None:
+        if api != "*" and api not in API_NAMES:
+            raise ValueError(f"unknown api {api!r}; one of {', '.join(API_NAMES)} or '*'")
+        if kind not in ("500", "503", "429", "drop", "stall"):
+            raise ValueError("kind must be one of 500, 503, 429, drop, stall")
+        with self.lock:
+            self.faults.append(Fault(api, kind, int(count), float(seconds)))
+
+    def take_fault(self, api: str) -> Fault | None:
+        with self.lock:
+            for f in self.faults:
+                if f.count > 0 and f.api in (api, "*"):
+                    f.count -= 1
+                    if f.count == 0:
+                        self.faults.remove(f)
+                    return f
+        return None
+
+    # ---- limits ---------------------------------------------------------------------------
+    def cost(self, api: str, records: int = 0) -> int:
+        per = int(self.config["credit_costs"].get(api, 0))
+        if api == "upsert":
+            return per * max(1, -(-records // 10))
+        return per
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.config["credit_window_seconds"]
+        while self.credits and self.credits[0][0] < horizon:
+            self.used -= self.credits.popleft()[1]
+
+    def admit(self, api: str, sub: bool, cost: int) -> tuple[str | None, list[Any] | None]:
+        """Take a concurrency slot and reserve credits; (refusal message, credit entry)."""
+        with self.lock:
+            if self.active >= self.config["concurrency"]:
+                return "You have reached the concurrency limit", None
+            if sub and self.active_sub >= self.config["sub_concurrency"]:
+                return "You have reached the sub-concurrency limit", None
+            now = time.time()
+            self._prune(now)
+            if self.used + cost > self.config["credit_limit"]:
+                return "You have exceeded the 24 hour API limit", None
+            self.active += 1
+            self.max_concurrent = max(self.max_concurrent, self.active)
+            if sub:
+                self.active_sub += 1
+                self.max_concurrent_sub = max(self.max_concurrent_sub, self.active_sub)
+            entry = [now, cost, api]
+            if cost:
+                self.credits.append(entry)
+                self.used += cost
+            return None, entry
+
+    def release(self, sub: bool, entry: list[Any], charge: bool) -> None:
+        with self.lock:
+            self.active -= 1
+            if sub:
+                self.active_sub -= 1
+            if entry[1]:
+                if not charge:
+                    self.used -= entry[1]
+                    entry[1] = 0
+                elif self.persist is not None:
+                    self.persist.add_credit(entry[0], entry[2], entry[1])
+
+    def credits_remaining_header(self) -> str | None:
+        with self.lock:
+            self._prune(time.time())
+            limit = self.config["credit_limit"]
+            if self.used * 2 >= limit:
+                return str(max(0, limit - self.used))
+        return None
+
+    def credit_report(self) -> dict[str, Any]:
+        with self.lock:
+            self._prune(time.time())
+            by_api: dict[str, int] = {}
+            for _ts, credits, api in self.credits:
+                if credits:
+                    by_api[api] = by_api.get(api, 0) + credits
+            return {"used_24h": self.used, "limit": self.config["credit_limit"],
+                    "by_api": by_api, "calls_by_api": dict(self.calls_by_api)}
+
+    def log_request(self, api: str, method: str, path: str, status: int, start: float,
+                    end: float) -> None:
+        with self.lock:
+            self.calls_by_api[api] = self.calls_by_api.get(api, 0) + 1
+            self.requests.append({"api": api, "method": method, "path": path, "status": status,
+                                  "start": start, "end": end})
+
+    # ---- records --------------------------------------------------------------------------
+    def upsert(self, module: str, items: list[Any], dcf: list[str] | None) -> list[dict[str, Any]]:
+        from zohosim.records import check_order, upsert_one
+
+        store = self.stores[module]
+        order = check_order(store.module, dcf)
+        with self.lock:
+            now = now_iso()
+            out = [upsert_one(store, i, item, order, self.new_id, now)
+                   for i, item in enumerate(items)]
+            touched = [store.records[o["details"]["id"]] for o in out if o["status"] == "success"]
+            self._save_records(module, touched)
+        return out
+
+    # ---- uploads and jobs -----------------------------------------------------------------
+    def add_upload(self, data: bytes) -> Upload:
+        csvs = parse_upload(data)
+        up = Upload(self.new_id(), now_iso(), data, csvs)
+        with self.lock:
+            self.uploads[up.file_id] = up
+            if self.persist is not None:
+                self.persist.save_upload(up)
+        return up
+
+    def create_job(self, body: Any, host_base: str) -> Job:
+        with self.lock:
+            spec = validate_job(body, self.schema, self.uploads)
+            job = Job(self.new_id(), body, spec, now_iso(), host_base)
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                job.fail = True
+            self.jobs[job.id] = job
+            if self.persist is not None:
+                self.persist.save_job(job)
+        self.start_job(job)
+        return job
+
+    def start_job(self, job: Job) -> None:
+        t = threading.Thread(target=self._run_job, args=(job, self.generation),
+                             name=f"job-{job.id}", daemon=True)
+        t.start()
+
+    def _run_job(self, job: Job, generation: int) -> None:
+        try:
+            self._process(job, generation)
+        except Exception:  # a bug must not kill the server; the job ends FAILED
+            log.exception("job %s crashed", job.id)
+            with self.lock:
+                job.state = "FAILED"
+        if self.generation == generation:
+            self._send_callback(job)
+
+    def _process(self, job: Job, generation: int) -> None:
+        queue = float(self.config["job_queue_seconds"])
+        if queue > 0:
+            time.sleep(queue)
+        store = self.stores[job.spec.module]
+        rows = job.spec.csv.rows
+        with self.lock:
+            if self.generation != generation:
+                return
+            job.state = "IN_PROGRESS"
+        if job.fail:
+            with self.lock:
+                job.state = "FAILED"
+                if self.persist is not None:
+                    self.persist.save_job(job)
+            return
+        start = time.monotonic()
+        i = 0
+        while i < len(rows):
+            rate = float(self.config["job_rows_per_second"])
+            if rate > 0:
+                chunk = max(1, int(rate / 10))
+                due = start + (i + chunk) / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            else:
+                chunk = len(rows) - i
+            with self.lock:
+                if self.generation != generation:
+                    return
+                now = now_iso()
+                touched: list[str] = []
+                for row in rows[i : i + chunk]:
+                    res = process_row(job.spec, store, row, self.new_id, now)
+                    job.results.append(res)
+                    if res.status == "ADDED":
+                        job.added += 1
+                    elif res.status == "UPDATED":
+                        job.updated += 1
+                    else:
+                        job.skipped += 1
+                    if res.record_id:
+                        touched.append(res.record_id)
+                job.processed += len(rows[i : i + chunk])
+                self._save_records(job.spec.module,
+                                   [store.records[r] for r in dict.fromkeys(touched)])
+            i += chunk
+        name, data = build_result_zip(job.spec, job.results, job.spec.module)
+        with self.lock:
+            if self.generation != generation:
+                return
+            job.result_name, job.result_zip = name, data
+            job.state = "COMPLETED"
+            job.results = []
+            if self.persist is not None:
+                self.persist.save_job(job)
+
+    def _send_callback(self, job: Job) -> None:
+        cb = job.spec.callback
+        if not cb:
+            return
+        body = json.dumps(self.job_details(job, job.host_base)).encode()
+        req = urllib.request.Request(cb["url"], data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=float(self.config["callback_timeout"])) as r:
+                r.read()
+        except Exception as exc:  # callbacks are best effort, as at Zoho
+            log.warning("callback for job %s to %s failed: %s", job.id, cb["url"], exc)
+
+    def download_path(self, job: Job) -> str:
+        return f"/v8/crm/{self.zgid}/bulk-write/{job.id}/{job.id}.zip"
+
+    def job_details(self, job: Job, host_base: str) -> dict[str, Any]:
+        """GET /crm/bulk/v8/write/{id} body (§4.2, §4.3)."""
+        inprog = self.config["status_spelling"]
+        with self.lock:
+            state = job.state
+            spec = job.spec
+            file: dict[str, Any]
+            if state == "ADDED":
+                top, res_status, code = "ADDED", inprog, "ADDED"
+                file = {"status": inprog}
+            else:
+                top = {"IN_PROGRESS": inprog}.get(state, state)
+                res_status = code = top
+                file = {"status": top, "name": spec.csv.name, "added_count": job.added,
+                        "skipped_count": job.skipped, "updated_count": job.updated,
+                        "total_count": len(spec.csv.rows)}
+            resource: dict[str, Any] = {
+                "status": res_status,
+                "type": "data",
+                "module": {"id": self.schema.modules[spec.module].id, "api_name": spec.module},
+                "field_mappings": [dict(m) for m in spec.echo_mappings],
+                "file": file,
+                "code": code,
+            }
+            if spec.find_by is not None:
+                resource["find_by"] = spec.find_by
+            out: dict[str, Any] = {
+                "status": top,
+                "character_encoding": spec.character_encoding or "UTF-8",
+                "resource": [resource],
+                "id": job.id,
+                "created_by": dict(SIM_USER),
+                "ignore_empty": spec.ignore_empty,
+                "operation": spec.operation,
+                "created_time": job.created_time,
+            }
+            if spec.callback:
+                out["callback"] = dict(spec.callback)
+            if state == "COMPLETED":
+                path = self.download_path(job)
+                url = path if self.config["download_url_style"] == "relative" else host_base + path
+                out["result"] = {"download_url": url}
+            return out
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            by_status: dict[str, int] = {}
+            for j in self.jobs.values():
+                by_status[j.state] = by_status.get(j.state, 0) + 1
+            return {
+                "records": {m: len(s.records) for m, s in self.stores.items()},
+                "uploads": len(self.uploads),
+                "jobs": {"total": len(self.jobs), "by_status": by_status},
+                "tokens_issued": self.tokens_issued,
+            }
