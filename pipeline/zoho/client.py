@@ -453,10 +453,16 @@ class ZohoClient:
     def get_records(
         self, page: int = 1, per_page: int = 200, *, fields: Sequence[str] | None = None
     ) -> RecordPage:
-        """One page of the module's records (``per_page`` ≤ 200)."""
-        params: dict[str, Any] = {"page": page, "per_page": min(per_page, 200)}
-        if fields:
-            params["fields"] = ",".join(fields)
+        """One page of the module's records (``per_page`` ≤ 200).
+
+        Zoho v8 requires the ``fields`` to return; by default the unique field (plus ``id``).
+        """
+        wanted = list(fields) if fields else [self.settings.unique_field]
+        params: dict[str, Any] = {
+            "page": page,
+            "per_page": min(per_page, 200),
+            "fields": ",".join(wanted),
+        }
         body = self._call(
             Api.RECORDS_GET,
             "GET",

@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline.zoho.errors import ResultFormatError
+from pipeline.zoho.errors import FatalZohoError, ResultFormatError
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,14 @@ class UpsertOutcome:
 def parse_upsert(body: Mapping[str, Any], sent: int) -> list[UpsertOutcome]:
     """One ``UpsertOutcome`` per sent record, in request order, from a 200/201/207/400 body."""
     items = body.get("data")
+    if isinstance(items, list) and len(items) == 1 and sent != 1:
+        item = items[0] if isinstance(items[0], dict) else {}
+        if str(item.get("status", "")).lower() == "error":  # request-level error in data[] (§6.5)
+            raise FatalZohoError(
+                str(item.get("code") or "UPSERT_REFUSED"),
+                str(item.get("message") or ""),
+                item.get("details") if isinstance(item.get("details"), dict) else {},
+            )
     if not isinstance(items, list) or len(items) != sent:
         got = len(items) if isinstance(items, list) else "no"
         raise ResultFormatError("RESULT_FORMAT", f"upsert answered {got} items for {sent} records")
