@@ -26,6 +26,7 @@ from psycopg2 import sql
 from pipeline.mapping import FieldSpec, FieldType, Mapping
 from pipeline.secret import Secret
 from pipeline.zoho.config import ZohoSettings
+from pipeline.zoho.endpoints import DATA_CENTRES, Endpoints
 from pipeline.zoho.limits import BULK_MAX_COLUMNS
 
 MAX_BATCH_SIZE = 25_000
@@ -112,7 +113,6 @@ DEFAULT_MAPPING: Mapping = Mapping(
 ENV_PREFIX = "ORDERSYNC_"
 CONFIG_ENV = "ORDERSYNC_CONFIG"
 DEFAULT_CONFIG_FILE = "ordersync.toml"
-DATA_CENTRES = ("us", "eu", "in", "au", "jp", "cn", "ca", "sa")
 TEXT_MAX_LENGTH = 255  # Zoho Single Line
 MULTILINE_MAX_LENGTH = 32_000  # Zoho Multi Line (large)
 MASK = "********"
@@ -382,20 +382,39 @@ def crontab_problem(expression: str) -> str | None:
 
 
 def check_settings(settings: Settings) -> list[Problem]:
-    """Problems that do not stop loading but would stop a sync (``config check`` reports them).
+    """Problems that do not stop loading but would stop or mislead a sync (``config check``).
 
     Missing Zoho credentials are only found here, not at load, because commands that touch
     the database alone (``db install``, ``demo seed``) do not need them. They are an error
     whether the URLs point at Zoho or at zohosim: both refuse a token refresh without them.
+    Overriding some Zoho hosts but not all is a warning: the others stay at the data centre's.
     """
     zoho = settings.zoho
+    endpoints = Endpoints.from_settings(zoho)
     problems = []
     for name in ("client_id", "client_secret", "refresh_token"):
         if not getattr(zoho, name):
-            where = zoho.accounts_url or f"Zoho's {zoho.data_centre} data centre"
             problems.append(
-                Problem(f"zoho.{name}", f"is not set; the OAuth refresh at {where} needs it")
+                Problem(
+                    f"zoho.{name}",
+                    f"is not set; the token refresh at {endpoints.token_url} needs it",
+                )
             )
+    hosts = {
+        "accounts_url": endpoints.accounts,
+        "api_url": endpoints.api,
+        "upload_url": endpoints.upload,
+    }
+    if any(getattr(zoho, name) for name in hosts):
+        for name, host in hosts.items():
+            if getattr(zoho, name) is None:
+                problems.append(
+                    Problem(
+                        f"zoho.{name}",
+                        f"is not set while other Zoho hosts are: it stays at {host}",
+                        Severity.WARNING,
+                    )
+                )
     return problems
 
 
@@ -508,7 +527,19 @@ def _check_table(cur: Any, settings: Settings) -> list[Problem]:
                     f"{spec.api_name!r} (accepted: {', '.join(sorted(_ACCEPTED[spec.type]))})",
                 )
             )
-    if not problems:  # prove we may read what we will extract
+    for name in ("synced_column", "version_column", "zoho_id_column"):
+        column = getattr(source, name)
+        if column not in column_types:
+            problems.append(
+                Problem(
+                    f"source.{name}",
+                    f"column {column!r} is not on {source.schema}.{source.table} yet: "
+                    "run `ordersync db install`",
+                    Severity.WARNING,
+                )
+            )
+    if not any(p.severity is Severity.ERROR for p in problems):
+        # prove we may read what we will extract
         query = sql.SQL("SELECT {} FROM {}.{} LIMIT 0").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in settings.mapping.columns),
             sql.Identifier(source.schema),
@@ -541,7 +572,7 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         if isinstance(value, Secret):
             return str(value)
         if isinstance(value, str):
-            return _mask_url_password(value)
+            return _mask_url_password(str(value))
         if isinstance(value, Path):
             return str(value)
         return value

@@ -33,7 +33,11 @@ CREATE TABLE orders (
     small smallint,
     ref uuid,
     state order_state,
-    extra jsonb
+    extra jsonb,
+    -- as `ordersync db install` leaves them
+    synced boolean NOT NULL DEFAULT false,
+    sync_version bigint NOT NULL DEFAULT 1,
+    zoho_id text
 );
 INSERT INTO orders (id, order_number, amount, order_date)
 VALUES (1, 'SO-1', 10.50, '2026-01-02'), (2, 'SO-2', 3.00, '2026-01-03');

@@ -115,3 +115,20 @@ def test_a_warning_does_not_fail_the_check(legacy_dsn: str, tmp_path: Path) -> N
     result = run_check(tmp_path, config_text(legacy_dsn, extra))
     assert result.returncode == 0
     assert "warning: mapping[12].type: column 'weight' is double precision" in result.stderr
+
+
+def test_show_prints_toml_without_touching_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "ordersync.toml"
+    path.write_text(config_text("postgresql://postgres@127.0.0.1:1/none"), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSYNC_")}
+    env["ORDERSYNC_SYNC_BATCH_SIZE"] = "777"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "config", "show"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["sync"]["batch_size"] == 777  # environment applied
+    assert not any(secret in result.stdout for secret in SECRETS)

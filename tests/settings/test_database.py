@@ -88,6 +88,14 @@ def test_missing_or_hostile_table_names(legacy_dsn: str, table: str) -> None:
     assert snapshot(legacy_dsn) == before
 
 
+def test_sync_columns_not_installed_yet_is_a_warning(legacy_dsn: str) -> None:
+    settings = settings_for(legacy_dsn)
+    settings = replace(settings, source=replace(settings.source, synced_column="in_zoho"))
+    problems = check_database(settings)
+    assert [(p.key, p.severity) for p in problems] == [("source.synced_column", Severity.WARNING)]
+    assert "ordersync db install" in problems[0].message
+
+
 def test_missing_schema(legacy_dsn: str) -> None:
     settings = settings_for(legacy_dsn)
     settings = replace(settings, source=replace(settings.source, schema="legacy"))

@@ -387,3 +387,10 @@ def test_describe_masks_secrets_and_url_passwords(tmp_path: Path) -> None:
 )
 def test_crontab_problem(expression: str, ok: bool) -> None:
     assert (crontab_problem(expression) is None) is ok
+
+
+def test_overriding_some_zoho_hosts_warns_about_the_others(tmp_path: Path) -> None:
+    path = write(tmp_path, '[zoho]\naccounts_url = "http://127.0.0.1:8010"\n')
+    problems = [p for p in check_settings(load_settings(path, env={})) if p.severity == "warning"]
+    assert [p.key for p in problems] == ["zoho.api_url", "zoho.upload_url"]
+    assert "https://www.zohoapis.com" in problems[0].message
