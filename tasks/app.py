@@ -18,7 +18,9 @@ stay unacked for ``MAX_COUNTDOWN + TIME_LIMIT`` = 1,260 s; the visibility timeou
 so no healthy message is ever delivered twice, and a message of a worker that died is
 delivered again at most an hour later (the ledger's sweeper usually re-enqueues sooner).
 
-Settings come from ``pipeline.settings`` (``broker_url``). Celery-only knobs, read once here
+Settings come from ``pipeline.settings.load_settings`` (``broker_url``: ``[sync] broker_url`` or
+``ORDERSYNC_SYNC_BROKER_URL``; Redis by default, ``amqp://…`` for RabbitMQ). The time limits and
+back-off numbers live in ``tasks.base``. Celery-only knobs, read once here
 from the environment (:class:`CeleryOptions`):
 
 ``ORDERSYNC_CELERY_NAMESPACE``
@@ -45,7 +47,7 @@ from celery import Celery
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 from tasks.base import MAX_COUNTDOWN, SOFT_TIME_LIMIT, TIME_LIMIT, OrdersyncTask
 
 logger = logging.getLogger(__name__)
@@ -120,18 +122,6 @@ def _positive_int(env: Mapping[str, str], key: str) -> int:
     if value <= 0:
         raise ValueError(f"{key} must be positive, not {value}")
     return value
-
-
-def load_settings() -> Settings:
-    """The project's settings, read once (``pipeline.settings.load_settings`` when present)."""
-    try:
-        from pipeline.settings import load_settings as _load  # type: ignore[attr-defined]
-    except ImportError:
-        settings = Settings()
-        broker_url = os.environ.get("ORDERSYNC_BROKER_URL")
-        return replace(settings, broker_url=broker_url) if broker_url else settings
-    loaded: Settings = _load()
-    return loaded
 
 
 def celery_config(broker_url: str, options: CeleryOptions) -> dict[str, Any]:
