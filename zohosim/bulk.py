@@ -299,51 +299,75 @@ def _errors_cell(errors: dict[str, list[str]]) -> str:
     return ":".join(f"{code}-{','.join(cols)}" for code, cols in errors.items())
 
 
-def process_row(spec: JobSpec, store: RecordStore, row: list[str], new_id: Any,
-                now: str) -> RowResult:
-    """Apply one CSV row of a bulk job to ``store``."""
+@dataclass
+class CompiledJob:
+    """Per-job precomputation for the row loop."""
+
+    # (api name, index, column header, default, converter) per mapping
+    mappings: list[tuple[str, int | None, str, str | None, Any]]
+    key_column: str
+    columns: dict[str, str]
+    mandatory: list[str]
+
+
+def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
     module = store.module
-    values: dict[str, Any] = {}
-    errors: dict[str, list[str]] = {}
-    key_value: Any = None
+    maps = []
     key_column = spec.find_by or ""
     for m in spec.mappings:
-        cell = row[m.index] if m.index is not None and m.index < len(row) else ""
-        if cell == "" and m.default is not None:
-            cell = str(m.default)
         if m.api_name == spec.find_by:
             key_column = m.column
-        if m.api_name == "id":
-            if spec.find_by == "id":
-                key_value, key_column = (cell or None), m.column
+        default = None if m.default is None else str(m.default)
+        conv = None if m.api_name == "id" else module.fields[m.api_name].csv_converter(m.format)
+        maps.append((m.api_name, m.index, m.column, default, conv))
+    return CompiledJob(maps, key_column, {m.api_name: m.column for m in spec.mappings},
+                       module.mandatory_fields)
+
+
+def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[str],
+                new_id: Any, now: str) -> RowResult:
+    """Apply one CSV row of a bulk job to ``store``."""
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] | None = None
+    key_value: Any = None
+    ignore_empty = spec.ignore_empty
+    width = len(row)
+    for name, index, column, default, conv in cj.mappings:
+        cell = row[index] if index is not None and index < width else ""
+        if cell == "" and default is not None:
+            cell = default
+        if conv is None:  # the record id column
+            key_value = cell or None
             continue
         if cell == "":
-            if not spec.ignore_empty:
-                values[m.api_name] = None
+            if not ignore_empty:
+                values[name] = None
             continue
         try:
-            values[m.api_name] = module.fields[m.api_name].from_csv(cell, m.format)
+            values[name] = conv(cell)
         except FieldError as e:
-            errors.setdefault(e.code, []).append(m.column)
+            if errors is None:
+                errors = {}
+            errors.setdefault(e.code, []).append(column)
     if errors:
         return RowResult("SKIPPED", "", _errors_cell(errors))
-    if spec.find_by and spec.find_by != "id":
-        key_value = values.get(spec.find_by)
-    target = store.lookup(spec.find_by, key_value) if spec.find_by and key_value else None
+    find_by = spec.find_by
+    if find_by and find_by != "id":
+        key_value = values.get(find_by)
+    target = store.lookup(find_by, key_value) if find_by and key_value else None
     if spec.operation == "insert" and target is not None:
-        return RowResult("SKIPPED", "", f"DUPLICATE_DATA-{key_column}")
+        return RowResult("SKIPPED", "", f"DUPLICATE_DATA-{cj.key_column}")
     if spec.operation == "update" and target is None:
-        return RowResult("SKIPPED", "", f"RESOURCE_NOT_FOUND-{key_column or spec.find_by}")
-    columns = {m.api_name: m.column for m in spec.mappings}
-    missing = [f for f in module.mandatory_fields
+        return RowResult("SKIPPED", "", f"RESOURCE_NOT_FOUND-{cj.key_column}")
+    missing = [f for f in cj.mandatory
                if (target is None and values.get(f) is None) or (f in values and values[f] is None)]
     if missing:
         return RowResult("SKIPPED", "",
-                         f"MANDATORY_NOT_FOUND-{','.join(columns.get(f, f) for f in missing)}")
+                         f"MANDATORY_NOT_FOUND-{','.join(cj.columns.get(f, f) for f in missing)}")
     conflicts = store.unique_conflicts(values, exclude=target)
     if conflicts:
-        return RowResult("SKIPPED", "",
-                         f"DUPLICATE_DATA-{','.join(columns.get(f, f) for f, _ in conflicts)}")
+        cols = ",".join(cj.columns.get(f, f) for f, _ in conflicts)
+        return RowResult("SKIPPED", "", f"DUPLICATE_DATA-{cols}")
     if target is None:
         rec = store.insert(new_id(), values, now)
         return RowResult("ADDED", rec["id"], "")

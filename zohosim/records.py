@@ -22,7 +22,8 @@ class RecordStore:
     def __init__(self, module: Module) -> None:
         self.module = module
         self.records: dict[str, dict[str, Any]] = {}
-        self.indexed = list(module.unique_fields)
+        self.unique = list(module.unique_fields)
+        self.indexed = list(self.unique)
         if module.system_duplicate_field and module.system_duplicate_field not in self.indexed:
             self.indexed.append(module.system_duplicate_field)
         self.index: dict[str, dict[str, str]] = {f: {} for f in self.indexed}
@@ -72,10 +73,11 @@ class RecordStore:
             return None
         return idx.get(norm_key(value))
 
-    def unique_conflicts(self, values: dict[str, Any], exclude: str | None) -> list[tuple[str, str]]:
+    def unique_conflicts(self, values: dict[str, Any],
+                         exclude: str | None) -> list[tuple[str, str]]:
         """User-unique fields of ``values`` already held by another record: (field, other id)."""
         out = []
-        for f in self.module.unique_fields:
+        for f in self.unique:
             v = values.get(f)
             if v is None:
                 continue

@@ -1,16 +1,18 @@
 """Module schema: field definitions, Zoho-shaped field metadata, and per-type validation.
 
-A schema file is JSON: ``{"modules": [{"api_name", "id", "system_duplicate_field", "fields": [...]}]}``
-where each field has ``api_name``, ``field_label``, ``data_type`` and optionally ``length``,
-``system_mandatory``, ``unique``, ``restricted``, ``pick_list_values``, ``decimal_place``.
+A schema file is JSON, ``{"modules": [{"api_name", "id", "system_duplicate_field",
+"fields": [...]}]}``, where each field has ``api_name``, ``field_label``, ``data_type``
+and optionally ``length``, ``system_mandatory``, ``unique``, ``restricted``,
+``pick_list_values``, ``decimal_place``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -53,7 +55,9 @@ UI_TYPE = {
 }
 EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+'\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[+-]\d{2}:\d{2}|Z)$")
+DATETIME_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[+-]\d{2}:\d{2}|Z)$"
+)
 NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 INT_RE = re.compile(r"^[+-]?\d+$")
 ISO_DATE_PATTERNS = {"yyyy-MM-dd"}
@@ -133,7 +137,7 @@ def check_format(data_type: str, pattern: str) -> bool:
 
 def _iso_datetime(dt: datetime) -> str:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.replace(microsecond=0).isoformat()
 
 
@@ -205,31 +209,127 @@ class Field:
 
     def from_csv(self, cell: str, fmt: str | None = None) -> Any:
         """Validate a non-empty bulk-write CSV cell (with the mapping's ``format``)."""
+        return self.csv_converter(fmt)(cell)
+
+    def csv_converter(self, fmt: str | None = None) -> Callable[[str], Any]:
+        """A fast cell -> value function for this field and ``format`` (raises FieldError)."""
+        cache = self.__dict__.setdefault("_converters", {})
+        conv = cache.get(fmt)
+        if conv is None:
+            conv = cache[fmt] = self._make_converter(fmt)
+        return conv
+
+    def _make_converter(self, fmt: str | None) -> Callable[[str], Any]:
         t = self.data_type
-        if t in TEXT_TYPES:
-            return self._text(cell)
+        limit = self.length or DEFAULT_LENGTH.get(t, 255)
+
+        # fresh exceptions each time: re-raising one instance would grow its traceback
+        def invalid() -> FieldError:
+            return _invalid(self)
+
+        def too_long() -> FieldError:
+            return FieldError("INVALID_DATA", self.api_name, {"maximum_length": limit})
+
+        if t in ("text", "textarea", "phone", "website"):
+            def text(s: str) -> str:
+                if len(s) > limit:
+                    raise too_long()
+                return s
+            return text
+        if t == "email":
+            def email(s: str) -> str:
+                if len(s) > limit:
+                    raise too_long()
+                if not EMAIL_RE.match(s):
+                    raise invalid()
+                return s
+            return email
+        if t == "picklist":
+            allowed = frozenset(self.pick_list_values) if self.restricted else None
+
+            def picklist(s: str) -> str:
+                if len(s) > limit:
+                    raise too_long()
+                if allowed is not None and s not in allowed:
+                    raise invalid()
+                return s
+            return picklist
         if t == "boolean":
-            low = cell.strip().lower()
-            if low == "true":
-                return True
-            if low == "false":
-                return False
-            raise _invalid(self)
+            table = {"true": True, "false": False}
+
+            def boolean(s: str) -> bool:
+                v = table.get(s.strip().lower())
+                if v is None:
+                    raise invalid()
+                return v
+            return boolean
         if t in ("integer", "bigint"):
-            s = cell.strip()
-            if not INT_RE.match(s):
-                raise _invalid(self)
-            return self._int(s)
+            def integer(s: str) -> int | str:
+                s = s.strip()
+                if not INT_RE.match(s):
+                    raise invalid()
+                return self._int(s)
+            return integer
         if t in ("currency", "double"):
-            s = cell.strip()
-            if not NUMBER_RE.match(s):
-                raise _invalid(self)
-            return self._number(s)
+            def number(s: str) -> float:
+                s = s.strip()
+                if not NUMBER_RE.match(s):
+                    raise invalid()
+                return self._number(s)
+            return number
         if t == "date":
-            return self._csv_date(cell.strip(), fmt)
+            if fmt is None or fmt in ISO_DATE_PATTERNS:
+                def iso_date(s: str) -> str:
+                    s = s.strip()
+                    if DATE_RE.match(s):
+                        try:
+                            date.fromisoformat(s)
+                            return s
+                        except ValueError:
+                            raise invalid() from None
+                    if fmt is None:  # Zoho's documented default for CSV dates
+                        try:
+                            return datetime.strptime(s, "%m/%d/%Y").date().isoformat()
+                        except ValueError:
+                            raise invalid() from None
+                    raise invalid()
+                return iso_date
+            pyfmt = compile_java_pattern(fmt)[0]
+
+            def java_date(s: str) -> str:
+                try:
+                    return datetime.strptime(s.strip(), pyfmt).date().isoformat()
+                except ValueError:
+                    raise invalid() from None
+            return java_date
         if t == "datetime":
-            return self._csv_datetime(cell.strip(), fmt)
-        return cell
+            if fmt is None or fmt in ISO_DATETIME_PATTERNS:
+                def iso_datetime(s: str) -> str:
+                    s = s.strip()
+                    if DATETIME_RE.match(s):
+                        try:
+                            dt = datetime.fromisoformat(s)
+                        except ValueError:
+                            raise invalid() from None
+                        if len(s) == 25 and s[19] in "+-":
+                            return s
+                        return _iso_datetime(dt)
+                    if fmt is None:
+                        try:
+                            return _iso_datetime(datetime.strptime(s, "%m/%d/%Y %H:%M:%S"))
+                        except ValueError:
+                            raise invalid() from None
+                    raise invalid()
+                return iso_datetime
+            pyfmt = compile_java_pattern(fmt)[0]
+
+            def java_datetime(s: str) -> str:
+                try:
+                    return _iso_datetime(datetime.strptime(s.strip(), pyfmt))
+                except ValueError:
+                    raise invalid() from None
+            return java_datetime
+        return lambda s: s
 
     def _text(self, s: str) -> str:
         limit = self.length or DEFAULT_LENGTH.get(self.data_type, 255)
@@ -256,32 +356,6 @@ class Field:
             raise FieldError("INVALID_DATA", self.api_name, {"maximum_length": limit})
         n = float(s)
         return round(n, self.decimal_place) if self.decimal_place is not None else n
-
-    def _csv_date(self, s: str, fmt: str | None) -> str:
-        try:
-            if fmt is None or fmt in ISO_DATE_PATTERNS:
-                if DATE_RE.match(s):
-                    return date.fromisoformat(s).isoformat()
-                if fmt is None:  # Zoho's documented default for CSV dates
-                    return datetime.strptime(s, "%m/%d/%Y").date().isoformat()
-                raise ValueError(s)
-            pyfmt, _d, _t = compile_java_pattern(fmt)
-            return datetime.strptime(s, pyfmt).date().isoformat()
-        except ValueError:
-            raise _invalid(self) from None
-
-    def _csv_datetime(self, s: str, fmt: str | None) -> str:
-        try:
-            if fmt is None or fmt in ISO_DATETIME_PATTERNS:
-                if DATETIME_RE.match(s):
-                    return _iso_datetime(datetime.fromisoformat(s))
-                if fmt is None:
-                    return _iso_datetime(datetime.strptime(s, "%m/%d/%Y %H:%M:%S"))
-                raise ValueError(s)
-            pyfmt, _d, _t = compile_java_pattern(fmt)
-            return _iso_datetime(datetime.strptime(s, pyfmt))
-        except ValueError:
-            raise _invalid(self) from None
 
     # ---- metadata -----------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from zohosim.bulk import (
     RowResult,
     Upload,
     build_result_zip,
+    compile_job,
     parse_upload,
     process_row,
     validate_job,
@@ -64,7 +65,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass
@@ -487,6 +488,7 @@ class State:
         if queue > 0:
             time.sleep(queue)
         store = self.stores[job.spec.module]
+        compiled = compile_job(job.spec, store)
         rows = job.spec.csv.rows
         with self.lock:
             if self.generation != generation:
@@ -514,9 +516,10 @@ class State:
                 if self.generation != generation:
                     return
                 now = now_iso()
+                new_id = self.new_id
                 touched: list[str] = []
                 for row in rows[i : i + chunk]:
-                    res = process_row(job.spec, store, row, self.new_id, now)
+                    res = process_row(job.spec, compiled, store, row, new_id, now)
                     job.results.append(res)
                     if res.status == "ADDED":
                         job.added += 1

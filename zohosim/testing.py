@@ -93,7 +93,9 @@ class SimProcess:
         self.zgid = full_env.get("ZOHOSIM_ZGID") or DEFAULTS["ZOHOSIM_ZGID"]
         args = [sys.executable, "-m", "zohosim", "serve", "--host", "127.0.0.1", "--port", "0",
                 "--job-speed", job_speed, "--token-ttl", str(token_ttl), *extra_args]
-        self.log = tempfile.NamedTemporaryFile(prefix="zohosim-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the process)
+            prefix="zohosim-", suffix=".log", delete=False
+        )
         self.log_path = self.log.name
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env=full_env,
                                      text=True)
