@@ -620,8 +620,6 @@ _TYPE_NAMES = {
     float: "a number",
     bool: "true or false",
     Path: "a path string",
-    Secret: "a string",
-    SyncMode: "a string",
 }
 _BOOLEANS = {
     "true": True,
@@ -733,17 +731,18 @@ def _convert(key: str, value: object, kind: Any, from_env: bool, where: str) -> 
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(key, f"expected {_TYPE_NAMES[kind]}, got {_toml_type(value)}{where}")
+        expected = _TYPE_NAMES.get(kind, "a string")
+        raise ConfigError(key, f"expected {expected}, got {_toml_type(value)}{where}")
     if kind is float:
         return float(value)  # type: ignore[arg-type]
     if kind in (Secret, Path):
         return kind(value)
-    if kind is SyncMode:
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
         try:
-            return SyncMode(str(value))
+            return kind(str(value))
         except ValueError:
             raise ConfigError(
-                key, f"unknown mode {value!r}; use one of {', '.join(SyncMode)}{where}"
+                key, f"unknown value {value!r}; use one of {', '.join(kind)}{where}"
             ) from None
     return value
 
