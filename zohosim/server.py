@@ -88,6 +88,7 @@ class SimServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive connections
     server: SimServer
     def version_string(self) -> str:
         return "ZGS"
@@ -150,9 +151,11 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in reply.headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(reply.data)))
-        self.end_headers()
+        # headers and body in one write
+        self._headers_buffer.append(b"\r\n")
         if reply.data and self.command != "HEAD":
-            self.wfile.write(reply.data)
+            self._headers_buffer.append(reply.data)
+        self.flush_headers()
 
     def _drop(self) -> None:
         self.close_connection = True
