@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 import redis
 
+from pipeline.secret import Secret
+from pipeline.settings import DEFAULT_MAPPING
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.config import ZohoSettings
 from pipeline.zoho.credits import CreditLedger, ensure_schema
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,3 +75,76 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{value}:*", count=500))
     if keys:
         redis_client.delete(*keys)
+
+
+# -- against a real zohosim process ------------------------------------------------------------
+
+
+def sim_settings(sim: Any, prefix: str, **overrides: Any) -> ZohoSettings:
+    """Client settings pointing every host at ``sim``, with fast retries for tests."""
+    base = ZohoSettings(
+        accounts_url=sim.base_url,
+        api_url=sim.base_url,
+        upload_url=sim.base_url,
+        client_id=sim.client_id,
+        client_secret=Secret(sim.client_secret),
+        refresh_token=Secret(sim.refresh_token),
+        redis_prefix=prefix,
+        connect_timeout=2.0,
+        read_timeout=5.0,
+        max_retries=4,
+        retry_backoff=0.02,
+        retry_backoff_max=0.1,
+        slot_wait=30.0,
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def make_client(
+    zohosim: Any, prefix: str, redis_client: redis.Redis, ledger: CreditLedger
+) -> Iterator[Callable[..., ZohoClient]]:
+    """Build clients on the test's zohosim, Redis prefix and credit ledger."""
+    made: list[ZohoClient] = []
+
+    def make(**overrides: Any) -> ZohoClient:
+        client = ZohoClient(
+            sim_settings(zohosim, prefix, **overrides), redis=redis_client, credits=ledger
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def order_row(key: str, **cells: str) -> list[str]:
+    """A CSV row in DEFAULT_MAPPING column order, valid unless ``cells`` override it."""
+    values = {
+        "parent_id": key,
+        "Name": f"SO-{key}",
+        "Customer_Name": "Ann Example",
+        "Email": "ann@example.com",
+        "Order_Status": "Paid",
+        "Amount": "1250.50",
+        "Currency_Code": "EUR",
+        "Quantity": "3",
+        "Order_Date": "2024-05-01",
+        "Shipped_At": "2024-05-02T13:45:00+05:30",
+        "Is_Gift": "false",
+        "Notes": "",
+    }
+    values.update(cells)
+    return [values[name] for name in DEFAULT_MAPPING.api_names]
+
+
+def write_zip(path: Path, rows: Sequence[Sequence[str]]) -> Path:
+    """A bulk-write zip with one CSV: the mapping's header then ``rows``."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(DEFAULT_MAPPING.api_names)
+    writer.writerows(rows)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("orders.csv", buf.getvalue())
+    return path
