@@ -1,0 +1,246 @@
+"""The ``web`` process: Zoho's bulk-job callback receiver and a health check (stdlib WSGI).
+
+Routes::
+
+    GET  /healthz               200 {"status": "ok", "checks": {…}}, or 503 naming what failed
+    POST /zoho/callback/<token> 200 {"status": "accepted"} and the batch's poll task is enqueued;
+                                404 for any token that is not a live batch's
+
+Each batch gets its own callback token (:func:`new_callback_token`, 256 random bits) in the
+callback URL it gives Zoho (:func:`callback_path`). The body Zoho posts is never read as data:
+the token only says which batch to look at, and the poll task then asks Zoho for the job's state
+with a GET. A forged or replayed callback therefore costs one early poll and nothing else.
+Tokens never appear in the access log (the path is redacted).
+
+Hooks for the batch work: :func:`enqueue_poll` (sends ``ordersync.poll`` with
+``batch_id=<id>``) and :func:`lookup_batch_by_token` (to be written against
+``ordersync.batches``; we suggest storing :func:`callback_token_digest` of the token, not the
+token). :func:`make_wsgi_app` takes both as callables, so tests inject their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+import secrets
+import socketserver
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import psycopg2
+from celery import Celery
+from kombu import Connection
+
+logger = logging.getLogger(__name__)
+
+BatchId = int | str
+TokenLookup = Callable[[str], BatchId | None]
+Enqueue = Callable[[BatchId], None]
+HealthCheck = Callable[[], None]  # returns when healthy, raises otherwise
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+POLL_TASK = "ordersync.poll"
+CALLBACK_PREFIX = "/zoho/callback/"
+TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
+CHECK_TIMEOUT = 3.0  # seconds, per health check
+MAX_DRAINED_BODY = 1 << 20  # we read (and drop) at most this much of a callback body
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+_CALLBACK_RE = re.compile(re.escape(CALLBACK_PREFIX) + r"([^/]*)")
+
+
+def new_callback_token() -> str:
+    """A fresh, unguessable token for one batch's callback URL."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def callback_token_digest(token: str) -> str:
+    """SHA-256 of a token (hex): what the ledger should store and look up."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def callback_path(token: str) -> str:
+    """The path part of a batch's callback URL (prefix it with the public base URL)."""
+    return f"{CALLBACK_PREFIX}{token}"
+
+
+def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None:
+    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.app.ROUTES``)."""
+    if celery_app is None:
+        from tasks.app import app
+
+        celery_app = app
+    celery_app.send_task(POLL_TASK, kwargs={"batch_id": batch_id})
+
+
+def lookup_batch_by_token(dsn: str, ledger_schema: str, token: str) -> BatchId | None:
+    """The batch whose callback token this is, if it is waiting on a Zoho job; else None.
+
+    To be written with the ledger (``<ledger_schema>.batches``), e.g. by the token's digest.
+    """
+    raise NotImplementedError("callback token lookup needs the ledger's batches table")
+
+
+def check_database(dsn: str) -> None:
+    """Connect and run ``SELECT 1``; raises if the database is not reachable."""
+    conn = psycopg2.connect(
+        dsn, connect_timeout=int(CHECK_TIMEOUT), application_name="ordersync.web"
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        conn.close()
+
+
+def check_broker(celery_app: Celery) -> None:
+    """Open a connection to the app's broker; raises if it is not reachable."""
+    options = dict(celery_app.conf.broker_transport_options or {})
+    options.setdefault("socket_connect_timeout", CHECK_TIMEOUT)
+    with Connection(
+        celery_app.conf.broker_url, connect_timeout=CHECK_TIMEOUT, transport_options=options
+    ) as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=CHECK_TIMEOUT)
+
+
+def _json(start_response: StartResponse, status: str, body: Mapping[str, Any]) -> list[bytes]:
+    data = json.dumps(body, sort_keys=True).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return [data]
+
+
+def _drain(environ: Mapping[str, Any]) -> None:
+    """Read and drop the request body (bounded) so the client sees a clean answer."""
+    try:
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_DRAINED_BODY)
+    except ValueError:
+        return
+    stream = environ["wsgi.input"]
+    while length > 0:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
+def make_wsgi_app(
+    *, lookup: TokenLookup, enqueue: Enqueue, checks: Mapping[str, HealthCheck]
+) -> WsgiApp:
+    """The WSGI application: ``lookup`` maps a token to a batch id, ``enqueue`` wakes its poll."""
+
+    def healthz(start_response: StartResponse) -> list[bytes]:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+                logger.warning("health check %s failed: %s", name, type(exc).__name__)
+                results[name] = f"error: {type(exc).__name__}"
+            else:
+                results[name] = "ok"
+        healthy = all(value == "ok" for value in results.values())
+        status = "200 OK" if healthy else "503 Service Unavailable"
+        body = {"status": "ok" if healthy else "unavailable", "checks": results}
+        return _json(start_response, status, body)
+
+    def callback(environ: dict[str, Any], start_response: StartResponse, token: str) -> list[bytes]:
+        _drain(environ)
+        batch_id = lookup(token) if _TOKEN_RE.fullmatch(token) else None
+        if batch_id is None:
+            return _json(start_response, "404 Not Found", {"error": "not found"})
+        enqueue(batch_id)
+        logger.info("callback for batch %s: poll enqueued", batch_id)
+        return _json(start_response, "200 OK", {"status": "accepted"})
+
+    def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if path == "/healthz":
+                if method not in ("GET", "HEAD"):
+                    return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
+                return healthz(start_response)
+            match = _CALLBACK_RE.fullmatch(path)
+            if match:
+                if method != "POST":
+                    return _json(start_response, "405 Method Not Allowed", {"error": "use POST"})
+                return callback(environ, start_response, match.group(1))
+            return _json(start_response, "404 Not Found", {"error": "not found"})
+        except Exception:
+            logger.exception("%s %s failed", method, redact(path))
+            return _json(start_response, "503 Service Unavailable", {"error": "unavailable"})
+
+    return application
+
+
+def redact(path: str) -> str:
+    """``path`` with any callback token replaced by ``***`` (for logs)."""
+    return _CALLBACK_RE.sub(CALLBACK_PREFIX + "***", path)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Access log through ``logging``, tokens redacted."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.info(
+            "%s %s %s %s", self.address_string(), self.command, redact(self.path), code
+        )
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        logger.info("%s %s", self.address_string(), redact(format % args))
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per request, so a slow health check does not hold up a callback."""
+
+    daemon_threads = True
+
+
+def make_http_server(app: WsgiApp, host: str = "127.0.0.1", port: int = 0) -> WSGIServer:
+    """A threading HTTP server for ``app`` (port 0: a free port, see ``server.server_port``)."""
+    return make_server(
+        host, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ordersync web``: serve the callback receiver and /healthz until interrupted."""
+    from pipeline.settings import load_settings
+    from tasks.app import app as celery_app
+
+    parser = argparse.ArgumentParser(prog="ordersync web", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings()
+    dsn = settings.source.dsn.reveal()
+    application = make_wsgi_app(
+        lookup=partial(lookup_batch_by_token, dsn, settings.source.ledger_schema),
+        enqueue=partial(enqueue_poll, celery_app=celery_app),
+        checks={"db": partial(check_database, dsn), "broker": partial(check_broker, celery_app)},
+    )
+    server = make_http_server(application, args.host, args.port)
+    logger.info("listening on http://%s:%s", args.host, server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
