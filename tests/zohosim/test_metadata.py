@@ -1,0 +1,100 @@
+"""Org, field metadata, record reads, URL and method errors."""
+
+from __future__ import annotations
+
+from tests.zohosim.helpers import Api, error
+from zohosim.testing import SimProcess
+
+
+def test_org_zgid_is_a_string(api: Api, zohosim: SimProcess) -> None:
+    r = api.get("/crm/v8/org")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    (org,) = r.json()["org"]
+    assert org["zgid"] == zohosim.zgid
+    assert isinstance(org["zgid"], str)
+    assert org["id"].isdigit()
+
+
+def test_fields_metadata_shape(api: Api) -> None:
+    r = api.get("/crm/v8/settings/fields", params={"module": "Orders"})
+    assert r.status_code == 200
+    fields = {f["api_name"]: f for f in r.json()["fields"]}
+    for name in ("Name", "parent_id", "Customer_Name", "Email", "Order_Status", "Amount",
+                 "Currency_Code", "Quantity", "Order_Date", "Shipped_At", "Is_Gift", "Notes"):
+        assert name in fields
+    assert all(f["id"].isdigit() for f in fields.values())
+    assert fields["parent_id"]["unique"] == {"casesensitive": "false"}
+    assert fields["Name"]["unique"] == {}
+    assert fields["Name"]["system_mandatory"] is True
+    assert fields["Name"]["length"] == 120
+    assert fields["Notes"]["data_type"] == "textarea"
+    assert fields["Notes"]["length"] == 32000
+    assert fields["Amount"]["data_type"] == "currency"
+    assert fields["Is_Gift"]["data_type"] == "boolean"
+    assert fields["Shipped_At"]["data_type"] == "datetime"
+    picks = [p["actual_value"] for p in fields["Order_Status"]["pick_list_values"]]
+    assert picks == ["-None-", "New", "Paid", "Shipped", "Delivered", "Cancelled", "Refunded"]
+    assert all(p["id"].isdigit() for p in fields["Order_Status"]["pick_list_values"])
+
+
+def test_fields_errors(api: Api) -> None:
+    assert error(api.get("/crm/v8/settings/fields")) == (400, "REQUIRED_PARAM_MISSING")
+    assert error(api.get("/crm/v8/settings/fields", params={"module": "Nope"})) == (
+        400, "INVALID_MODULE")
+
+
+def _seed(api: Api, n: int) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, n, 100):
+        recs = [{"Name": f"SO-{i}", "parent_id": str(i), "Amount": i}
+                for i in range(start, min(n, start + 100))]
+        r = api.upsert(recs)
+        assert r.status_code == 200, r.text
+        ids += [d["details"]["id"] for d in r.json()["data"]]
+    return ids
+
+
+def test_records_paging(api: Api) -> None:
+    assert api.get("/crm/v8/Orders", params={"fields": "Name"}).status_code == 204
+    ids = _seed(api, 250)
+    r = api.get("/crm/v8/Orders", params={"fields": "Name,parent_id", "per_page": 200})
+    body = r.json()
+    assert r.status_code == 200
+    assert body["info"] == {"per_page": 200, "count": 200, "page": 1, "more_records": True}
+    assert [d["id"] for d in body["data"]] == ids[:200]
+    assert set(body["data"][0]) == {"id", "Name", "parent_id"}
+    r = api.get("/crm/v8/Orders", params={"fields": "Name", "page": 2, "per_page": 200})
+    assert r.json()["info"] == {"per_page": 200, "count": 50, "page": 2, "more_records": False}
+    assert api.get("/crm/v8/Orders", params={"fields": "Name", "page": 3}).status_code == 204
+
+
+def test_records_errors(api: Api) -> None:
+    assert error(api.get("/crm/v8/Orders")) == (400, "REQUIRED_PARAM_MISSING")
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "per_page": 201})) == (
+        400, "INVALID_DATA")
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Bogus"})) == (400, "INVALID_DATA")
+    assert error(api.get("/crm/v8/Nope", params={"fields": "Name"})) == (400, "INVALID_MODULE")
+
+
+def test_record_by_id(api: Api) -> None:
+    (rid,) = _seed(api, 1)
+    r = api.get(f"/crm/v8/Orders/{rid}")
+    (rec,) = r.json()["data"]
+    assert rec["id"] == rid
+    assert rec["Name"] == "SO-0"
+    assert rec["Amount"] == 0
+    assert rec["Created_Time"] == rec["Modified_Time"]
+    assert api.get("/crm/v8/Orders/5725767000000999999").status_code == 204
+
+
+def test_unknown_url_and_wrong_method(api: Api) -> None:
+    assert error(api.get("/crm/v8/settings/nothing")) == (404, "INVALID_URL_PATTERN")
+    assert error(api.get("/crm/v2/org")) == (404, "INVALID_URL_PATTERN")
+    assert error(api.post("/crm/v8/org")) == (400, "INVALID_REQUEST_METHOD")
+    assert error(api.get("/crm/v8/Orders/upsert")) == (400, "INVALID_REQUEST_METHOD")
+
+
+def test_double_slash_paths_are_served(api: Api, zohosim: SimProcess) -> None:
+    r = api.http.get(f"{zohosim.base_url}//crm/v8/org", headers=api.headers(), timeout=10)
+    assert r.status_code == 200
