@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from tests.zohosim.helpers import T, Api, error
+from tests.zohosim.helpers import Api, T, error
 from zohosim.testing import SimProcess
 
 
