@@ -6,17 +6,24 @@ Tables (created by :func:`ensure_tables`, called from ``ordersync db install``):
     One sync run (``kind``: interval, realtime, manual) with its state and a free ``stats`` jsonb.
 ``batches``
     One unit of work sent to Zoho: a bulk job of up to 25,000 rows or a near-real-time upsert
-    of up to 100. A bulk batch moves ``claimed → extracted → uploaded → job_created → job_done
-    → reconciled``; any step may end in ``failed`` (``error`` says why). A realtime batch goes
-    ``claimed → extracted → reconciled`` (or ``failed``). Each step records its result here
+    of up to 100. A bulk batch moves ``extracted → uploaded → job_created → job_done →
+    reconciled``; any step may end in ``failed`` (``error`` says why). A realtime batch goes
+    ``extracted → reconciled`` (or ``failed``). A batch is born ``extracted``: claiming its
+    rows and writing its zip are one transaction, so a crash leaves no half-claimed batch. Each step records its result here
     (``zip_path``/``checksum``/``row_count`` after extraction, ``file_id`` after upload,
     ``job_id`` when the job is created, …) so a repeated step can see it is done and a sweeper
     can find batches that stopped moving (``updated_at``).
-``batch_rows``
-    The claim: ``(batch_id, row_key, version)`` for every row a batch carries, ``row_key`` being
-    the legacy key as text. A row is claimed while its claim has no ``released_at``; a unique
-    index on ``row_key`` among open claims makes two claims of the same row impossible.
-    Finishing a batch (:func:`finish_batch`) releases its claims.
+``batches.keys`` / ``batches.versions`` (and the view ``batch_rows``)
+    The claim: the legacy keys (as text) and the ``sync_version`` of every row a batch carries,
+    as two parallel arrays on the batch (one row written per batch, not 25,000: measured
+    ~25 ms against ~220 ms for a row per claimed row with a unique index). A bulk batch also
+    records ``key_lo``/``key_hi``: while it is unfinished, every key in that range is claimed;
+    a realtime batch claims exactly its keys. Finishing a batch (:func:`finish_batch`)
+    releases its claims. The view ``batch_rows (batch_id, row_key, version, released_at)``
+    shows the claims one row each.
+``claim_lock``
+    An empty table locked (SHARE ROW EXCLUSIVE) by each claiming transaction: claims are
+    serialised, so two extractors never claim the same row.
 ``row_errors``
     The latest Zoho error of each row (code, field, message), the row version it was about, an
     attempt count for that version, and ``quarantined`` once attempts reach ``max_attempts``.
@@ -48,7 +55,6 @@ class BatchKind(StrEnum):
 class BatchState(StrEnum):
     """Where a batch stands; see the module docstring for the transitions."""
 
-    CLAIMED = "claimed"
     EXTRACTED = "extracted"
     UPLOADED = "uploaded"
     JOB_CREATED = "job_created"
@@ -110,6 +116,10 @@ def ddl(settings: Settings) -> list[sql.Composable]:
                 kind text NOT NULL CHECK (kind IN ({kinds})),
                 state text NOT NULL CHECK (state IN ({states})),
                 row_count integer NOT NULL DEFAULT 0,
+                key_lo text,
+                key_hi text,
+                keys text[] NOT NULL DEFAULT '{{}}',
+                versions bigint[] NOT NULL DEFAULT '{{}}',
                 zip_path text,
                 zip_bytes bigint,
                 checksum text,
@@ -127,21 +137,17 @@ def ddl(settings: Settings) -> list[sql.Composable]:
             "CREATE INDEX IF NOT EXISTS batches_unfinished ON {} (updated_at)"
             " WHERE state NOT IN ({})"
         ).format(t("batches"), _in_list(FINISHED_STATES)),
+        # 25,000-element arrays: stored out of line without compression (cheaper to write).
         sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {batch_rows} (
-                batch_id bigint NOT NULL,
-                row_key text NOT NULL,
-                version bigint NOT NULL,
-                released_at timestamptz
-            )"""
-        ).format(batch_rows=t("batch_rows")),
-        sql.SQL("CREATE INDEX IF NOT EXISTS batch_rows_batch ON {} (batch_id)").format(
-            t("batch_rows")
-        ),
+            "ALTER TABLE {} ALTER COLUMN keys SET STORAGE EXTERNAL,"
+            " ALTER COLUMN versions SET STORAGE EXTERNAL"
+        ).format(t("batches")),
         sql.SQL(
-            "CREATE UNIQUE INDEX IF NOT EXISTS batch_rows_open_claim ON {} (row_key)"
-            " WHERE released_at IS NULL"
-        ).format(t("batch_rows")),
+            """CREATE OR REPLACE VIEW {batch_rows} AS
+               SELECT b.id AS batch_id, c.row_key, c.version, b.finished_at AS released_at
+               FROM {batches} b, unnest(b.keys, b.versions) AS c(row_key, version)"""
+        ).format(batch_rows=t("batch_rows"), batches=t("batches")),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (locked boolean)").format(t("claim_lock")),
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {row_errors} (
                 row_key text PRIMARY KEY,
@@ -175,6 +181,8 @@ class Batch:
     kind: BatchKind
     state: BatchState
     row_count: int
+    key_lo: str | None
+    key_hi: str | None
     zip_path: str | None
     zip_bytes: int | None
     checksum: str | None
@@ -189,7 +197,7 @@ class Batch:
 
 
 _BATCH_COLUMNS = (
-    "id run_id kind state row_count zip_path zip_bytes checksum file_id job_id attempts error"
+    "id run_id kind state row_count key_lo key_hi zip_path zip_bytes checksum file_id job_id attempts error"
     " stats created_at updated_at finished_at"
 ).split()
 # Columns a state transition may set along with the state.
@@ -255,8 +263,8 @@ def transition(
     """Move a batch to ``new_state`` (and set ``fields``), only if it is in ``expected``.
 
     Returns False when the batch was not in an expected state (someone else moved it): the
-    compare-and-set that makes a repeated step harmless. A finished state also releases the
-    batch's claims (see :func:`finish_batch`).
+    compare-and-set that makes a repeated step harmless. A finished state releases the
+    batch's claims (they only hold while the batch is unfinished).
     """
     unknown = set(fields) - _SETTABLE
     if unknown:
@@ -283,22 +291,7 @@ def transition(
             ),
             params,
         )
-        moved = cur.rowcount == 1
-    if moved and new_state.finished:
-        release_claims(conn, settings, batch_id)
-    return moved
-
-
-def release_claims(conn: Connection, settings: Settings, batch_id: int) -> int:
-    """Release every open claim of a batch; its rows may be extracted again. Returns the count."""
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "UPDATE {} SET released_at = now() WHERE batch_id = %s AND released_at IS NULL"
-            ).format(sql.Identifier(settings.source.ledger_schema, "batch_rows")),
-            (batch_id,),
-        )
-        return cur.rowcount
+        return cur.rowcount == 1
 
 
 def finish_batch(
@@ -328,3 +321,18 @@ def unfinished_batches(conn: Connection, settings: Settings) -> list[Batch]:
         ids = [r[0] for r in cur.fetchall()]
     batches = [get_batch(conn, settings, i) for i in ids]
     return [b for b in batches if b is not None]
+
+
+def batch_claims(conn: Connection, settings: Settings, batch_id: int) -> list[tuple[str, int]]:
+    """The ``(row_key, version)`` pairs a batch claimed, in key order."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT keys, versions FROM {} WHERE id = %s").format(
+                sql.Identifier(settings.source.ledger_schema, "batches")
+            ),
+            (batch_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise LookupError(f"no batch {batch_id}")
+    return list(zip(row[0], (int(v) for v in row[1]), strict=True))

@@ -272,7 +272,7 @@ def status(settings: Settings) -> dict[str, Any]:
             comment = _trigger_comment(cur, settings) if table else None
             cur.execute(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
-                " WHERE s.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+                " WHERE s.nspname = %s AND c.relkind IN ('r', 'v') ORDER BY 1",
                 (src.ledger_schema,),
             )
             ledger_tables = [r[0] for r in cur.fetchall()]
@@ -281,7 +281,7 @@ def status(settings: Settings) -> dict[str, Any]:
                 and all(columns.values())
                 and len(triggers) == 2
                 and index is True
-                and {"runs", "batches", "batch_rows", "row_errors"} <= set(ledger_tables)
+                and {"runs", "batches", "claim_lock", "row_errors"} <= set(ledger_tables)
             )
             report: dict[str, Any] = {
                 "table": n.qualified_table,
@@ -310,8 +310,9 @@ def _counts(cur: Any, settings: Settings) -> dict[str, int]:
     )
     pending, synced = cur.fetchone()
     cur.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE released_at IS NULL").format(
-            n.ledger_table("batch_rows")
+        sql.SQL("SELECT coalesce(sum(cardinality(keys)), 0) FROM {} WHERE state NOT IN ({})").format(
+            n.ledger_table("batches"),
+            sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
         )
     )
     claimed = cur.fetchone()[0]

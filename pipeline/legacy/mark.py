@@ -1,0 +1,194 @@
+"""Marking: what Zoho accepted becomes synced, what it refused becomes a row error.
+
+Both take a whole batch's outcomes and run one statement, joining the keys with the versions
+the batch claimed (``batches.keys``/``versions``): a row is marked synced only where ``sync_version`` still
+equals the claimed version, so a row edited while its batch was in flight stays pending and
+goes in the next round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from pipeline.legacy.names import Names, key_type
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    """``marked``: now synced; ``stale``: changed since claiming, left pending; ``unknown``:
+    keys that are not in the batch (ignored)."""
+
+    marked: int
+    stale: int
+    unknown: int
+
+
+def mark_synced(
+    conn: Connection,
+    settings: Settings,
+    batch_id: int,
+    outcomes: Iterable[tuple[str, str | None]],
+) -> MarkResult:
+    """Set ``synced = true`` and ``zoho_id`` for ``(row_key, zoho_id)`` pairs of a batch.
+
+    One UPDATE for the whole batch (``FROM unnest(keys, zoho_ids)`` joined with the batch's
+    claimed ``unnest(keys, versions)``), only where the version is unchanged. Also clears those rows' errors.
+    Runs in the caller's transaction (the caller commits, typically with the batch's state).
+    Idempotent: marking the same outcomes again changes nothing that matters.
+    """
+    keys: list[str] = []
+    zoho_ids: list[str | None] = []
+    for key, zoho_id in outcomes:
+        keys.append(str(key))
+        zoho_ids.append(zoho_id)
+    if not keys:
+        return MarkResult(0, 0, 0)
+    n = Names(settings)
+    statement = sql.SQL(
+        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(ids)s::text[]) AS u(row_key, zoho_id)),
+                c AS (SELECT u.row_key, u.zoho_id, br.version FROM u
+                      JOIN (SELECT x.row_key, x.version FROM {batches} b,
+                                   unnest(b.keys, b.versions) AS x(row_key, version)
+                            WHERE b.id = %(batch)s) AS br ON br.row_key = u.row_key),
+                m AS (UPDATE {table} t SET {synced} = true, {zoho_id} = c.zoho_id
+                      FROM c WHERE t.{key} = c.row_key::{kt} AND t.{version} = c.version
+                      RETURNING t.{key}),
+                d AS (DELETE FROM {row_errors} e USING m WHERE e.row_key = m.{key}::text)
+           SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM c)"""
+    ).format(
+        batches=n.ledger_table("batches"),
+        row_errors=n.ledger_table("row_errors"),
+        table=n.table,
+        synced=n.synced,
+        zoho_id=n.zoho_id,
+        key=n.key,
+        kt=key_type(conn, settings),
+        version=n.version,
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, {"keys": keys, "ids": zoho_ids, "batch": batch_id})
+        marked, in_batch = cur.fetchone()  # type: ignore[misc]
+    return MarkResult(int(marked), int(in_batch) - int(marked), len(keys) - int(in_batch))
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Zoho's verdict on one row: ``code`` (e.g. INVALID_DATA), the field it names, message."""
+
+    row_key: str
+    code: str
+    field: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorResult:
+    recorded: int
+    quarantined: int  # rows now held back (attempts reached ``settings.max_attempts``)
+
+
+def record_row_errors(
+    conn: Connection, settings: Settings, batch_id: int, errors: Iterable[RowError]
+) -> ErrorResult:
+    """Record Zoho's errors for rows of a batch, counting attempts per row version.
+
+    The attempt count grows by one per batch that failed the same version of a row (recording
+    the same batch twice counts once) and restarts at 1 for a new version. At
+    ``settings.max_attempts`` the row is quarantined: extraction skips it until the row
+    changes (its version moves past the recorded one). Runs in the caller's transaction.
+    """
+    rows = list(errors)
+    if not rows:
+        return ErrorResult(0, 0)
+    n = Names(settings)
+    e = n.ledger_table("row_errors")
+    attempts = sql.SQL(
+        "CASE WHEN e.version <> EXCLUDED.version THEN 1"
+        " WHEN e.batch_id IS NOT DISTINCT FROM EXCLUDED.batch_id THEN e.attempts"
+        " ELSE e.attempts + 1 END"
+    )
+    statement = sql.SQL(
+        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(codes)s::text[], %(fields)s::text[],
+                                            %(messages)s::text[]) AS u(row_key, code, field, message)),
+                c AS (SELECT DISTINCT ON (u.row_key) u.*, br.version FROM u
+                      JOIN (SELECT x.row_key, x.version FROM {batches} b,
+                                   unnest(b.keys, b.versions) AS x(row_key, version)
+                            WHERE b.id = %(batch)s) AS br ON br.row_key = u.row_key
+                      ORDER BY u.row_key)
+           INSERT INTO {row_errors} AS e (row_key, version, batch_id, code, field, message,
+                                          attempts, quarantined)
+           SELECT row_key, version, %(batch)s, code, field, message, 1, 1 >= %(max)s FROM c
+           ON CONFLICT (row_key) DO UPDATE SET
+               attempts = {attempts},
+               quarantined = {attempts} >= %(max)s,
+               version = EXCLUDED.version, batch_id = EXCLUDED.batch_id,
+               code = EXCLUDED.code, field = EXCLUDED.field, message = EXCLUDED.message,
+               last_seen = now()
+           RETURNING quarantined"""
+    ).format(batches=n.ledger_table("batches"), row_errors=e, attempts=attempts)
+    with conn.cursor() as cur:
+        cur.execute(
+            statement,
+            {
+                "keys": [str(r.row_key) for r in rows],
+                "codes": [r.code for r in rows],
+                "fields": [r.field for r in rows],
+                "messages": [r.message for r in rows],
+                "batch": batch_id,
+                "max": settings.max_attempts,
+            },
+        )
+        flags = [bool(r[0]) for r in cur.fetchall()]
+    return ErrorResult(len(flags), sum(flags))
+
+
+@dataclass(frozen=True)
+class RowErrorView:
+    """A row error as ``ordersync errors`` shows it."""
+
+    row_key: str
+    code: str
+    field: str | None
+    message: str | None
+    attempts: int
+    quarantined: bool  # held back now (quarantined and the row has not changed since)
+    version: int
+    current_version: int | None  # None: the row no longer exists
+    first_seen: datetime
+    last_seen: datetime
+
+
+def list_row_errors(
+    conn: Connection, settings: Settings, *, quarantined_only: bool = False, limit: int = 100
+) -> list[RowErrorView]:
+    """Recorded row errors, quarantined first, newest first."""
+    n = Names(settings)
+    where = sql.SQL("WHERE e.quarantined AND e.version = t.{}").format(n.version) if (
+        quarantined_only
+    ) else sql.SQL("")
+    statement = sql.SQL(
+        """SELECT e.row_key, e.code, e.field, e.message, e.attempts,
+                  e.quarantined AND e.version IS NOT DISTINCT FROM t.{version},
+                  e.version, t.{version}, e.first_seen, e.last_seen
+           FROM {row_errors} e LEFT JOIN {table} t ON t.{key} = e.row_key::{kt}
+           {where}
+           ORDER BY 6 DESC, e.last_seen DESC LIMIT %s"""
+    ).format(
+        version=n.version,
+        row_errors=n.ledger_table("row_errors"),
+        table=n.table,
+        key=n.key,
+        kt=key_type(conn, settings),
+        where=where,
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, (limit,))
+        fetched: Sequence[Any] = cur.fetchall()
+    return [RowErrorView(*row) for row in fetched]
