@@ -105,6 +105,16 @@ def _on_setup_logger(logger: logging.Logger, **_: Any) -> None:
     install_log_context(logger)
 
 
+def retry_countdown(countdown: float | None, exc: BaseException | None) -> float | None:
+    """Seconds before a retry: at least the error's ``retry_after`` (Zoho's or our budget's
+    "not before"), never more than ``MAX_COUNTDOWN``; None keeps Celery's default delay.
+    """
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float) and retry_after > (countdown or 0):
+        countdown = float(retry_after)
+    return None if countdown is None else min(float(countdown), MAX_COUNTDOWN)
+
+
 class OrdersyncTask(Task):  # type: ignore[misc]
     """Base of every ordersync task (set as the app's ``task_cls``)."""
 
@@ -126,13 +136,10 @@ class OrdersyncTask(Task):  # type: ignore[misc]
             return super().__call__(*args, **kwargs)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
-        """Celery's ``retry``; waits at least the error's ``retry_after``, never past the cap."""
-        exc = kwargs.get("exc")
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after > (kwargs.get("countdown") or 0):
-            kwargs["countdown"] = retry_after
-        if kwargs.get("countdown") is not None:
-            kwargs["countdown"] = min(float(kwargs["countdown"]), MAX_COUNTDOWN)
+        """Celery's ``retry``, with the countdown from :func:`retry_countdown`."""
+        countdown = retry_countdown(kwargs.get("countdown"), kwargs.get("exc"))
+        if countdown is not None:
+            kwargs["countdown"] = countdown
         return super().retry(*args, **kwargs)
 
     def schedule_again(self, countdown: float, *args: Any, **kwargs: Any) -> str:

@@ -71,7 +71,7 @@ def callback_path(token: str) -> str:
 
 
 def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None:
-    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.app.ROUTES``)."""
+    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.config.ROUTES``)."""
     if celery_app is None:
         from tasks.app import app
 
