@@ -210,8 +210,13 @@ class CreditLedger:
     ) -> None:
         """Close a reservation: keep it (``charged``) or release it (credits 0).
 
+        A kept reservation without ``remaining`` needs no write (its row already counts; its
+        ``outcome`` stays ``reserved``); a released one gets ``outcome = 'released'``.
+
         ``remaining`` is Zoho's ``X-API-CREDITS-REMAINING`` when the answer carried it.
         """
+        if charged and remaining is None:
+            return  # the reservation row already counts: save a commit per call
         with self._cursor() as cur:
             cur.execute(
                 sql.SQL(

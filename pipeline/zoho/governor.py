@@ -113,7 +113,7 @@ class Governor:
         """Wait (bounded) for a slot and return its lease id; then ``SlotWaitTimeout``."""
         bound = self.max_wait if max_wait is None else max_wait
         deadline = time.monotonic() + bound
-        pause = 0.005
+        pause = 0.002
         while True:
             lease = self.try_acquire(heavy)
             if lease is not None:
@@ -125,8 +125,8 @@ class Governor:
                     f"(concurrency {self.concurrency}, sub-concurrency {self.sub_concurrency})",
                     {"heavy": heavy},
                 )
-            time.sleep(random.uniform(0, pause))
-            pause = min(pause * 2, 0.1)
+            time.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, 0.02)  # short: a slot is held ~one call, tens of ms
 
     def release(self, lease: str) -> None:
         """Give a lease back (idempotent)."""
