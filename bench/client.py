@@ -106,7 +106,8 @@ def main() -> None:
     admin.cursor().execute(f'CREATE DATABASE "{db}"')
     dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"
     conn = psycopg2.connect(dsn)
-    ensure_schema(conn, "bench")
+    with conn:
+        ensure_schema(conn, "bench")
     conn.close()
     results: list[dict[str, Any]] = []
     try:

@@ -26,6 +26,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 import requests
@@ -118,7 +119,7 @@ class TokenManager:
     # -- reading ---------------------------------------------------------------------------------
     def cached(self) -> CachedToken | None:
         """The token in Redis, if any (it may be due for refresh)."""
-        raw = self.redis.get(self.token_key)
+        raw = cast(bytes | None, self.redis.get(self.token_key))
         if not raw:
             return None
         try:
@@ -186,7 +187,7 @@ class TokenManager:
             pause = min(pause * 2, 0.2)
 
     def _refresh_locked(self) -> str:
-        blocked = self.redis.pttl(self.blocked_key)
+        blocked = cast(int, self.redis.pttl(self.blocked_key))
         if blocked and blocked > 0:
             raise TokenRefreshThrottled(
                 "TOKEN_REFRESH_BLOCKED",

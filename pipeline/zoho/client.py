@@ -243,7 +243,7 @@ class ZohoClient:
         if cached:
             self._zgid = cached.decode() if isinstance(cached, bytes) else str(cached)
             return self._zgid
-        body = self._call(
+        body: dict[str, Any] = self._call(
             Api.ORG, "GET", self.endpoints.org_url, credits=limits.DEFAULT_CALL_CREDITS
         )
         try:
@@ -275,7 +275,7 @@ class ZohoClient:
                 },
             }
 
-        body = self._call(
+        body: dict[str, Any] = self._call(
             Api.UPLOAD,
             "POST",
             self.endpoints.upload_url,
@@ -339,7 +339,7 @@ class ZohoClient:
             raise FatalZohoError("HEADER_LIMIT_EXCEEDED", "more than 200 mapped columns")
         payload = self.job_request(file_id, mapping, callback_url=callback_url)
         try:
-            body = self._call(
+            body: dict[str, Any] = self._call(
                 Api.BULK_CREATE,
                 "POST",
                 self.endpoints.bulk_write_url,
@@ -366,7 +366,7 @@ class ZohoClient:
 
     def get_job(self, job_id: str) -> BulkJob:
         """The job's details, state normalised (``IN PROGRESS`` == ``INPROGRESS``)."""
-        body = self._call(
+        body: dict[str, Any] = self._call(
             Api.BULK_GET,
             "GET",
             self.endpoints.job_url(job_id),
@@ -425,7 +425,7 @@ class ZohoClient:
         }
         if trigger is not None:
             payload["trigger"] = list(trigger)
-        body = self._call(
+        body: dict[str, Any] = self._call(
             Api.UPSERT,
             "POST",
             self.endpoints.upsert_url(self.settings.module),
@@ -441,7 +441,7 @@ class ZohoClient:
 
     def fields(self) -> list[dict[str, Any]]:
         """Field metadata of the module (``GET /crm/v8/settings/fields?module=…``)."""
-        body = self._call(
+        body: dict[str, Any] = self._call(
             Api.FIELDS,
             "GET",
             self.endpoints.fields_url,
@@ -463,20 +463,21 @@ class ZohoClient:
             "per_page": min(per_page, 200),
             "fields": ",".join(wanted),
         }
-        body = self._call(
+        body: dict[str, Any] = self._call(
             Api.RECORDS_GET,
             "GET",
             self.endpoints.records_url(self.settings.module),
             credits=limits.DEFAULT_CALL_CREDITS,
             request=lambda: {"params": params},
         )
-        info = body.get("info") if isinstance(body.get("info"), dict) else {}
+        raw_info = body.get("info")
+        info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
         return RecordPage(list(body.get("data") or []), bool(info.get("more_records")), page)
 
     def get_record(self, record_id: str) -> dict[str, Any] | None:
         """One record by id, or ``None`` if Zoho has none (204 or 404)."""
         try:
-            body = self._call(
+            body: dict[str, Any] = self._call(
                 Api.RECORDS_GET,
                 "GET",
                 self.endpoints.record_url(self.settings.module, record_id),
@@ -600,9 +601,9 @@ class ZohoClient:
             error = exc
             raise
         finally:
-            body = kwargs.get("data")
-            if hasattr(body, "close"):
-                body.close()
+            stream = kwargs.get("data")
+            if isinstance(stream, _MultipartFile):
+                stream.close()
             if reservation is not None:
                 charged = error is None or not isinstance(error, _NOT_CHARGED)
                 if error is not None and error.code == "SLOT_WAIT_TIMEOUT":

@@ -44,7 +44,10 @@ def _check_schema(name: str) -> str:
 
 
 def ensure_schema(conn: psycopg2.extensions.connection, ledger_schema: str = "ordersync") -> None:
-    """Create (idempotently) ``<ledger_schema>.credit_ledger`` and its index. Commits."""
+    """Create (idempotently) ``<ledger_schema>.credit_ledger`` and its index.
+
+    Runs in the caller's transaction and does not commit: call it inside ``with conn:``.
+    """
     schema = sql.Identifier(_check_schema(ledger_schema))
     with conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
@@ -70,7 +73,6 @@ def ensure_schema(conn: psycopg2.extensions.connection, ledger_schema: str = "or
                 schema
             )
         )
-    conn.commit()
 
 
 @dataclass(frozen=True)

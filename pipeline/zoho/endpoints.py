@@ -25,7 +25,11 @@ DATA_CENTRES: dict[str, tuple[str, str, str]] = {
         "https://www.zohoapis.com.cn",
         "https://content.zohoapis.com.cn",
     ),
-    "ca": ("https://accounts.zohocloud.ca", "https://www.zohoapis.ca", "https://upload.zohocloud.ca"),
+    "ca": (
+        "https://accounts.zohocloud.ca",
+        "https://www.zohoapis.ca",
+        "https://upload.zohocloud.ca",
+    ),
     "sa": ("https://accounts.zoho.sa", "https://www.zohoapis.sa", "https://files.zoho.sa"),
 }
 

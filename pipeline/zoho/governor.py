@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import redis
 
@@ -148,11 +149,11 @@ class Governor:
 
     def in_flight(self) -> tuple[int, int]:
         """(calls, heavy calls) currently holding unexpired leases, all processes together."""
-        seconds, micros = self.redis.time()
+        seconds, micros = cast(tuple[int, int], self.redis.time())
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         return (
-            int(self.redis.zcount(self.all_key, now_ms, "+inf")),
-            int(self.redis.zcount(self.sub_key, now_ms, "+inf")),
+            cast(int, self.redis.zcount(self.all_key, now_ms, "+inf")),
+            cast(int, self.redis.zcount(self.sub_key, now_ms, "+inf")),
         )
 
     # -- lease renewal -------------------------------------------------------------------------

@@ -309,7 +309,8 @@ def parse_upsert(body: Mapping[str, Any], sent: int) -> list[UpsertOutcome]:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ResultFormatError("RESULT_FORMAT", f"upsert item {index} is not an object")
-        details = item.get("details") if isinstance(item.get("details"), dict) else {}
+        raw_details = item.get("details")
+        details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
         ok = str(item.get("status", "")).lower() == "success"
         action = item.get("action")
         out.append(

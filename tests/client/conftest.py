@@ -47,7 +47,8 @@ def ledger_schema(client_db: str) -> str:
     schema = f"ledger_{uuid.uuid4().hex[:10]}"
     conn = psycopg2.connect(client_db)
     try:
-        ensure_schema(conn, schema)
+        with conn:
+            ensure_schema(conn, schema)
     finally:
         conn.close()
     return schema

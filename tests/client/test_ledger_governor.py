@@ -19,8 +19,9 @@ from .conftest import REDIS_URL
 def test_ensure_schema_is_idempotent(client_db: str, ledger_schema: str) -> None:
     conn = psycopg2.connect(client_db)
     try:
-        ensure_schema(conn, ledger_schema)
-        ensure_schema(conn, ledger_schema)
+        for _ in range(2):
+            with conn:
+                ensure_schema(conn, ledger_schema)
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT column_name FROM information_schema.columns "
