@@ -137,7 +137,8 @@ def extract_batch(
             archive.close()
             final = zip_path(settings, batch_id)
             os.replace(partial, final)
-            done.update(path=final, checksum=sha256_file(final), size=final.stat().st_size)
+            done["path"] = final
+            done.update(checksum=sha256_file(final), size=final.stat().st_size)
             cur.execute(
                 sql.SQL(
                     "UPDATE {} SET zip_path = %s, zip_bytes = %s, checksum = %s, updated_at = now()"

@@ -1,0 +1,232 @@
+"""Extraction, rendering, version-checked marking, row errors and quarantine, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import ledger
+from pipeline.ledger import BatchState
+from pipeline.legacy import render
+from pipeline.legacy.connection import connect
+from pipeline.legacy.extract import claim_realtime
+from pipeline.legacy.mark import RowError, list_row_errors, mark_synced, record_row_errors
+from pipeline.serialize import json_record
+from pipeline.settings import Settings
+from tests.legacy.helpers import query, sync_state
+
+
+def _with(settings: Settings, **changes: object) -> Settings:
+    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert len(names) == 1
+        text = archive.read(names[0]).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    return rows[0], rows[1:]
+
+
+def _keys(settings: Settings, batch_id: int) -> list[int]:
+    conn = connect(settings)
+    try:
+        return [int(k) for k, _ in ledger.batch_claims(conn, settings, batch_id)]
+    finally:
+        conn.close()
+
+
+def _finish(settings: Settings, batch_id: int) -> None:
+    conn = connect(settings)
+    try:
+        with conn:
+            assert ledger.finish_batch(conn, settings, batch_id)
+    finally:
+        conn.close()
+
+
+def test_render_zip_header_rows_checksum(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=50)
+    conn = connect(settings)
+    batch = render.extract_batch(conn, settings)
+    assert batch is not None
+    assert batch.row_count == 50
+    assert batch.checksum == hashlib.sha256(batch.path.read_bytes()).hexdigest()
+    assert batch.zip_bytes == batch.path.stat().st_size
+    with zipfile.ZipFile(batch.path) as archive:
+        assert archive.namelist() == [f"batch-{batch.batch_id:08d}.csv"]
+    header, rows = _csv_rows(batch.path)
+    assert header == list(settings.mapping.api_names) and header[0] == "parent_id"
+    assert [int(r[0]) for r in rows] == list(range(1, 51))
+    assert all(len(r) == len(header) for r in rows)
+    stored = ledger.get_batch(conn, settings, batch.batch_id)
+    conn.close()
+    assert stored is not None and stored.state is BatchState.EXTRACTED
+    assert (stored.row_count, stored.checksum, stored.zip_path) == (50, batch.checksum, str(batch.path))
+    assert (stored.key_lo, stored.key_hi) == ("1", "50")
+    assert _keys(settings, batch.batch_id) == list(range(1, 51))
+    assert list(settings.work_dir.iterdir()) == [batch.path]  # no partial files left
+
+
+def test_claimed_rows_are_not_extracted_again(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=60)
+    conn = connect(settings)
+    sizes = []
+    while (batch := render.extract_batch(conn, settings)) is not None:
+        sizes.append(batch.row_count)
+    conn.close()
+    assert sizes == [60, 60, 60, 20]
+    assert query(settings, "SELECT count(*) FROM ordersync.batches") == [(4,)]  # none empty
+
+
+def test_two_concurrent_extractors_never_share_a_row(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=7)
+    start = threading.Barrier(2)
+    got: dict[int, list[int]] = {0: [], 1: []}
+    failures: list[BaseException] = []
+
+    def work(slot: int) -> None:
+        try:
+            conn = connect(settings)
+            start.wait()
+            while (batch := render.extract_batch(conn, settings)) is not None:
+                _, rows = _csv_rows(batch.path)
+                keys = [int(r[0]) for r in rows]
+                assert keys == _keys(settings, batch.batch_id)
+                got[slot].extend(keys)
+            conn.close()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures
+    assert got[0] and got[1]  # both did work
+    assert not set(got[0]) & set(got[1])
+    assert sorted(got[0] + got[1]) == list(range(1, 201))
+
+
+def test_row_changed_in_flight_stays_pending(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=10)
+    conn = connect(settings)
+    first = render.extract_batch(conn, settings)
+    assert first is not None
+    query(settings, "UPDATE orders SET amount = amount + 1 WHERE id = 3")
+    # in flight: row 3 lies in the open batch's range and is not taken again
+    second = render.extract_batch(conn, settings, limit=5)
+    assert second is not None and _keys(settings, second.batch_id) == [11, 12, 13, 14, 15]
+    with conn:
+        result = mark_synced(conn, settings, first.batch_id, [(str(k), f"z{k}") for k in range(1, 11)])
+        assert ledger.finish_batch(conn, settings, first.batch_id)
+    assert (result.marked, result.stale, result.unknown) == (9, 1, 0)
+    assert sync_state(settings, 3) == (False, 2, None)
+    assert sync_state(settings, 4) == (True, 1, "z4")
+    _finish(settings, second.batch_id)
+    # once the batch is finished, the changed row goes out with its new version
+    third = render.extract_batch(conn, settings, limit=3)
+    assert third is not None
+    assert ledger.batch_claims(conn, settings, third.batch_id) == [("3", 2), ("11", 1), ("12", 1)]
+    conn.rollback()
+    conn.close()
+
+
+def test_mark_is_one_version_checked_statement_and_idempotent(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=20)
+    conn = connect(settings)
+    batch = render.extract_batch(conn, settings)
+    assert batch is not None
+    outcomes = [(str(k), f"z{k}") for k in range(1, 21)] + [("999", "zx")]
+    with conn:
+        first = mark_synced(conn, settings, batch.batch_id, outcomes)
+    with conn:
+        again = mark_synced(conn, settings, batch.batch_id, outcomes)
+    conn.close()
+    assert (first.marked, first.stale, first.unknown) == (20, 0, 1)
+    assert again.marked == 20 and again.stale == 0
+    assert query(settings, "SELECT count(*) FROM orders WHERE synced") == [(20,)]
+    assert sync_state(settings, 20) == (True, 1, "z20")
+
+
+def test_quarantine_after_max_attempts_and_release_on_change(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=5, max_attempts=2)
+    bad = RowError("2", "INVALID_DATA", "Email", "invalid email")
+    conn = connect(settings)
+
+    def attempt() -> list[int]:
+        batch = render.extract_batch(conn, settings)
+        assert batch is not None
+        keys = _keys(settings, batch.batch_id)
+        with conn:
+            if 2 in keys:
+                result = record_row_errors(conn, settings, batch.batch_id, [bad])
+                assert record_row_errors(conn, settings, batch.batch_id, [bad]) == result
+            ledger.finish_batch(conn, settings, batch.batch_id, BatchState.FAILED, "test")
+        return keys
+
+    assert attempt() == [1, 2, 3, 4, 5]
+    errors = list_row_errors(conn, settings)
+    conn.rollback()
+    assert [(e.row_key, e.attempts, e.quarantined, e.field) for e in errors] == [("2", 1, False, "Email")]
+    assert 2 in attempt()
+    errors = list_row_errors(conn, settings, quarantined_only=True)
+    conn.rollback()
+    assert [(e.row_key, e.attempts, e.quarantined) for e in errors] == [("2", 2, True)]
+    assert attempt() == [1, 3, 4, 5, 6]  # held back
+    query(settings, "UPDATE orders SET customer_email = 'fixed@example.com' WHERE id = 2")
+    assert attempt() == [1, 2, 3, 4, 5]  # the edit lifted the quarantine
+    assert list_row_errors(conn, settings, quarantined_only=True) == []
+    conn.rollback()
+    conn.close()
+
+
+def test_realtime_claims_exclude_and_are_excluded(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=5)
+    conn = connect(settings)
+    small = claim_realtime(conn, settings, limit=3)
+    assert small is not None
+    assert [(r.key, r.version) for r in small.rows] == [("1", 1), ("2", 1), ("3", 1)]
+    record = json_record(settings.mapping, small.rows[0].texts)
+    assert record["parent_id"] == "1" and record["Name"] == "SO-00000001"
+    bulk = render.extract_batch(conn, settings)
+    assert bulk is not None and _keys(settings, bulk.batch_id) == [4, 5, 6, 7, 8]
+    again = claim_realtime(conn, settings, limit=2)
+    assert again is not None and [r.key for r in again.rows] == ["9", "10"]
+    with conn:
+        marked = mark_synced(conn, settings, small.batch_id, [(r.key, "z" + r.key) for r in small.rows])
+    assert marked.marked == 3
+    conn.close()
+
+
+def test_nothing_pending_creates_nothing(legacy_db: Settings) -> None:
+    query(legacy_db, "UPDATE orders SET synced = true")
+    conn = connect(legacy_db)
+    assert render.extract_batch(conn, legacy_db) is None
+    assert claim_realtime(conn, legacy_db) is None
+    conn.close()
+    assert query(legacy_db, "SELECT count(*) FROM ordersync.batches") == [(0,)]
+
+
+def test_failure_while_rendering_claims_nothing(legacy_db: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(path: Path) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(render, "sha256_file", broken)
+    conn = connect(legacy_db)
+    with pytest.raises(OSError, match="disk full"):
+        render.extract_batch(conn, legacy_db)
+    monkeypatch.undo()
+    assert query(legacy_db, "SELECT count(*) FROM ordersync.batches") == [(0,)]
+    assert not any(legacy_db.work_dir.iterdir())
+    assert render.extract_batch(conn, legacy_db) is not None  # the connection is still usable
+    conn.close()
