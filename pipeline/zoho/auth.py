@@ -12,7 +12,8 @@
   of the window. Every refresh attempt is counted in ``<prefix>:token:refreshes`` (a sorted set of
   timestamps); one beyond ``refresh_limit`` is refused with ``TokenRefreshThrottled`` before it is
   sent. Zoho's own throttle answer (``{"error": "Access Denied"}``) blocks refreshes for the window
-  in ``<prefix>:token:blocked``.
+  in ``<prefix>:token:blocked``; a refusal (``invalid_client``, ``invalid_code``) is remembered
+  for a minute in ``<prefix>:token:failed`` so other workers do not repeat it.
 * Zoho's quirks: errors come as HTTP 200 ``{"error": …}``; success is the presence of
   ``access_token``; with the legacy ``expires_in_sec`` key, ``expires_in`` is in milliseconds.
 
@@ -44,6 +45,7 @@ from pipeline.zoho.errors import (
 log = logging.getLogger(__name__)
 
 DEFAULT_LIFETIME = 3600.0
+FAILED_MEMORY = 60.0  # seconds a refused refresh (invalid_client, invalid_code) is remembered
 THROTTLE_ERRORS = frozenset({"access denied", "access_denied", "too_many_requests"})
 
 _RELEASE = """
@@ -111,6 +113,7 @@ class TokenManager:
         self.lock_key = f"{prefix}:token:lock"
         self.count_key = f"{prefix}:token:refreshes"
         self.blocked_key = f"{prefix}:token:blocked"
+        self.failed_key = f"{prefix}:token:failed"
         self._release = redis_client.register_script(_RELEASE)
 
     def __repr__(self) -> str:
@@ -196,6 +199,13 @@ class TokenManager:
                 None,
                 blocked / 1000,
             )
+        failed = cast(bytes | None, self.redis.get(self.failed_key))
+        if failed:
+            raise TokenRefreshError(
+                failed.decode(),
+                f"the token endpoint refused the refresh token less than "
+                f"{FAILED_MEMORY:.0f} s ago; not asking again yet",
+            )
         now = time.time()
         pipe = self.redis.pipeline()
         pipe.zremrangebyscore(self.count_key, "-inf", now - self.refresh_window)
@@ -269,6 +279,8 @@ class TokenManager:
                     response.status_code,
                     self.refresh_window,
                 )
+            # Remembered briefly so other workers do not spend the 10-per-10-min allowance too.
+            self.redis.set(self.failed_key, code, px=int(FAILED_MEMORY * 1000))
             raise TokenRefreshError(
                 code,
                 description or "the token endpoint refused the refresh token",

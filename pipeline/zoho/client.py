@@ -610,7 +610,7 @@ class ZohoClient:
                     charged = False
                 self.credits.settle(reservation, charged=charged, remaining=remaining)
             elif remaining is not None:
-                log.debug("Zoho credits remaining: %s", remaining)
+                self.credits.note_remaining(api, remaining)
             log.debug(
                 "zoho %s %s -> %s in %.3f s%s",
                 api,

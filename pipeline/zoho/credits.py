@@ -228,6 +228,16 @@ class CreditLedger:
                 (charged, "charged" if charged else "released", remaining, reservation.id),
             )
 
+    def note_remaining(self, api: str, remaining: int) -> None:
+        """Record Zoho's ``X-API-CREDITS-REMAINING`` seen on a call that cost us nothing."""
+        with self._cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (api, credits, remaining, outcome) VALUES (%s, 0, %s, 'noted')"
+                ).format(self._table),
+                (api, remaining),
+            )
+
     def spent_24h(self) -> int:
         """Credits reserved or spent in the last 24 hours."""
         with self._cursor() as cur:

@@ -206,6 +206,10 @@ def test_forged_token_replaced_and_bad_secret_refused(
     with pytest.raises(TokenRefreshError) as info:
         bad.fields()
     assert info.value.code == "invalid_client"
+    before = zohosim.admin.credits()["calls_by_api"]["token"]
+    with pytest.raises(TokenRefreshError, match="not asking again"):
+        make_client(client_secret=Secret("wrong"), redis_prefix=bad.settings.redis_prefix).fields()
+    assert zohosim.admin.credits()["calls_by_api"]["token"] == before  # remembered, not re-sent
 
 
 def test_our_refresh_limit_refuses_before_sending(zohosim: Any, make_client: MakeClient) -> None:
@@ -328,3 +332,17 @@ def test_no_secret_in_logs_or_errors(
     assert len(errors) == 2 and "refreshed the Zoho access token" in caplog.text
     for secret in secrets:
         assert secret not in text
+
+
+def test_credits_remaining_header_recorded(
+    zohosim: Any, make_client: MakeClient, ledger: CreditLedger, tmp_path: Path
+) -> None:
+    zohosim.admin.configure(credit_limit=1_000)
+    client = make_client()
+    file_id = client.upload(write_zip(tmp_path / "b.zip", [order_row("1")]))
+    job_id = client.create_upsert_job(file_id, DEFAULT_MAPPING)  # org 1 + 500: over half used
+    client.upsert([{"parent_id": "2", "Name": "a"}])
+    assert ledger.zoho_remaining() == 1_000 - 502
+    client.upsert([{"parent_id": "3", "Name": "a"}])
+    client.get_job(job_id)  # costs nothing, still carries the header
+    assert ledger.zoho_remaining() == 1_000 - 503 == 1_000 - zohosim.admin.credits()["used_24h"]

@@ -277,3 +277,12 @@ def test_job_request_body_has_formats_and_find_by() -> None:
     assert maps["Shipped_At"]["format"] == "yyyy-MM-dd'T'HH:mm:ssXXX"
     assert "format" not in maps["Amount"]
     assert "callback" not in client.job_request("1", DEFAULT_MAPPING)
+
+
+def test_token_lifetime_quirks() -> None:
+    from pipeline.zoho.auth import token_lifetime
+
+    assert token_lifetime({"expires_in": 3600}) == 3600
+    assert token_lifetime({"expires_in": 3600000, "expires_in_sec": 3600}) == 3600
+    assert token_lifetime({"expires_in": 3600000, "expires_in_sec": None}) == 3600
+    assert token_lifetime({}) == 3600
