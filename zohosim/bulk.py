@@ -242,13 +242,13 @@ def validate_job(body: Any, schema: Schema, uploads: dict[str, Upload]) -> JobSp
             mp = f"{jp}.field_mappings[{k}]"
             if not isinstance(m, dict):
                 raise _invalid("field_mappings", mp, extra={"expected_data_type": "jsonobject"})
-            name = m.get("api_name")
-            if name is None:
+            if m.get("api_name") is None:
                 raise _missing("api_name", f"{mp}.api_name")
-            fld = module.writable(str(name))
+            name = str(m["api_name"])
+            fld = module.writable(name)
             if name != "id" and fld is None:
                 raise ApiError(400, "INVALID_FIELD", f"invalid mapping. invalid api_name {name}.",
-                               {"api_name": str(name), "json_path": f"{mp}.api_name"})
+                               {"api_name": name, "json_path": f"{mp}.api_name"})
             default = m.get("default_value")
             if default is not None and not (isinstance(default, dict) and "value" in default):
                 raise _invalid("default_value", f"{mp}.default_value",
@@ -263,17 +263,17 @@ def validate_job(body: Any, schema: Schema, uploads: dict[str, Upload]) -> JobSp
                 if index < 0 or index >= len(csvf.header):
                     raise ApiError(400, "COLUMN_INDEX_NOT_FOUND",
                                    f"column index {index} is not found in the file",
-                                   {"api_name": str(name), "json_path": f"{mp}.index"})
+                                   {"api_name": name, "json_path": f"{mp}.index"})
             fmt = m.get("format")
             if fmt is not None and fld is not None and not check_format(fld.data_type, fmt):
                 raise ApiError(400, "INVALID_FORMAT", f"invalid format {fmt!r} for {name}",
-                               {"api_name": str(name), "json_path": f"{mp}.format"})
+                               {"api_name": name, "json_path": f"{mp}.format"})
             mfind = m.get("find_by")
-            column = csvf.header[index] if index is not None else str(name)
-            mappings.append(Mapping(str(name), index, fmt,
+            column = csvf.header[index] if index is not None else name
+            mappings.append(Mapping(name, index, fmt,
                                     default["value"] if default is not None else None,
-                                    mfind, column or str(name)))
-            echo.append({"api_name": str(name), "index": index, "format": fmt,
+                                    mfind, column or name))
+            echo.append({"api_name": name, "index": index, "format": fmt,
                          "find_by": mfind, "module": m.get("module"),
                          "default_value": default})
     mapped = {m.api_name for m in mappings}

@@ -92,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_file=args.state,
     )
     server = SimServer((args.host, args.port), state)
-    host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else host
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     state.base_url = base
     print(f"zohosim listening on {base}", flush=True)

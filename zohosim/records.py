@@ -168,11 +168,11 @@ def upsert_one(
                             {"expected_data_type": "jsonobject"})
     values: dict[str, Any] = {}
     for key, raw in item.items():
-        f = module.writable(key)
-        if f is None:
+        fld = module.writable(key)
+        if fld is None:
             continue
         try:
-            values[key] = f.from_json(raw)
+            values[key] = fld.from_json(raw)
         except FieldError as e:
             return record_error(e.code, key, f"$.data[{index}].{key}", e.extra)
     target: str | None = None
@@ -189,8 +189,8 @@ def upsert_one(
             return record_error("MANDATORY_NOT_FOUND", m, f"$.data[{index}].{m}")
     conflicts = store.unique_conflicts(values, exclude=target)
     if conflicts:
-        f, other = conflicts[0]
-        return record_error("DUPLICATE_DATA", f, f"$.data[{index}].{f}",
+        name, other = conflicts[0]
+        return record_error("DUPLICATE_DATA", name, f"$.data[{index}].{name}",
                             duplicate_details(module, other))
     if target is None:
         record = store.insert(new_id(), values, now)

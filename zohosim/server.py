@@ -152,9 +152,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(reply.data)))
         # headers and body in one write
-        self._headers_buffer.append(b"\r\n")
+        buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
+        buffer.append(b"\r\n")
         if reply.data and self.command != "HEAD":
-            self._headers_buffer.append(reply.data)
+            buffer.append(reply.data)
         self.flush_headers()
 
     def _drop(self) -> None:
@@ -322,18 +323,18 @@ class Handler(BaseHTTPRequestHandler):
         if api == "bulk_get":
             m = JOB_PATH.match(path)
             assert m is not None
-            job = st.jobs.get(m.group(1))
-            if job is None:
+            found = st.jobs.get(m.group(1))
+            if found is None:
                 raise ApiError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
-            return Reply(200, st.job_details(job, self._host_base()))
+            return Reply(200, st.job_details(found, self._host_base()))
         if api == "download":
             m = DOWNLOAD_PATH.match(path)
             assert m is not None
-            job = st.jobs.get(m.group(2))
-            if job is None or job.result_zip is None or m.group(1) != st.zgid:
+            done = st.jobs.get(m.group(2))
+            if done is None or done.result_zip is None or m.group(1) != st.zgid:
                 raise ApiError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
-            return Reply(200, job.result_zip, content_type="application/zip",
-                         headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
+            return Reply(200, done.result_zip, content_type="application/zip",
+                         headers={"Content-Disposition": f'attachment; filename="{done.id}.zip"'})
         raise ApiError(404, "INVALID_URL_PATTERN",
                        "Please check if the URL trying to access is a correct one")
 

@@ -111,9 +111,9 @@ class SimProcess:
 
     def _first_line(self, timeout: float) -> str:
         box: list[str] = []
-        assert self.proc.stdout is not None
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),
-                                  daemon=True)
+        stdout = self.proc.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout)
         return box[0] if box else ""
