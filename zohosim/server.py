@@ -245,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
             if body and "json" not in ctype:
                 params.update(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
                                                      keep_blank_values=True))
-            return Reply(200, st.grant(params))
+            return Reply(200, st.grant(params, self._host_base()))
         expected = "GET" if api in ("org", "users", "fields", "records_get", "bulk_get",
                                     "download") else "POST"
         if method != expected:
@@ -269,8 +269,12 @@ class Handler(BaseHTTPRequestHandler):
         cost = st.cost(api, records)
         refusal, entry = st.admit(api, sub, cost)
         if refusal is not None or entry is None:
-            return Reply(429, {"code": "TOO_MANY_REQUESTS", "details": {}, "message": refusal,
-                               "status": "error"}, charge=False)
+            refused = Reply(429, {"code": "TOO_MANY_REQUESTS", "details": {}, "message": refusal,
+                                  "status": "error"}, charge=False)
+            remaining = st.credits_remaining_header()
+            if remaining is not None:
+                refused.headers["X-API-CREDITS-REMAINING"] = remaining
+            return refused
         reply = Reply(500, {"code": "INTERNAL_ERROR", "details": {},
                             "message": "Internal Server Error", "status": "error"})
         try:

@@ -281,8 +281,11 @@ class State:
             self.persist.save_records(module, records)
 
     # ---- tokens ---------------------------------------------------------------------------
-    def grant(self, params: dict[str, str]) -> dict[str, Any]:
-        """The token endpoint: always a dict for an HTTP 200 answer (§1.3–1.5)."""
+    def grant(self, params: dict[str, str], api_domain: str | None = None) -> dict[str, Any]:
+        """The token endpoint: always a dict for an HTTP 200 answer (§1.3–1.5).
+
+        ``api_domain`` is the base URL the client reached us on (default: our bound address).
+        """
         grant_type = params.get("grant_type")
         if grant_type != "refresh_token":
             if grant_type == "authorization_code":
@@ -319,7 +322,7 @@ class State:
             "access_token": token,
             "scope": "ZohoCRM.modules.ALL ZohoCRM.bulk.ALL ZohoFiles.files.ALL "
                      "ZohoCRM.org.READ ZohoCRM.settings.fields.READ ZohoCRM.users.READ",
-            "api_domain": self.base_url,
+            "api_domain": api_domain or self.base_url,
             "token_type": "Bearer",
             "expires_in": ttl,
         }

@@ -125,3 +125,11 @@ def test_current_user(api: Api) -> None:
     (user,) = r.json()["users"]
     assert user["id"].isdigit()
     assert user["email"]
+
+
+def test_api_domain_follows_the_host_the_client_used(zohosim: SimProcess) -> None:
+    port = zohosim.base_url.rsplit(":", 1)[1]
+    r = requests.post(f"http://localhost:{port}/oauth/v2/token", timeout=T, data={
+        "grant_type": "refresh_token", "client_id": zohosim.client_id,
+        "client_secret": zohosim.client_secret, "refresh_token": zohosim.refresh_token})
+    assert r.json()["api_domain"] == f"http://localhost:{port}"
