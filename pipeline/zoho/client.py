@@ -45,6 +45,7 @@ from pipeline.zoho.errors import (
     ResponseLost,
     ResultFormatError,
     ServerError,
+    SlotWaitTimeout,
     TransientZohoError,
     ZohoError,
     error_from,
@@ -59,7 +60,7 @@ AUTH_PREFIX = "Zoho-oauthtoken "
 ZGID_TTL = 24 * 3600
 _CHUNK = 256 * 1024
 # Errors after which the call certainly was not charged: its reservation is released.
-_NOT_CHARGED = (RateLimited, ConnectionFailed, AuthenticationError)
+_NOT_CHARGED = (RateLimited, ConnectionFailed, AuthenticationError, SlotWaitTimeout)
 # Transient errors the client retries itself (others, e.g. budget or slot waits, go to the caller).
 _RETRIABLE = (RateLimited, ConnectionFailed, ServerError, ResponseLost)
 # Errors that prove Zoho did not process the request: safe to retry even a create-job.
@@ -527,7 +528,9 @@ class ZohoClient:
                     request, accept, consume,
                 )  # fmt: skip
             except AuthenticationError as err:
-                if err.code in ("INVALID_TOKEN", "AUTHENTICATION_FAILURE") and not refreshed:
+                # INVALID_TOKEN / AUTHENTICATION_FAILURE, or the upload gateway's bare 401: the
+                # token may be the cause, so refresh once. A scope mismatch will not heal.
+                if err.code != "OAUTH_SCOPE_MISMATCH" and not refreshed:
                     refreshed = True
                     log.info("%s: Zoho refused the token (%s); refreshing once", api, err.code)
                     self.tokens.refresh(stale=token)
@@ -606,8 +609,6 @@ class ZohoClient:
                 stream.close()
             if reservation is not None:
                 charged = error is None or not isinstance(error, _NOT_CHARGED)
-                if error is not None and error.code == "SLOT_WAIT_TIMEOUT":
-                    charged = False
                 self.credits.settle(reservation, charged=charged, remaining=remaining)
             elif remaining is not None:
                 self.credits.note_remaining(api, remaining)
