@@ -25,6 +25,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import requests
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
 from zohocrmsdk.src.com.zoho.api.logger import Logger
@@ -126,7 +127,7 @@ class Driver:
             token=token,
             store=FileStore(str(self.workdir / "tokens.csv")),
             sdk_config=SDKConfig(
-                auto_refresh_fields=False,
+                auto_refresh_fields=bool(self.spec.get("auto_refresh_fields", False)),
                 pick_list_validation=self.spec.get("pick_list_validation", False),
                 connect_timeout=10.0,
                 read_timeout=30.0,
@@ -140,15 +141,25 @@ class Driver:
     def op_token(self, step: dict[str, Any]) -> dict[str, Any]:
         token = Initializer.get_initializer().token
         access = token.get_token()  # refreshes when under 5 s of validity remain
-        sig = token.get_user_signature()
+        # get_token may refresh a copy loaded from the store: read what the store saved.
+        with (self.workdir / "tokens.csv").open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("access_token") == access]
+        saved = rows[-1] if rows else {}
         return {
             "access_token": access,
-            "expires_in_ms": token.get_expires_in(),
-            "api_domain": token.get_api_domain(),
-            "user_signature": sig.get_name() if sig is not None else None,
+            "expires_in_ms": saved.get("expiry_time"),
+            "api_domain": saved.get("api_domain"),
+            "user_signature": saved.get("user_name") or None,
             "environment_url": Initializer.get_initializer().environment.url,
             "now_ms": int(time.time() * 1000),
         }
+
+    def op_admin(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Call one of the sim's /__sim/ operator endpoints (fault injection, config)."""
+        response = requests.request(
+            step.get("method", "POST"), self.base + step["path"], json=step.get("body"), timeout=10
+        )
+        return {"status_code": response.status_code}
 
     def op_sleep(self, step: dict[str, Any]) -> dict[str, Any]:
         time.sleep(float(step["seconds"]))
@@ -199,8 +210,11 @@ class Driver:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerows(step["rows"])
         zip_path = self.workdir / step.get("zip_name", "orders.zip")
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(step.get("csv_name", "orders.csv"), buf.getvalue())
+        if step.get("not_zip"):
+            zip_path.write_text(buf.getvalue(), encoding="utf-8")
+        else:
+            with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(step.get("csv_name", "orders.csv"), buf.getvalue())
         body = FileBodyWrapper()
         body.set_file(StreamWrapper(file_path=str(zip_path)))
         headers = HeaderMap()
@@ -228,7 +242,8 @@ class Driver:
         resource.set_type(Choice("data"))
         resource.set_module(module)
         resource.set_file_id(str(step.get("file_id", self.ctx.get("file_id"))))
-        resource.set_find_by(step.get("find_by", "parent_id"))
+        if step.get("find_by", "parent_id") is not None:
+            resource.set_find_by(step.get("find_by", "parent_id"))
         resource.set_field_mappings(mappings)
         request = RequestWrapper()
         request.set_operation(Choice(step.get("operation", "upsert")))

@@ -312,7 +312,7 @@ def test_sdk_upsert_duplicate_unique_value(zohosim: Any, tmp_path: Path) -> None
     assert dup["id"] == int(ids[1])
     assert dup["module"]["api_name"] == "Orders"
     assert isinstance(dup["module"]["id"], int)
-    assert isinstance(dup["Owner"]["id"], int)
+    assert isinstance(dup["owner"]["id"], int)  # SDK member name for "Owner"
     # Record 2 matched by Name and takes a fresh parent_id: an update reporting Name.
     assert second["$type"] == "SuccessResponse", second
     assert second["action"] == {"$choice": "update"}
