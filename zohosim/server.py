@@ -199,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
             return "users"
         if path == "/crm/v8/settings/fields":
             return "fields"
+        if path == "/crm/v8/settings/modules" or path.startswith("/crm/v8/settings/modules/"):
+            return "modules"
         if path == "/crm/v8/upload":
             return "upload"
         if path == "/crm/bulk/v8/write":
@@ -246,7 +248,7 @@ class Handler(BaseHTTPRequestHandler):
                 params.update(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
                                                      keep_blank_values=True))
             return Reply(200, st.grant(params, self._host_base()))
-        expected = "GET" if api in ("org", "users", "fields", "records_get", "bulk_get",
+        expected = "GET" if api in ("org", "users", "fields", "modules", "records_get", "bulk_get",
                                     "download") else "POST"
         if method != expected:
             return Reply(400, {"code": "INVALID_REQUEST_METHOD", "details": {},
@@ -311,6 +313,18 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
                                {"param_name": "module"})
             return Reply(200, {"fields": module.fields_metadata()})
+        if api == "modules":
+            name = path[len("/crm/v8/settings/modules"):].strip("/")
+            mods = [m for m in st.schema.modules.values() if not name or m.api_name == name]
+            if not mods:
+                raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
+                               {"resource_path_index": 0})
+            return Reply(200, {"modules": [{
+                "api_name": m.api_name, "module_name": m.api_name, "id": m.id,
+                "singular_label": m.singular_label, "plural_label": m.plural_label,
+                "api_supported": True, "generated_type": "custom", "creatable": True,
+                "editable": True, "deletable": True, "viewable": True,
+            } for m in mods]})
         if api == "records_get":
             return self._records_get(path, query)
         if api == "upsert":

@@ -98,3 +98,11 @@ def test_unknown_url_and_wrong_method(api: Api) -> None:
 def test_double_slash_paths_are_served(api: Api, zohosim: SimProcess) -> None:
     r = api.http.get(f"{zohosim.base_url}//crm/v8/org", headers=api.headers(), timeout=10)
     assert r.status_code == 200
+
+
+def test_modules(api: Api) -> None:
+    (mod,) = api.get("/crm/v8/settings/modules").json()["modules"]
+    assert (mod["api_name"], mod["api_supported"]) == ("Orders", True)
+    assert mod["id"].isdigit()
+    assert api.get("/crm/v8/settings/modules/Orders").json()["modules"][0]["api_name"] == "Orders"
+    assert error(api.get("/crm/v8/settings/modules/Nope")) == (400, "INVALID_MODULE")
