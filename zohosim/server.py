@@ -319,11 +319,13 @@ class Handler(BaseHTTPRequestHandler):
             if not mods:
                 raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
                                {"resource_path_index": 0})
+            if self.headers.get("If-Modified-Since"):
+                return Reply(304)  # the schema never changes while we run
             return Reply(200, {"modules": [{
                 "api_name": m.api_name, "module_name": m.api_name, "id": m.id,
                 "singular_label": m.singular_label, "plural_label": m.plural_label,
                 "api_supported": True, "generated_type": "custom", "creatable": True,
-                "editable": True, "deletable": True, "viewable": True,
+                "editable": True, "deletable": True, "viewable": True, "visible": True,
             } for m in mods]})
         if api == "records_get":
             return self._records_get(path, query)

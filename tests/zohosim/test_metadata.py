@@ -106,3 +106,6 @@ def test_modules(api: Api) -> None:
     assert mod["id"].isdigit()
     assert api.get("/crm/v8/settings/modules/Orders").json()["modules"][0]["api_name"] == "Orders"
     assert error(api.get("/crm/v8/settings/modules/Nope")) == (400, "INVALID_MODULE")
+    r = api.get("/crm/v8/settings/modules", headers={
+        **api.headers(), "If-Modified-Since": "2026-01-01T00:00:00+00:00"})
+    assert (r.status_code, r.content) == (304, b"")
