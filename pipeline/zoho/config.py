@@ -38,7 +38,7 @@ class ZohoSettings:
     redis_prefix: str = "ordersync:zoho"  # Redis keys: token cache, zgid, governor leases
     token_refresh_limit: int = 10  # refreshes per 10 min we allow ourselves (Zoho's hard cap: 10)
     token_refresh_margin: float = 300.0  # refresh this long before expiry (max 1/4 of lifetime)
-    slot_wait: float = 120.0  # longest wait for a governor slot before SlotWaitTimeout
+    slot_wait: float = 60.0  # longest wait for a governor slot before SlotWaitTimeout
     lease_ttl: float = 30.0  # governor lease lifetime; renewed while the call runs
     retry_backoff: float = 0.5  # first back-off step, seconds (full jitter, doubling)
     retry_backoff_max: float = 30.0  # cap of one back-off sleep
