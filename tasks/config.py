@@ -195,4 +195,12 @@ def create_app(
     options = CeleryOptions.from_env() if options is None else options
     celery_app = Celery("ordersync", task_cls=OrdersyncTask)
     celery_app.conf.update(celery_config(settings.broker_url, options))
+    # One beat: `celery beat -S redbeat.RedBeatScheduler` (deploy/) keeps schedule and lock in
+    # Redis; a second beat waits for the lock. 60 s lock, renewed by `--max-interval 10` ticks.
+    celery_app.conf.update(
+        redbeat_redis_url=settings.redis_url,
+        redbeat_redis_options={},
+        redbeat_key_prefix=":".join(filter(None, (options.namespace, "ordersync:redbeat"))),
+        redbeat_lock_timeout=60,
+    )
     return celery_app
