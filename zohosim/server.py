@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from zohosim.bulk import MAX_UPLOAD_BYTES, ApiError, is_zip
+from zohosim.records import RecordStore
+from zohosim.search import CriteriaError, parse_criteria
 from zohosim.state import API_NAMES, State, now_iso
 
 log = logging.getLogger("zohosim")
@@ -211,7 +213,7 @@ class Handler(BaseHTTPRequestHandler):
             return "download"
         m = RECORD_PATH.match(path)
         if m and m.group(1) not in RESERVED:
-            return "upsert" if m.group(2) == "upsert" else "records_get"
+            return {"upsert": "upsert", "search": "search"}.get(m.group(2) or "", "records_get")
         return None
 
     # ---- the API pipeline: faults, auth, limits, latency, handler ------------------------
@@ -248,7 +250,8 @@ class Handler(BaseHTTPRequestHandler):
                 params.update(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
                                                      keep_blank_values=True))
             return Reply(200, st.grant(params, self._host_base()))
-        expected = "GET" if api in ("org", "users", "fields", "modules", "records_get", "bulk_get",
+        expected = "GET" if api in ("org", "users", "fields", "modules", "records_get", "search",
+                                    "bulk_get",
                                     "download") else "POST"
         if method != expected:
             return Reply(400, {"code": "INVALID_REQUEST_METHOD", "details": {},
@@ -327,7 +330,7 @@ class Handler(BaseHTTPRequestHandler):
                 "api_supported": True, "generated_type": "custom", "creatable": True,
                 "editable": True, "deletable": True, "viewable": True, "visible": True,
             } for m in mods]})
-        if api == "records_get":
+        if api in ("records_get", "search"):
             return self._records_get(path, query)
         if api == "upsert":
             return self._upsert(path, payload)
@@ -418,6 +421,8 @@ class Handler(BaseHTTPRequestHandler):
                            {"resource_path_index": 0})
         store = st.stores[module.api_name]
         wanted = [f.strip() for f in query.get("fields", "").split(",") if f.strip()]
+        if m.group(2) == "search":
+            return self._search(store, query, wanted)
         if m.group(2) is not None:
             with st.lock:
                 rec = store.records.get(m.group(2))
@@ -444,13 +449,57 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "INVALID_DATA", "invalid data",
                            {"param_name": "per_page" if page >= 1 else "page"})
         with st.lock:
-            ids = list(store.records)
+            if query.get("ids"):
+                ids = [i for i in dict.fromkeys(query["ids"].split(",")) if i in store.records]
+            else:
+                ids = list(store.records)
             chunk = [dict(store.records[i]) for i in ids[(page - 1) * per_page: page * per_page]]
         if not chunk:
             return Reply(204)
         data = [{k: v for k, v in r.items() if k in wanted or k == "id"} for r in chunk]
         more = page * per_page < len(ids)
         return Reply(200, {"data": data, "info": _info(page, per_page, len(data), more)})
+
+    def _search(self, store: RecordStore, query: dict[str, str], wanted: list[str]) -> Reply:
+        """``GET /crm/v8/{module}/search?criteria=...`` (also ``email=`` / ``word=``)."""
+        st = self.state
+        if query.get("criteria"):
+            try:
+                pred = parse_criteria(query["criteria"])
+            except CriteriaError:
+                raise ApiError(400, "INVALID_QUERY", "invalid query formed",
+                               {"reason": "invalid criteria", "param_name": "criteria"}) from None
+        elif query.get("email"):
+            email = query["email"].casefold()
+            emails = [n for n, f in store.module.fields.items() if f.data_type == "email"]
+
+            def pred(r: dict[str, Any]) -> bool:
+                return any(str(r.get(n, "")).casefold() == email for n in emails)
+        elif query.get("word"):
+            word = query["word"].casefold()
+
+            def pred(r: dict[str, Any]) -> bool:
+                return any(isinstance(v, str) and word in v.casefold() for v in r.values())
+        else:
+            raise ApiError(400, "REQUIRED_PARAM_MISSING",
+                           "One of the expected parameter is missing",
+                           {"param_name": "criteria"})
+        try:
+            page = int(query.get("page", "1"))
+            per_page = int(query.get("per_page", "200"))
+        except ValueError:
+            raise ApiError(400, "INVALID_DATA", "invalid data", {"param_name": "page"}) from None
+        if page < 1 or not 1 <= per_page <= 200:
+            raise ApiError(400, "INVALID_DATA", "invalid data", {"param_name": "per_page"})
+        with st.lock:
+            hits = [dict(r) for r in store.records.values() if pred(r)]
+        chunk = hits[(page - 1) * per_page: page * per_page]
+        if not chunk:
+            return Reply(204)
+        if wanted:
+            chunk = [{k: v for k, v in r.items() if k in wanted or k == "id"} for r in chunk]
+        more = page * per_page < len(hits)
+        return Reply(200, {"data": chunk, "info": _info(page, per_page, len(chunk), more)})
 
     def _upsert(self, path: str, payload: Any) -> Reply:
         st = self.state

@@ -37,12 +37,13 @@ log = logging.getLogger("zohosim")
 
 REALISTIC_ROWS_PER_SECOND = 25_000 / 60
 API_NAMES = ("token", "org", "users", "fields", "records_get", "upload", "bulk_create",
-             "bulk_get", "download", "upsert", "modules")
+             "bulk_get", "download", "upsert", "modules", "search")
 # Credits per call; upsert is ceil(records / 10) and uses the value as "credits per 10 records".
 # upload / bulk_get / download: UNCONFIRMED in the contract (§7.2), 0 here, configurable.
 DEFAULT_CREDIT_COSTS = {
     "org": 1, "users": 1, "fields": 1, "records_get": 1, "upload": 0, "bulk_create": 500,
     "bulk_get": 0, "download": 0, "upsert": 1, "modules": 1,
+    "search": 1,
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "token_ttl": 3600,

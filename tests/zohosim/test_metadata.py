@@ -109,3 +109,23 @@ def test_modules(api: Api) -> None:
     r = api.get("/crm/v8/settings/modules", headers={
         **api.headers(), "If-Modified-Since": "2026-01-01T00:00:00+00:00"})
     assert (r.status_code, r.content) == (304, b"")
+
+
+def test_search_and_ids(api: Api) -> None:
+    ids = _seed(api, 5)
+    r = api.get("/crm/v8/Orders/search", params={"criteria": "(parent_id:equals:3)"})
+    assert [d["id"] for d in r.json()["data"]] == [ids[3]]
+    r = api.get("/crm/v8/Orders/search", params={
+        "criteria": "((parent_id:in:1,2)or(Name:starts_with:so-4))", "fields": "Name"})
+    assert [d["Name"] for d in r.json()["data"]] == ["SO-1", "SO-2", "SO-4"]
+    assert set(r.json()["data"][0]) == {"id", "Name"}
+    r = api.get("/crm/v8/Orders/search", params={
+        "criteria": "((Amount:greater_than:2)and(Amount:less_than:4))"})
+    assert [d["parent_id"] for d in r.json()["data"]] == ["3"]
+    assert api.get("/crm/v8/Orders/search",
+                   params={"criteria": "(parent_id:equals:99)"}).status_code == 204
+    assert error(api.get("/crm/v8/Orders/search", params={"criteria": "parent_id="})) == (
+        400, "INVALID_QUERY")
+    assert error(api.get("/crm/v8/Orders/search")) == (400, "REQUIRED_PARAM_MISSING")
+    r = api.get("/crm/v8/Orders", params={"fields": "Name", "ids": f"{ids[4]},{ids[0]},123"})
+    assert [d["Name"] for d in r.json()["data"]] == ["SO-4", "SO-0"]
