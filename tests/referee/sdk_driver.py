@@ -216,7 +216,12 @@ class Driver:
             with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(step.get("csv_name", "orders.csv"), buf.getvalue())
         body = FileBodyWrapper()
-        body.set_file(StreamWrapper(file_path=str(zip_path)))
+        if step.get("as_stream"):
+            # name + stream: requests then names the multipart part's file just "file" (§13.4)
+            stream = io.BytesIO(zip_path.read_bytes())
+            body.set_file(StreamWrapper(name=zip_path.name, stream=stream))
+        else:
+            body.set_file(StreamWrapper(file_path=str(zip_path)))
         headers = HeaderMap()
         headers.add(UploadFileHeader.feature, step.get("feature", "bulk-write"))
         headers.add(UploadFileHeader.x_crm_org, step.get("zgid", self.spec["zgid"]))

@@ -34,6 +34,8 @@ def test_sdk_parses_bulk_write_errors(zohosim: Any, tmp_path: Path) -> None:
             {"op": "create_job", "field_mappings": MAPPINGS, "file_id": "5725767000099999999"},
             {"op": "create_job", "field_mappings": MAPPINGS, "find_by": None},
             {"op": "poll_job", "job_id": "5725767000099999998", "timeout": 0},
+            {"op": "upload", "rows": [HEADER, *ROWS], "zgid": "123"},
+            {"op": "upload", "rows": [HEADER, *ROWS], "feature": "bulk-read"},
         ],
     )
     # Upload of a non-zip file (§2.4): HTTP status UNCONFIRMED (400 documented, 200 observed).
@@ -53,6 +55,20 @@ def test_sdk_parses_bulk_write_errors(zohosim: Any, tmp_path: Path) -> None:
     api_exception(
         step(report, 5), 404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist."
     )
+    # A wrong X-CRM-ORG gets the upload gateway's envelope, which the SDK models too (§2.4).
+    gateway = step(report, 6)
+    assert gateway["status_code"] in (400, 401, 403), gateway
+    parsed = obj(gateway)
+    assert parsed["$type"] == "APIException", parsed
+    assert isinstance(parsed["error_code"], int)
+    assert parsed["x_error"] == {
+        "$choice": "check if headers [feature, X-CRM-ORG] are present and valid"
+    }
+    # NOT_SUPPORTED_FEATURE is outside the SDK's enums: the SDK picks SuccessResponse for it
+    # (finding N1); only its status tells the error apart.
+    feature = obj(step(report, 7))
+    assert feature["status"] == {"$choice": "error"}, feature
+    assert feature["code"] == {"$choice": "NOT_SUPPORTED_FEATURE"}, feature
 
 
 def test_sdk_parses_invalid_token(zohosim: Any, tmp_path: Path) -> None:
@@ -137,7 +153,7 @@ def test_sdk_reads_a_failed_job(zohosim: Any, tmp_path: Path) -> None:
         zohosim,
         tmp_path,
         [
-            {"op": "upload", "rows": [HEADER, *ROWS]},
+            {"op": "upload", "rows": [HEADER, *ROWS], "as_stream": True},
             {"op": "create_job", "field_mappings": MAPPINGS},
             {"op": "poll_job", "timeout": 20},
         ],
