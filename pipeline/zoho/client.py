@@ -16,6 +16,7 @@ connection never made, or a 429, is retried.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -31,6 +32,7 @@ import requests
 
 from pipeline.mapping import FieldType, Mapping
 from pipeline.serialize import ZOHO_DATE_FORMAT, ZOHO_DATETIME_FORMAT
+from pipeline.serialize import dumps as json_dumps
 from pipeline.zoho import limits
 from pipeline.zoho.auth import TokenManager
 from pipeline.zoho.config import ZohoSettings
@@ -167,6 +169,28 @@ def _success_body(response: requests.Response) -> dict[str, Any]:
     if str(body.get("status", "")).lower() != "success":
         raise error_from(response)
     return body
+
+
+def _json_text(obj: Any) -> str:
+    """JSON text like ``serialize.dumps`` (``Decimal`` written exactly), floats accepted too."""
+    if isinstance(obj, float):
+        return json.dumps(obj)
+    if isinstance(obj, dict):
+        items = (
+            f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(v)}" for k, v in obj.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(obj, list | tuple):
+        return "[" + ",".join(_json_text(v) for v in obj) + "]"
+    return json_dumps(obj)
+
+
+def _json_request(payload: Any) -> dict[str, Any]:
+    """Request kwargs for a JSON body; ``Decimal`` values are written exactly (no float)."""
+    return {
+        "data": _json_text(payload).encode("utf-8"),
+        "headers": {"Content-Type": "application/json; charset=utf-8"},
+    }
 
 
 def _2xx(response: requests.Response) -> bool:
@@ -347,7 +371,7 @@ class ZohoClient:
                 credits=limits.BULK_JOB_CREDITS,
                 run_id=run_id,
                 batch_id=batch_id,
-                request=lambda: {"json": payload},
+                request=lambda: _json_request(payload),
                 retry_if_sent=False,
             )
         except (ResponseLost, ServerError) as exc:
@@ -435,7 +459,7 @@ class ZohoClient:
             heavy=count >= limits.SUB_CONCURRENCY_MIN_RECORDS,
             run_id=run_id,
             batch_id=batch_id,
-            request=lambda: {"json": payload},
+            request=lambda: _json_request(payload),
             accept=_upsert_answer,
         )
         return parse_upsert(body, count)

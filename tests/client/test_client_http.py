@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ def test_upsert_in_order_insert_then_update(
     again = client.upsert([recs[0], {"parent_id": "1", "Name": "SO-1b"}])  # safe to repeat
     assert [o.action for o in again] == ["update", "update"]
     assert again[0].record_id == out[0].record_id and again[1].duplicate_field == "parent_id"
+    exact = client.upsert([{"parent_id": "d", "Name": "SO-d", "Amount": Decimal("1250.50"),
+                            "Notes": "naïve, “quoted”"}])  # fmt: skip
+    assert exact[0].ok
+    stored = client.get_record(exact[0].record_id)
+    assert stored["Amount"] == 1250.5 and stored["Notes"] == "naïve, “quoted”"
     bad = client.upsert([{"parent_id": "x", "Email": "nope"}])  # all failed: HTTP 400 with items
     assert not bad[0].ok and bad[0].code in ("INVALID_DATA", "MANDATORY_NOT_FOUND")
     assert client.get_record(out[0].record_id)["Name"] == "SO-0"
@@ -79,7 +85,7 @@ def test_upsert_in_order_insert_then_update(
     assert len(page.records) == 5 and page.more
     with pytest.raises(ValueError):
         client.upsert([])
-    assert ledger.spent_24h() == zohosim.admin.credits()["used_24h"]  # same bill, 2+1+1+1+1+1
+    assert ledger.spent_24h() == zohosim.admin.credits()["used_24h"]  # the same bill
 
 
 def test_bulk_job_happy_path(

@@ -286,3 +286,16 @@ def test_token_lifetime_quirks() -> None:
     assert token_lifetime({"expires_in": 3600000, "expires_in_sec": 3600}) == 3600
     assert token_lifetime({"expires_in": 3600000, "expires_in_sec": None}) == 3600
     assert token_lifetime({}) == 3600
+
+
+def test_json_bodies_keep_decimals_exact() -> None:
+    import json
+    from decimal import Decimal
+
+    from pipeline.zoho.client import _json_request
+
+    body = _json_request({"data": [{"a": Decimal("0.10"), "b": 1.5, "c": [True, None, "é"]}]})
+    text = body["data"].decode()
+    assert '"a":0.10' in text and json.loads(text) == {"data": [
+        {"a": 0.1, "b": 1.5, "c": [True, None, "é"]}]}  # fmt: skip
+    assert body["headers"]["Content-Type"].startswith("application/json")
