@@ -6,9 +6,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from zohosim.testing import SimProcess
-
 from tests.referee.sdkrun import obj, run_sdk, step
+from zohosim.testing import SimProcess
 
 
 def test_sdk_refreshes_token_and_reads_org(zohosim: Any, tmp_path: Path) -> None:
@@ -67,3 +66,15 @@ def test_sdk_surfaces_token_endpoint_error(zohosim: Any, tmp_path: Path) -> None
     assert "init_error" in report, report
     assert report["init_error"]["code"] == "INVALID TOKEN ERROR"
     assert report["init_error"]["message"] == "invalid_client"
+
+
+def test_sdk_surfaces_refresh_throttle(zohosim: Any, tmp_path: Path) -> None:
+    # At most N new access tokens per refresh token per window (§1.4): the next refresh gets
+    # HTTP 200 {"error": "Access Denied", ...}, which the SDK reports by its "error" key.
+    zohosim.admin.configure(refresh_limit=1)
+    first = run_sdk(zohosim, tmp_path / "first", [{"op": "org"}])
+    assert first["steps"][0]["status_code"] == 200
+    second = run_sdk(zohosim, tmp_path / "second", [])
+    assert "init_error" in second, second
+    assert second["init_error"]["code"] == "INVALID TOKEN ERROR"
+    assert second["init_error"]["message"] == "Access Denied"

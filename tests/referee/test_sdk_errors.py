@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.referee.sdkrun import obj, run_sdk, step
+from tests.referee.sdkrun import choice, obj, run_sdk, step
 
 HEADER = ["parent_id", "Name", "Email"]
 ROWS = [[f"LEG-E-{i}", f"Order {i}", f"e{i}@example.com"] for i in range(1, 6)]
@@ -131,20 +131,24 @@ def test_sdk_follows_a_slow_job_and_a_relative_download_url(zohosim: Any, tmp_pa
 
 def test_sdk_auto_refresh_fields(zohosim: Any, tmp_path: Path) -> None:
     # SDKConfig(auto_refresh_fields=True) lists modules (GET /crm/v8/settings/modules) first.
-    records = [{"parent_id": "LEG-M-1", "Name": "Order M-1", "Quantity": 4}]
+    records = [
+        {"parent_id": "LEG-M-1", "Name": "Order M-1", "Quantity": 4, "Order_Status": choice("Paid")}
+    ]
     report = run_sdk(
         zohosim,
         tmp_path,
         [
             {"op": "upsert", "records": records, "duplicate_check_fields": ["parent_id"]},
-            {"op": "get_records", "fields": HEADER + ["Quantity"]},
+            {"op": "get_records", "fields": HEADER + ["Quantity", "Order_Status"]},
         ],
         auto_refresh_fields=True,
+        pick_list_validation=True,  # the SDK's default: picklist values checked client-side
     )
     item = obj(step(report, 0))["data"][0]
     assert item["action"] == {"$choice": "insert"}, item
     record = obj(step(report, 1)["pages"][0])["data"][0]
     assert record["Quantity"] == 4 and record["parent_id"] == "LEG-M-1"
+    assert record["Order_Status"] == choice("Paid")
 
 
 def test_sdk_reads_a_failed_job(zohosim: Any, tmp_path: Path) -> None:
