@@ -36,6 +36,7 @@ from zohosim.schema import Schema
 log = logging.getLogger("zohosim")
 
 REALISTIC_ROWS_PER_SECOND = 25_000 / 60
+INSTANT_CHUNK = 2_500
 API_NAMES = ("token", "org", "users", "fields", "records_get", "upload", "bulk_create",
              "bulk_get", "download", "upsert", "modules", "search")
 # Credits per call; upsert is ceil(records / 10) and uses the value as "credits per 10 records".
@@ -515,7 +516,7 @@ class State:
                 if delay > 0:
                     time.sleep(delay)
             else:
-                chunk = len(rows) - i
+                chunk = INSTANT_CHUNK  # let other calls in between chunks
             with self.lock:
                 if self.generation != generation:
                     return
