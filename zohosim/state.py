@@ -219,15 +219,16 @@ class State:
         self.live: dict[str, deque[str]] = {}  # refresh token -> live access tokens, oldest first
         self.refresh_times: dict[str, deque[float]] = {}
         self.tokens_issued = 0
-        self.credits: deque[list[Any]] = deque()  # [ts, credits, api]
+        self.credits: deque[list[Any]] = deque()  # [ts, credits, api, generation]
         self.used = 0
         self.calls_by_api: dict[str, int] = {}
         self.faults: list[Fault] = []
         self.requests: deque[dict[str, Any]] = deque(maxlen=20_000)
-        self.active = 0
-        self.active_sub = 0
-        self.max_concurrent = 0
-        self.max_concurrent_sub = 0
+        # calls in flight survive a reset: their release() must find the counters consistent
+        self.active: int = getattr(self, "active", 0)
+        self.active_sub: int = getattr(self, "active_sub", 0)
+        self.max_concurrent = self.active
+        self.max_concurrent_sub = self.active_sub
         self.fail_next = 0
         self.generation = getattr(self, "generation", 0) + 1
         self.next_seq = getattr(self, "next_seq", 400_000)
@@ -259,7 +260,7 @@ class State:
         horizon = time.time() - self.config["credit_window_seconds"]
         for ts, api, credits in db.execute("SELECT ts, api, credits FROM credits ORDER BY ts"):
             if ts >= horizon:
-                self.credits.append([ts, credits, api])
+                self.credits.append([ts, credits, api, self.generation])
                 self.used += credits
         resume = []
         for data, result in db.execute("SELECT data, result FROM jobs ORDER BY rowid"):
@@ -393,7 +394,7 @@ class State:
             if sub:
                 self.active_sub += 1
                 self.max_concurrent_sub = max(self.max_concurrent_sub, self.active_sub)
-            entry = [now, cost, api]
+            entry = [now, cost, api, self.generation]
             if cost:
                 self.credits.append(entry)
                 self.used += cost
@@ -404,7 +405,7 @@ class State:
             self.active -= 1
             if sub:
                 self.active_sub -= 1
-            if entry[1]:
+            if entry[1] and entry[3] == self.generation:  # not for calls from before a reset
                 if not charge:
                     self.used -= entry[1]
                     entry[1] = 0
@@ -423,7 +424,7 @@ class State:
         with self.lock:
             self._prune(time.time())
             by_api: dict[str, int] = {}
-            for _ts, credits, api in self.credits:
+            for _ts, credits, api, _gen in self.credits:
                 if credits:
                     by_api[api] = by_api.get(api, 0) + credits
             return {"used_24h": self.used, "limit": self.config["credit_limit"],

@@ -223,3 +223,19 @@ def test_reset_clears_everything_but_config(api: Api, zohosim: SimProcess) -> No
         "Authorization": "Zoho-oauthtoken x"})) == (401, "INVALID_TOKEN")
     assert api.get("/crm/v8/org").status_code == 200  # fault cleared, new token works
     assert api.run_job([order_row(1)])["status"] == "COMPLETED"  # fail-next cleared
+
+
+def test_reset_during_a_call_keeps_counters_sane(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(latency_ms=400, concurrency=1)
+    api.token  # noqa: B018  (fetch the token before the reset... then fetch a new one)
+    box: list[int] = []
+    t = threading.Thread(target=lambda: box.append(api.get("/crm/v8/org").status_code))
+    t.start()
+    time.sleep(0.15)
+    zohosim.admin.reset()
+    t.join(5)
+    assert box == [200]
+    zohosim.admin.configure(latency_ms=0)
+    api._token = None
+    assert api.get("/crm/v8/org").status_code == 200  # the slot was given back
+    assert zohosim.admin.credits()["used_24h"] == 1  # only the call after the reset
