@@ -96,8 +96,8 @@ def test_sdk_parses_invalid_token(zohosim: Any, tmp_path: Path) -> None:
 
 def test_sdk_follows_a_slow_job_and_a_relative_download_url(zohosim: Any, tmp_path: Path) -> None:
     zohosim.admin.configure(
-        job_queue_seconds=0.6,
-        job_rows_per_second=8,
+        job_queue_seconds=1.5,
+        job_rows_per_second=4,
         status_spelling="INPROGRESS",
         download_url_style="relative",
     )
