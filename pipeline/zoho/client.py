@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import redis
 import requests
@@ -54,6 +54,9 @@ from pipeline.zoho.errors import (
 )
 from pipeline.zoho.governor import Governor
 from pipeline.zoho.results import BulkJob, UpsertOutcome, parse_job, parse_upsert
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +254,28 @@ class ZohoClient:
         self._zgid_key = f"{prefix}:zgid"
         self._zgid: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ZohoClient:
+        """A client wired from the application ``Settings``: Redis at ``redis_url``, the credit
+        ledger in ``source.dsn`` / ``source.ledger_schema`` with the Zoho budget and reserve.
+        """
+        zoho = settings.zoho
+        ledger = CreditLedger(
+            settings.source.dsn,
+            settings.source.ledger_schema,
+            budget=zoho.daily_credit_budget,
+            reserve=zoho.credit_reserve,
+        )
+        return cls(zoho, redis=redis.Redis.from_url(settings.redis_url), credits=ledger)
+
     def __repr__(self) -> str:
         return f"ZohoClient(api={self.endpoints.api!r}, module={self.settings.module!r})"
 
     def close(self) -> None:
-        """Close the HTTP session if this client created it."""
+        """Close the HTTP session (if this client created it) and the ledger's connection."""
         if self._own_session:
             self.session.close()
+        self.credits.close()
 
     # -- endpoints -------------------------------------------------------------------------------
     def org_zgid(self) -> str:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
 from pipeline.secret import Secret
-from pipeline.settings import DEFAULT_MAPPING
+from pipeline.settings import DEFAULT_MAPPING, Settings, SourceSettings
 from pipeline.zoho.client import ZohoClient
-from pipeline.zoho.credits import CreditLedger
+from pipeline.zoho.credits import CreditLedger, ensure_schema
 from pipeline.zoho.errors import (
     AmbiguousJobCreation,
     CreditBudgetExceeded,
@@ -26,7 +29,7 @@ from pipeline.zoho.errors import (
 )
 from pipeline.zoho.results import BulkJob, JobState, RowError, RowStatus, read_result
 
-from .conftest import order_row, write_zip
+from .conftest import REDIS_URL, order_row, sim_settings, write_zip
 
 MakeClient = Callable[..., ZohoClient]
 
@@ -372,3 +375,20 @@ def test_no_slot_within_the_wait_is_transient_and_free(
     assert ledger.spent_24h() == 1  # the org call only: the refused upsert released its credit
     client.governor.release(holder)
     assert client.upsert([{"parent_id": "1", "Name": "a"}])[0].ok
+
+
+def test_from_application_settings(zohosim: Any, prefix: str, client_db: str) -> None:
+    schema = f"app_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(client_db)
+    with conn:
+        ensure_schema(conn, schema)
+    conn.close()
+    settings = Settings(
+        source=SourceSettings(dsn=Secret(client_db), ledger_schema=schema),
+        zoho=replace(sim_settings(zohosim, prefix), daily_credit_budget=700, credit_reserve=100),
+        redis_url=REDIS_URL,
+    )
+    client = ZohoClient.from_settings(settings)
+    assert client.credits.limit == 600 and client.org_zgid() == zohosim.zgid
+    assert client.credits.spent_24h() == 1
+    client.close()
