@@ -37,6 +37,7 @@ from zohocrmsdk.src.com.zoho.crm.api.bulk_write import (
     FileBodyWrapper,
     RequestWrapper,
     Resource,
+    ResponseWrapper,
     UploadFileHeader,
 )
 from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
@@ -51,7 +52,8 @@ from zohocrmsdk.src.com.zoho.crm.api.record import (
     RecordOperations,
 )
 from zohocrmsdk.src.com.zoho.crm.api.sdk_config import SDKConfig
-from zohocrmsdk.src.com.zoho.crm.api.util import Choice, StreamWrapper
+from zohocrmsdk.src.com.zoho.crm.api.util import Choice, CommonAPIHandler, StreamWrapper
+from zohocrmsdk.src.com.zoho.crm.api.util.json_converter import JSONConverter
 
 MODULE = "Orders"
 
@@ -285,6 +287,12 @@ class Driver:
             self.ctx["download_url"] = url
         result["statuses_seen"] = seen
         return result
+
+    def op_parse_job_json(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Parse a job-details JSON body (e.g. a callback's) with the SDK's own model."""
+        converter = JSONConverter(CommonAPIHandler())
+        parsed = converter.get_response(step["body"], ResponseWrapper.__module__)
+        return {"object": encode(parsed)}
 
     def op_download(self, step: dict[str, Any]) -> dict[str, Any]:
         url = step.get("download_url", self.ctx.get("download_url"))

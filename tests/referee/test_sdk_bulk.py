@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -316,3 +319,60 @@ def test_sdk_bulk_upsert_job(zohosim: Any, tmp_path: Path) -> None:
         if key in UPDATED:
             assert record_id == seed_ids[key]
         assert_record_matches(record, expected_from_csv(sent))
+
+
+class _Catcher(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+    arrived = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        length = int(self.headers.get("Content-Length", "0"))
+        type(self).bodies.append(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        type(self).arrived.set()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return
+
+
+def test_sdk_callback_and_its_body(zohosim: Any, tmp_path: Path) -> None:
+    """The SDK's CallBack is accepted; the POSTed body parses as the SDK's job-details model."""
+    catcher = type("Catcher", (_Catcher,), {"bodies": [], "arrived": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), catcher)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/zoho/bulk-callback"
+        rows = [COLUMNS, *ROWS[2:5]]
+        mappings = [
+            {"api_name": col, "index": i, **({"format": FORMATS[col]} if col in FORMATS else {})}
+            for i, col in enumerate(COLUMNS)
+        ]
+        report = run_sdk(
+            zohosim,
+            tmp_path / "job",
+            [
+                {"op": "upload", "rows": rows},
+                {"op": "create_job", "field_mappings": mappings, "callback_url": url},
+                {"op": "poll_job", "timeout": 30},
+            ],
+        )
+        polled = obj(step(report, 2))
+        assert polled["status"] == "COMPLETED"
+        assert polled["callback"]["url"] == url
+        assert polled["callback"]["method"] == {"$choice": "post"}
+        assert catcher.arrived.wait(10), "no callback arrived"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(catcher.bodies) == 1
+    body = json.loads(catcher.bodies[0])
+    parsed = obj(
+        step(run_sdk(zohosim, tmp_path / "parse", [{"op": "parse_job_json", "body": body}]), 0)
+    )
+    assert parsed["$type"] == "BulkWriteResponse", parsed
+    for key in ("id", "status", "operation", "result", "callback"):
+        assert parsed[key] == polled[key], key
+    assert parsed["resource"][0]["file"] == polled["resource"][0]["file"]
