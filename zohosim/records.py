@@ -9,6 +9,7 @@ from zohosim.schema import FieldError, Module
 
 SIM_USER = {"name": "Patricia Boyle", "id": "5725767000000225013"}
 SIM_USER_EMAIL = "patricia.boyle@zohosim.example"
+RECORD_USER = {**SIM_USER, "email": SIM_USER_EMAIL}
 
 
 def norm_key(value: Any) -> str:
@@ -89,6 +90,9 @@ class RecordStore:
     def insert(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
         record = {k: v for k, v in values.items() if v is not None}
         record["id"] = rid
+        record["Owner"] = dict(RECORD_USER)
+        record["Created_By"] = dict(RECORD_USER)
+        record["Modified_By"] = dict(RECORD_USER)
         record["Created_Time"] = now
         record["Modified_Time"] = now
         self.records[rid] = record

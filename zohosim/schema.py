@@ -32,6 +32,7 @@ DEFAULT_LENGTH = {
     "bigint": 18,
 }
 JSON_TYPE = {
+    "ownerlookup": "jsonobject",
     "integer": "integer",
     "bigint": "string",
     "currency": "double",
@@ -52,6 +53,7 @@ UI_TYPE = {
     "date": 24,
     "datetime": 333,
     "boolean": 301,
+    "ownerlookup": 8,
 }
 EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+'\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -472,10 +474,13 @@ def _build_module(spec: dict[str, Any]) -> Module:
     order: list[str] = []
     specs = list(spec["fields"])
     names = {s["api_name"] for s in specs}
-    for extra in ("Created_Time", "Modified_Time"):
+    # system fields every Zoho module has; the simulator sets them, clients cannot
+    for extra, dtype in (("Owner", "ownerlookup"), ("Created_By", "ownerlookup"),
+                         ("Modified_By", "ownerlookup"), ("Created_Time", "datetime"),
+                         ("Modified_Time", "datetime")):
         if extra not in names:
             specs.append({"api_name": extra, "field_label": extra.replace("_", " "),
-                          "data_type": "datetime", "read_only": True, "custom_field": False})
+                          "data_type": dtype, "read_only": True, "custom_field": False})
     for i, fs in enumerate(specs):
         f = Field(
             api_name=fs["api_name"],

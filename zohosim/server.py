@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -9,6 +10,7 @@ import re
 import socket
 import time
 import urllib.parse
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,6 +26,22 @@ RECORD_PATH = re.compile(r"^/crm/v8/([A-Za-z0-9_]+)(?:/([^/]+))?$")
 JOB_PATH = re.compile(r"^/crm/bulk/v8/write/([^/]+)$")
 DOWNLOAD_PATH = re.compile(r"^/v8/crm/([^/]+)/bulk-write/([^/]+)/([^/]+)\.zip$")
 RESERVED = {"org", "users", "settings", "upload", "bulk"}
+
+
+def _encode_page_token(offset: int, generation: int) -> str:
+    raw = f"zohosim:{generation}:{offset}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str, generation: int) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        tag, gen, offset = raw.split(":")
+        if tag != "zohosim" or int(gen) != generation or int(offset) < 0:
+            raise ValueError(raw)
+        return int(offset)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "INVALID_DATA", "invalid data", {"param_name": "page_token"}) from None
 
 
 class Reply:
@@ -448,17 +466,35 @@ class Handler(BaseHTTPRequestHandler):
         if page < 1 or not 1 <= per_page <= 200:
             raise ApiError(400, "INVALID_DATA", "invalid data",
                            {"param_name": "per_page" if page >= 1 else "page"})
+        start = (page - 1) * per_page
+        token = query.get("page_token")
+        if token:
+            start = _decode_page_token(token, st.generation)
+        elif start >= int(st.config["page_limit"]):
+            raise ApiError(400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                           f"You can only get the first {st.config['page_limit']} records "
+                           "without using page_token param", {})
         with st.lock:
             if query.get("ids"):
                 ids = [i for i in dict.fromkeys(query["ids"].split(",")) if i in store.records]
             else:
                 ids = list(store.records)
-            chunk = [dict(store.records[i]) for i in ids[(page - 1) * per_page: page * per_page]]
+            chunk = [dict(store.records[i]) for i in ids[start: start + per_page]]
         if not chunk:
             return Reply(204)
         data = [{k: v for k, v in r.items() if k in wanted or k == "id"} for r in chunk]
-        more = page * per_page < len(ids)
-        return Reply(200, {"data": data, "info": _info(page, per_page, len(data), more)})
+        more = start + per_page < len(ids)
+        info = _info(page, per_page, len(data), more)
+        info["next_page_token"] = (_encode_page_token(start + per_page, st.generation)
+                                   if more else None)
+        info["previous_page_token"] = None
+        info["page_token_expiry"] = None
+        if more:
+            expiry = datetime.now(UTC) + timedelta(days=1)
+            info["page_token_expiry"] = expiry.replace(microsecond=0).isoformat()
+        info["sort_by"] = "id"
+        info["sort_order"] = "asc"
+        return Reply(200, {"data": data, "info": info})
 
     def _search(self, store: RecordStore, query: dict[str, str], wanted: list[str]) -> Reply:
         """``GET /crm/v8/{module}/search?criteria=...`` (also ``email=`` / ``word=``)."""

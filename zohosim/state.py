@@ -63,6 +63,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "download_url_style": "absolute",
     "latency_ms": 0,
     "callback_timeout": 10.0,
+    "page_limit": 2000,
 }
 
 

@@ -61,11 +61,16 @@ def test_records_paging(api: Api) -> None:
     r = api.get("/crm/v8/Orders", params={"fields": "Name,parent_id", "per_page": 200})
     body = r.json()
     assert r.status_code == 200
-    assert body["info"] == {"per_page": 200, "count": 200, "page": 1, "more_records": True}
+    info = body["info"]
+    assert {k: info[k] for k in ("per_page", "count", "page", "more_records")} == {
+        "per_page": 200, "count": 200, "page": 1, "more_records": True}
+    assert info["next_page_token"]
     assert [d["id"] for d in body["data"]] == ids[:200]
     assert set(body["data"][0]) == {"id", "Name", "parent_id"}
     r = api.get("/crm/v8/Orders", params={"fields": "Name", "page": 2, "per_page": 200})
-    assert r.json()["info"] == {"per_page": 200, "count": 50, "page": 2, "more_records": False}
+    info = r.json()["info"]
+    assert (info["count"], info["page"], info["more_records"], info["next_page_token"]) == (
+        50, 2, False, None)
     assert api.get("/crm/v8/Orders", params={"fields": "Name", "page": 3}).status_code == 204
 
 
@@ -85,6 +90,9 @@ def test_record_by_id(api: Api) -> None:
     assert rec["Name"] == "SO-0"
     assert rec["Amount"] == 0
     assert rec["Created_Time"] == rec["Modified_Time"]
+    assert rec["Owner"]["id"].isdigit() and rec["Created_By"] == rec["Modified_By"]
+    r = api.get("/crm/v8/Orders", params={"fields": "Created_By,Owner"})
+    assert set(r.json()["data"][0]) == {"id", "Created_By", "Owner"}
     assert api.get("/crm/v8/Orders/5725767000000999999").status_code == 204
 
 
@@ -129,3 +137,22 @@ def test_search_and_ids(api: Api) -> None:
     assert error(api.get("/crm/v8/Orders/search")) == (400, "REQUIRED_PARAM_MISSING")
     r = api.get("/crm/v8/Orders", params={"fields": "Name", "ids": f"{ids[4]},{ids[0]},123"})
     assert [d["Name"] for d in r.json()["data"]] == ["SO-4", "SO-0"]
+
+
+def test_page_limit_and_page_token(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(page_limit=100)
+    ids = _seed(api, 130)
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "page": 3,
+                                                     "per_page": 50})) == (
+        400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED")
+    got: list[str] = []
+    params: dict[str, str | int] = {"fields": "Name", "per_page": 50}
+    while True:
+        body = api.get("/crm/v8/Orders", params=params).json()
+        got += [d["id"] for d in body["data"]]
+        if not body["info"]["more_records"]:
+            break
+        params = {"fields": "Name", "per_page": 50, "page_token": body["info"]["next_page_token"]}
+    assert got == ids
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "page_token": "zz"})) == (
+        400, "INVALID_DATA")
