@@ -14,20 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import redis
 import requests
 
-from pipeline.secret import Secret
-from pipeline.zoho.client import ZohoClient
-from pipeline.zoho.config import ZohoSettings
-from pipeline.zoho.credits import CreditLedger, ensure_schema
-from zohosim.testing import SimProcess
+# The repository first: bench/zohosim.py must not shadow the zohosim package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.secret import Secret  # noqa: E402
+from pipeline.zoho.client import ZohoClient  # noqa: E402
+from pipeline.zoho.config import ZohoSettings  # noqa: E402
+from pipeline.zoho.credits import CreditLedger, ensure_schema  # noqa: E402
+from zohosim.testing import SimProcess  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/1"

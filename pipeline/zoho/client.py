@@ -20,10 +20,12 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +34,6 @@ import requests
 
 from pipeline.mapping import FieldType, Mapping
 from pipeline.serialize import ZOHO_DATE_FORMAT, ZOHO_DATETIME_FORMAT
-from pipeline.serialize import dumps as json_dumps
 from pipeline.zoho import limits
 from pipeline.zoho.auth import TokenManager
 from pipeline.zoho.config import ZohoSettings
@@ -175,17 +176,20 @@ def _success_body(response: requests.Response) -> dict[str, Any]:
 
 
 def _json_text(obj: Any) -> str:
-    """JSON text like ``serialize.dumps`` (``Decimal`` written exactly), floats accepted too."""
-    if isinstance(obj, float):
-        return json.dumps(obj)
-    if isinstance(obj, dict):
-        items = (
-            f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(v)}" for k, v in obj.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(obj, list | tuple):
-        return "[" + ",".join(_json_text(v) for v in obj) + "]"
-    return json_dumps(obj)
+    """JSON text with ``Decimal`` values written exactly as JSON numbers (never via a float).
+
+    ``json.dumps`` runs at C speed; each Decimal is first written as a string tagged with a
+    one-off marker, and the tagged strings are then turned back into bare numbers.
+    """
+    marker = uuid.uuid4().hex
+
+    def decimal(value: object) -> str:
+        if isinstance(value, Decimal) and value.is_finite():
+            return f"{marker}{format(value, 'f')}"
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+    text = json.dumps(obj, ensure_ascii=False, default=decimal, separators=(",", ":"))
+    return re.sub(f'"{marker}(-?[0-9]+(?:\\.[0-9]+)?)"', r"\1", text) if marker in text else text
 
 
 def _json_request(payload: Any) -> dict[str, Any]:
