@@ -190,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/__sim/"):
             body = self._read_body()
             try:
-                self._send(self._admin(method, path, body or b""))
+                self._send(self._admin(method, path, body or b"", query))
             except (ValueError, TypeError, KeyError) as exc:
                 self._send(Reply(400, {"error": str(exc)}))
             return
@@ -243,11 +243,12 @@ class Handler(BaseHTTPRequestHandler):
                                "message": "Please check if the URL trying to access is a "
                                           "correct one", "status": "error"})
         fault = st.take_fault(api)
+        stall = 0.0
         if fault is not None:
             if fault.kind == "drop":
                 return None
             if fault.kind == "stall":
-                time.sleep(fault.seconds)
+                stall = fault.seconds  # spent inside the concurrency slot, like a slow call
             elif fault.kind == "500":
                 return Reply(500, {"code": "INTERNAL_ERROR", "details": {},
                                    "message": "Internal Server Error", "status": "error"})
@@ -260,6 +261,7 @@ class Handler(BaseHTTPRequestHandler):
                                    "message": "You have reached the concurrency limit",
                                    "status": "error"})
         if api == "token":
+            time.sleep(stall)
             if method != "POST":
                 return Reply(200, {"error": "invalid_request"})
             params = dict(query)
@@ -277,6 +279,7 @@ class Handler(BaseHTTPRequestHandler):
                                "status": "error"})
         err = st.check_token(self.headers.get("Authorization"))
         if err is not None:
+            time.sleep(stall)
             return error_reply(err)
         payload: Any = None
         records = 0
@@ -301,9 +304,9 @@ class Handler(BaseHTTPRequestHandler):
         reply = Reply(500, {"code": "INTERNAL_ERROR", "details": {},
                             "message": "Internal Server Error", "status": "error"})
         try:
-            latency = float(st.config["latency_ms"])
+            latency = float(st.config["latency_ms"]) / 1000 + stall
             if latency > 0:
-                time.sleep(latency / 1000)
+                time.sleep(latency)
             reply = self._handle(api, path, query, body, payload)
         except ApiError as exc:
             reply = error_reply(exc)
@@ -618,7 +621,7 @@ class Handler(BaseHTTPRequestHandler):
                            "details": {"file_id": up.file_id, "created_time": up.created_time}})
 
     # ---- admin ------------------------------------------------------------------------------
-    def _admin(self, method: str, path: str, body: bytes) -> Reply:
+    def _admin(self, method: str, path: str, body: bytes, query: dict[str, str]) -> Reply:
         st = self.state
         payload = json.loads(body) if body.strip() else {}
         route = (method, path.rstrip("/"))
@@ -635,9 +638,13 @@ class Handler(BaseHTTPRequestHandler):
             return Reply(200, st.credit_report())
         if route == ("GET", "/__sim/requests"):
             with st.lock:
-                return Reply(200, {"requests": list(st.requests),
+                log = list(st.requests)
+                if "limit" in query:
+                    log = log[len(log) - int(query["limit"]):] if int(query["limit"]) else []
+                return Reply(200, {"requests": log,
                                    "max_concurrent": st.max_concurrent,
-                                   "max_concurrent_sub": st.max_concurrent_sub})
+                                   "max_concurrent_sub": st.max_concurrent_sub,
+                                   "in_flight": st.active})
         if route == ("GET", "/__sim/stats"):
             return Reply(200, st.stats())
         if method == "GET" and path.startswith("/__sim/records/"):

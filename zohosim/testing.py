@@ -48,6 +48,10 @@ class SimAdmin:
     def requests(self) -> dict:
         return dict(self._call("GET", "requests"))
 
+    def in_flight(self) -> int:
+        """Calls holding a concurrency slot right now."""
+        return int(self._call("GET", "requests?limit=0")["in_flight"])
+
     def stats(self) -> dict:
         return dict(self._call("GET", "stats"))
 

@@ -239,3 +239,25 @@ def test_reset_during_a_call_keeps_counters_sane(api: Api, zohosim: SimProcess) 
     api._token = None
     assert api.get("/crm/v8/org").status_code == 200  # the slot was given back
     assert zohosim.admin.credits()["used_24h"] == 1  # only the call after the reset
+
+
+def test_a_stalled_call_holds_a_concurrency_slot(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(concurrency=1)
+    api.get("/crm/v8/org")
+    zohosim.admin.fault("org", "stall", seconds=0.6)
+    box: list[int] = []
+    t = threading.Thread(target=lambda: box.append(api.get("/crm/v8/org").status_code))
+    t.start()
+    time.sleep(0.2)
+    with requests.Session() as s:
+        r = s.get(f"{api.base}/crm/v8/users", headers=api.headers(), timeout=5)
+    t.join(5)
+    assert (box, r.status_code) == ([200], 429)
+
+
+def test_request_log_limit_and_in_flight(api: Api, zohosim: SimProcess) -> None:
+    for _ in range(3):
+        api.get("/crm/v8/org")
+    r = requests.get(f"{api.base}/__sim/requests", params={"limit": 2}, timeout=5).json()
+    assert [x["api"] for x in r["requests"]] == ["org", "org"]
+    assert zohosim.admin.in_flight() == 0
