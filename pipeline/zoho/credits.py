@@ -162,6 +162,9 @@ class CreditLedger:
         if credits < 0:
             raise ValueError("credits must be >= 0")
         with self._cursor() as cur:
+            # The ledger is a budget guard, not money: a PostgreSQL crash may lose the last
+            # fraction of a second of reservations, and the call skips a WAL flush (~ms).
+            cur.execute("SET LOCAL synchronous_commit = off")
             lock_name = f"{self.schema}.credit_ledger"
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_name,))
             cur.execute(
