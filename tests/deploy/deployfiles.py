@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -184,19 +185,20 @@ def invocation(argv: list[str]) -> Invocation | None:
     return None
 
 
-def run_help(inv: Invocation, env: dict[str, str] | None = None) -> str:
+def run_help(inv: Invocation) -> str:
     """Run ``inv.help_argv``; return its output, or fail the test with it."""
-    proc = subprocess.run(
-        inv.help_argv,
-        cwd=REPO,
-        env=env if env is not None else help_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{inv.description}: `{' '.join(inv.help_argv)}` failed:\n{output}"
+    returncode, output = _help_output(inv.help_argv)
+    assert returncode == 0, f"{inv.description}: `{' '.join(inv.help_argv)}` failed:\n{output}"
     return output
+
+
+@functools.cache
+def _help_output(help_argv: tuple[str, ...]) -> tuple[int, str]:
+    """One run per distinct call in a test session (compose and systemd share most)."""
+    proc = subprocess.run(
+        help_argv, cwd=REPO, env=help_env(), capture_output=True, text=True, timeout=120
+    )
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def help_env() -> dict[str, str]:
