@@ -214,6 +214,6 @@ def test_beat_starts_and_shuts_down_cleanly(
     celery_env: CeleryTestEnv, celery_beat_factory: Callable[..., BeatProcess]
 ) -> None:
     beat = celery_beat_factory()
-    assert beat.alive()
+    assert beat.alive(), beat.log()
     beat.proc.send_signal(signal.SIGTERM)
-    assert beat.proc.wait(timeout=15) == 0
+    assert beat.proc.wait(timeout=15) == 0, beat.log()
