@@ -161,21 +161,43 @@ class CreditLedger:
         """
         if credits < 0:
             raise ValueError("credits must be >= 0")
+        params = {
+            "lock": f"{self.schema}.credit_ledger",
+            "window": WINDOW_SECONDS,
+            "api": api,
+            "credits": credits,
+            "records": records,
+            "run_id": run_id,
+            "batch_id": batch_id,
+            "limit": self.limit,
+        }
         with self._cursor() as cur:
-            # The ledger is a budget guard, not money: a PostgreSQL crash may lose the last
-            # fraction of a second of reservations, and the call skips a WAL flush (~ms).
-            cur.execute("SET LOCAL synchronous_commit = off")
-            lock_name = f"{self.schema}.credit_ledger"
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_name,))
+            # One round trip while the lock is held: lock, check and insert (only if it fits).
+            # The ledger is a budget guard, not money: skipping the WAL flush at commit may lose
+            # the last fraction of a second of reservations if PostgreSQL itself crashes.
             cur.execute(
                 sql.SQL(
-                    "SELECT coalesce(sum(credits), 0) FROM {} "
-                    "WHERE at > now() - make_interval(secs => %s)"
-                ).format(self._table),
-                (WINDOW_SECONDS,),
+                    "SET LOCAL synchronous_commit = off; "
+                    "SELECT pg_advisory_xact_lock(hashtext(%(lock)s)); "
+                    "WITH spent AS (SELECT coalesce(sum(credits), 0) AS total FROM {t} "
+                    "  WHERE at > now() - make_interval(secs => %(window)s)) "
+                    "INSERT INTO {t} (api, credits, records, run_id, batch_id) "
+                    "SELECT %(api)s, %(credits)s, %(records)s, %(run_id)s, %(batch_id)s "
+                    "FROM spent WHERE %(credits)s = 0 OR spent.total + %(credits)s <= %(limit)s "
+                    "RETURNING id"
+                ).format(t=self._table),
+                params,
             )
-            spent = int(cur.fetchone()[0])
-            if credits and spent + credits > self.limit:
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(
+                    sql.SQL(
+                        "SELECT coalesce(sum(credits), 0) FROM {} "
+                        "WHERE at > now() - make_interval(secs => %s)"
+                    ).format(self._table),
+                    (WINDOW_SECONDS,),
+                )
+                spent = int(cur.fetchone()[0])
                 retry_after = self._retry_after(cur, spent + credits - self.limit)
                 raise CreditBudgetExceeded(
                     "CREDIT_BUDGET_EXCEEDED",
@@ -186,14 +208,7 @@ class CreditLedger:
                     None,
                     retry_after,
                 )
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (api, credits, records, run_id, batch_id) "
-                    "VALUES (%s, %s, %s, %s, %s) RETURNING id"
-                ).format(self._table),
-                (api, credits, records, run_id, batch_id),
-            )
-            row_id = int(cur.fetchone()[0])
+            row_id = int(row[0])
         return Reservation(row_id, api, credits)
 
     def _retry_after(self, cur: psycopg2.extensions.cursor, excess: int) -> float:
