@@ -198,17 +198,18 @@ class Handler(BaseHTTPRequestHandler):
         is_upload = api == "upload"
         body = self._read_body(MAX_UPLOAD_BYTES if is_upload else None)
         start = time.time()
-        status = 0
+        reply: Reply | None = None
         try:
             reply = self._serve(api, method, path, query, body)
-            if reply is None:
-                self._drop()
-                return
-            status = reply.status
-            self._send(reply)
         finally:
+            # logged before answering, so a client that saw the answer also sees the log entry
             if api is not None:
-                self.state.log_request(api, method, path, status, start, time.time())
+                self.state.log_request(api, method, path, reply.status if reply else 0, start,
+                                       time.time())
+        if reply is None:
+            self._drop()
+        else:
+            self._send(reply)
 
     def _api_name(self, method: str, path: str) -> str | None:
         if path == "/oauth/v2/token":
