@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -229,3 +232,50 @@ def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
 def unit_values(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> list[str]:
     """Every value of ``key`` in ``section``."""
     return [v for k, v in unit.get(section, []) if k == key]
+
+
+class Process:
+    """A subprocess in its own process group, logging to a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """True once ``text`` is in the log; False if it is not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            assert self.alive(), f"{self.proc.args} exited:\n{self.log()[-3000:]}"
+            time.sleep(0.1)
+        return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        """Signal the group, wait, SIGKILL if it lingers."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def subprocess_env(base: dict[str, str]) -> dict[str, str]:
+    """``base`` with this venv's scripts first on PATH (compose commands name them bare)."""
+    env = dict(base)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
