@@ -292,7 +292,9 @@ class Handler(BaseHTTPRequestHandler):
             if api == "upsert" and isinstance(payload, dict) and isinstance(payload.get("data"),
                                                                              list):
                 records = len(payload["data"])
-        sub = api == "upsert" and records > int(st.config["sub_concurrency_threshold"])
+        # the "complex API" group (§7.3): big upserts, and record reads sorted with sort_by
+        sub = (api == "upsert" and records > int(st.config["sub_concurrency_threshold"])) or (
+            api == "records_get" and bool(query.get("sort_by")))
         cost = st.cost(api, records)
         refusal, entry = st.admit(api, sub, cost)
         if refusal is not None or entry is None:
@@ -478,11 +480,23 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
                            f"You can only get the first {st.config['page_limit']} records "
                            "without using page_token param", {})
+        sort_by = query.get("sort_by") or "id"
+        sort_order = query.get("sort_order") or "asc"
+        if sort_by not in ("id", "Created_Time", "Modified_Time"):
+            raise ApiError(400, "INVALID_DATA", "invalid data",
+                           {"param_name": "sort_by", "supported_values": [
+                               "id", "Created_Time", "Modified_Time"]})
+        if sort_order not in ("asc", "desc"):
+            raise ApiError(400, "INVALID_DATA", "invalid data", {"param_name": "sort_order"})
         with st.lock:
             if query.get("ids"):
                 ids = [i for i in dict.fromkeys(query["ids"].split(",")) if i in store.records]
             else:
                 ids = list(store.records)
+            if sort_by != "id" or sort_order != "asc":
+                recs = store.records
+                ids.sort(key=lambda i: (str(recs[i].get(sort_by, "")), int(i))
+                         if sort_by != "id" else int(i), reverse=sort_order == "desc")
             chunk = [dict(store.records[i]) for i in ids[start: start + per_page]]
         if not chunk:
             return Reply(204)
@@ -496,8 +510,8 @@ class Handler(BaseHTTPRequestHandler):
         if more:
             expiry = datetime.now(UTC) + timedelta(days=1)
             info["page_token_expiry"] = expiry.replace(microsecond=0).isoformat()
-        info["sort_by"] = "id"
-        info["sort_order"] = "asc"
+        info["sort_by"] = sort_by
+        info["sort_order"] = sort_order
         return Reply(200, {"data": data, "info": info})
 
     def _search(self, store: RecordStore, query: dict[str, str], wanted: list[str]) -> Reply:

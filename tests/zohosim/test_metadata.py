@@ -156,3 +156,23 @@ def test_page_limit_and_page_token(api: Api, zohosim: SimProcess) -> None:
     assert got == ids
     assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "page_token": "zz"})) == (
         400, "INVALID_DATA")
+
+
+def test_sort_by(api: Api, zohosim: SimProcess) -> None:
+    ids = _seed(api, 3)
+    api.upsert([{"Name": "SO-0", "parent_id": "0", "Notes": "touched"}],
+               duplicate_check_fields=["parent_id"])
+    r = api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "id",
+                                          "sort_order": "desc"})
+    assert [d["id"] for d in r.json()["data"]] == ids[::-1]
+    assert (r.json()["info"]["sort_by"], r.json()["info"]["sort_order"]) == ("id", "desc")
+    r = api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "Modified_Time",
+                                          "sort_order": "desc"})
+    assert r.json()["data"][0]["id"] in ids
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "Name"})) == (
+        400, "INVALID_DATA")
+    # sorted reads belong to the sub-concurrency group
+    zohosim.admin.configure(sub_concurrency=0)
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "id"})) == (
+        429, "TOO_MANY_REQUESTS")
+    assert api.get("/crm/v8/Orders", params={"fields": "Name"}).status_code == 200
