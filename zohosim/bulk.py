@@ -41,6 +41,7 @@ class CsvFile:
     name: str
     header: list[str]
     rows: list[list[str]]
+    raw: bytes = b""
 
 
 @dataclass
@@ -58,7 +59,8 @@ def is_zip(data: bytes) -> bool:
 def _decode(raw: bytes, encoding: str | None = None) -> str:
     if encoding:
         try:
-            return raw.decode(encoding)
+            text = raw.decode(encoding)
+            return text[1:] if text.startswith("\ufeff") else text
         except (LookupError, UnicodeDecodeError):
             pass
     try:
@@ -75,7 +77,7 @@ def parse_csv(name: str, raw: bytes, encoding: str | None = None) -> CsvFile:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
     header = next(reader, [])
     rows = [r for r in reader if r and any(c != "" for c in r)]
-    return CsvFile(name=name, header=header, rows=rows)
+    return CsvFile(name=name, header=header, rows=rows, raw=raw)
 
 
 def parse_upload(data: bytes) -> list[CsvFile]:
@@ -211,6 +213,13 @@ def validate_job(body: Any, schema: Schema, uploads: dict[str, Upload]) -> JobSp
         raise ApiError(400, "FILE_NOT_SUPPORTED", "File not supported for bulk write",
                        {"api_name": "file_id", "json_path": f"{jp}.file_id"})
     csvf = upload.csvs[0]
+    if enc is not None:
+        try:
+            "".encode(enc)
+        except LookupError:
+            raise _invalid("character_encoding", "$.character_encoding",
+                           "unsupported character encoding") from None
+        csvf = parse_csv(csvf.name, csvf.raw, enc)
     find_by = res.get("find_by")
     if op in ("update", "upsert") and not find_by:
         raise _missing("find_by", f"{jp}.find_by", "Required key find_by is not available")

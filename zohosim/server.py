@@ -212,7 +212,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(reply)
 
     def _api_name(self, method: str, path: str) -> str | None:
-        if path == "/oauth/v2/token":
+        if path in ("/oauth/v2/token", "/oauth/v2/token/revoke"):
             return "token"
         if path == "/crm/v8/org":
             return "org"
@@ -270,6 +270,8 @@ class Handler(BaseHTTPRequestHandler):
             if body and "json" not in ctype:
                 params.update(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
                                                      keep_blank_values=True))
+            if path.endswith("/revoke"):
+                return Reply(200, st.revoke(params.get("token")))
             return Reply(200, st.grant(params, self._host_base()))
         expected = "GET" if api in ("org", "users", "fields", "modules", "records_get", "search",
                                     "bulk_get",

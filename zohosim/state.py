@@ -220,6 +220,7 @@ class State:
         self.live: dict[str, deque[str]] = {}  # refresh token -> live access tokens, oldest first
         self.refresh_times: dict[str, deque[float]] = {}
         self.tokens_issued = 0
+        self.revoked: set[str] = set()
         self.credits: deque[list[Any]] = deque()  # [ts, credits, api, generation]
         self.used = 0
         self.calls_by_api: dict[str, int] = {}
@@ -299,7 +300,7 @@ class State:
                 params.get("client_secret") != self.client_secret:
             return {"error": "invalid_client"}
         refresh = params.get("refresh_token")
-        if refresh != self.refresh_token:
+        if refresh != self.refresh_token or refresh in self.revoked:
             return {"error": "invalid_code"}
         with self.lock:
             now = time.time()
@@ -342,6 +343,16 @@ class State:
             if entry is None or entry[0] <= time.time():
                 return ApiError(401, "INVALID_TOKEN", "invalid oauth token")
         return None
+
+    def revoke(self, token: str | None) -> dict[str, Any]:
+        """``POST /oauth/v2/token/revoke?token=<refresh token>`` (§1.7)."""
+        with self.lock:
+            if token != self.refresh_token or token in self.revoked:
+                return {"error": "invalid_token"}
+            self.revoked.add(token)
+            for access in self.live.pop(token, deque()):
+                self.tokens.pop(access, None)
+        return {"status": "success"}
 
     def invalidate_tokens(self) -> None:
         with self.lock:

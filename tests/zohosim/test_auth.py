@@ -133,3 +133,16 @@ def test_api_domain_follows_the_host_the_client_used(zohosim: SimProcess) -> Non
         "grant_type": "refresh_token", "client_id": zohosim.client_id,
         "client_secret": zohosim.client_secret, "refresh_token": zohosim.refresh_token})
     assert r.json()["api_domain"] == f"http://localhost:{port}"
+
+
+def test_revoke_refresh_token(api: Api, zohosim: SimProcess) -> None:
+    assert api.get("/crm/v8/org").status_code == 200
+    url = f"{zohosim.base_url}/oauth/v2/token/revoke"
+    assert requests.post(url, params={"token": "1000.other"}, timeout=T).json() == {
+        "error": "invalid_token"}
+    r = requests.post(url, params={"token": zohosim.refresh_token}, timeout=T)
+    assert (r.status_code, r.json()) == (200, {"status": "success"})
+    assert error(api.get("/crm/v8/org")) == (401, "INVALID_TOKEN")
+    assert api.token_response().json() == {"error": "invalid_code"}
+    zohosim.admin.reset()
+    assert "access_token" in api.token_response().json()

@@ -412,3 +412,19 @@ def test_full_size_job_is_fast(api: Api, zohosim: SimProcess) -> None:
     assert job["resource"][0]["file"]["added_count"] == 25_000
     assert elapsed < 5.0  # ~0.5 s on an idle machine; generous for a busy CI box
     assert len(HEADER) == len(mappings())
+
+
+def test_character_encoding(api: Api, zohosim: SimProcess) -> None:
+    text = "parent_id,Name,Customer_Name\n1,SO-1,Jürgen Ærø\n".encode("cp1252")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("orders.csv", text)
+    fid = api.file_id(buf.getvalue())
+    fm = [{"api_name": "parent_id", "index": 0}, {"api_name": "Name", "index": 1},
+          {"api_name": "Customer_Name", "index": 2}]
+    body = api.job_body(fid, field_mappings=fm, character_encoding="windows-1252")
+    job = api.wait_job(api.create_job(body).json()["details"]["id"])
+    assert job["character_encoding"] == "windows-1252"
+    assert zohosim.admin.records()[0]["Customer_Name"] == "Jürgen Ærø"
+    bad = api.job_body(fid, field_mappings=fm, character_encoding="klingon-8")
+    assert error(api.create_job(bad)) == (400, "INVALID_DATA")
