@@ -18,7 +18,7 @@ COPY pipeline ./pipeline
 COPY tasks ./tasks
 COPY zohosim ./zohosim
 RUN /opt/ordersync/bin/pip install . \
-    && /opt/ordersync/bin/ordersync --help > /dev/null
+    && cd / && /opt/ordersync/bin/ordersync --help > /dev/null
 
 # --- run: the virtualenv only, as an unprivileged user ---------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -34,7 +34,6 @@ RUN groupadd --system --gid 10001 ordersync \
 COPY --from=build /opt/ordersync /opt/ordersync
 WORKDIR /var/lib/ordersync
 USER ordersync:ordersync
-VOLUME ["/var/lib/ordersync/work"]
 
 # A generic check: the settings load and validate. Each compose service replaces it with one
 # that suits the process (worker: control ping; web: /healthz; Flower: /healthcheck).
@@ -43,5 +42,4 @@ HEALTHCHECK --interval=60s --timeout=20s --start-period=30s --retries=3 \
 
 # Celery stops warmly on SIGTERM (finishes the running task, acks_late redelivers the rest).
 STOPSIGNAL SIGTERM
-ENTRYPOINT []
 CMD ["ordersync", "--help"]
