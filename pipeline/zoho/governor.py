@@ -7,8 +7,9 @@ lease in the ``sub`` set as well (sub-concurrency counts inside the total, contr
 
 Leases last ``lease_ttl`` seconds and are renewed by one background thread per process while the
 call runs, so a long upload keeps its slot while a worker that dies loses it within ``lease_ttl``.
-Waiting for a slot is not a failure: ``slot()`` polls with a short jittered sleep up to
-``max_wait`` seconds and only then raises ``SlotWaitTimeout`` (transient; nothing was sent).
+Waiting for a slot is not a failure: ``slot()`` waits on a wake-up list that every release
+pushes to (``BLPOP`` with a short timeout, so leases that expired unreleased are noticed too) for
+up to ``max_wait`` seconds, and only then raises ``SlotWaitTimeout`` (transient; nothing was sent).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Governor:
         self.max_wait = max_wait
         self.all_key = f"{prefix}:gov:all"
         self.sub_key = f"{prefix}:gov:sub"
+        self.wake_key = f"{prefix}:gov:wake"
         self._acquire = redis_client.register_script(_ACQUIRE)
         self._renew = redis_client.register_script(_RENEW)
         self._held: dict[str, tuple[str, ...]] = {}
@@ -111,31 +113,37 @@ class Governor:
         return lease
 
     def acquire(self, heavy: bool = False, max_wait: float | None = None) -> str:
-        """Wait (bounded) for a slot and return its lease id; then ``SlotWaitTimeout``."""
+        """Wait (bounded) for a slot and return its lease id; then ``SlotWaitTimeout``.
+
+        A waiter blocks on the wake-up list (``BLPOP``) that every release pushes to, so a freed
+        slot is taken at once; the short timeout also catches leases that expired unreleased.
+        """
         bound = self.max_wait if max_wait is None else max_wait
         deadline = time.monotonic() + bound
-        pause = 0.002
         while True:
             lease = self.try_acquire(heavy)
             if lease is not None:
                 return lease
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise SlotWaitTimeout(
                     "SLOT_WAIT_TIMEOUT",
                     f"no free Zoho call slot within {bound:.0f} s "
                     f"(concurrency {self.concurrency}, sub-concurrency {self.sub_concurrency})",
                     {"heavy": heavy},
                 )
-            time.sleep(random.uniform(pause / 2, pause))
-            pause = min(pause * 2, 0.02)  # short: a slot is held ~one call, tens of ms
+            self.redis.blpop([self.wake_key], timeout=min(left, random.uniform(0.05, 0.1)))
 
     def release(self, lease: str) -> None:
-        """Give a lease back (idempotent)."""
+        """Give a lease back (idempotent) and wake one waiter."""
         with self._held_lock:
             keys = self._held.pop(lease, (self.all_key, self.sub_key))
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.zrem(key, lease)
+        pipe.rpush(self.wake_key, 1)
+        pipe.ltrim(self.wake_key, -self.concurrency, -1)  # no pile of stale wake-ups
+        pipe.pexpire(self.wake_key, int(self.lease_ttl * 1000))
         pipe.execute()
 
     @contextmanager
