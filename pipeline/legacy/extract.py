@@ -97,11 +97,13 @@ def _free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Co
     ranges = cur.fetchall()
     cur.execute(
         sql.SQL(
-            "SELECT max(key_hi::{kt}) FROM {b} WHERE kind = %s AND state NOT IN ({u})"
-        ).format(kt=kt, b=batches, u=_unfinished()),
-        (BatchKind.BULK.value,),
+            "SELECT (SELECT max(key_hi::{kt}) FROM {b} WHERE kind = %s AND state NOT IN ({u})),"
+            " EXISTS (SELECT 1 FROM {b} WHERE kind = %s AND state NOT IN ({u})),"
+            " EXISTS (SELECT 1 FROM {e} WHERE quarantined)"
+        ).format(kt=kt, b=batches, u=_unfinished(), e=n.ledger_table("row_errors")),
+        (BatchKind.BULK.value, BatchKind.REALTIME.value),
     )
-    highest = cur.fetchone()[0]
+    highest, realtime_open, any_quarantined = cur.fetchone()
     parts: list[sql.Composable] = [sql.SQL("NOT t.{}").format(n.synced)]
     for lo, hi in ranges:
         parts.append(
@@ -109,17 +111,22 @@ def _free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Co
                 k=n.key, lo=sql.Literal(lo), hi=sql.Literal(hi), kt=kt
             )
         )
-    parts.append(
-        sql.SQL(
-            "t.{k}::text NOT IN (SELECT unnest(keys) FROM {b}"
-            " WHERE kind = {rt} AND state NOT IN ({u}))"
-        ).format(k=n.key, b=batches, rt=sql.Literal(BatchKind.REALTIME.value), u=_unfinished())
-    )
-    parts.append(
-        sql.SQL(
-            "(t.{k}::text, t.{v}) NOT IN (SELECT row_key, version FROM {e} WHERE quarantined)"
-        ).format(k=n.key, v=n.version, e=n.ledger_table("row_errors"))
-    )
+    # Predicates over empty sets are left out: they would cost a hash probe per row for nothing.
+    if realtime_open:
+        parts.append(
+            sql.SQL(
+                "t.{k}::text NOT IN (SELECT unnest(keys) FROM {b}"
+                " WHERE kind = {rt} AND state NOT IN ({u}))"
+            ).format(
+                k=n.key, b=batches, rt=sql.Literal(BatchKind.REALTIME.value), u=_unfinished()
+            )
+        )
+    if any_quarantined:
+        parts.append(
+            sql.SQL(
+                "(t.{k}::text, t.{v}) NOT IN (SELECT row_key, version FROM {e} WHERE quarantined)"
+            ).format(k=n.key, v=n.version, e=n.ledger_table("row_errors"))
+        )
     return sql.SQL(" AND ").join(parts), highest
 
 

@@ -2,9 +2,9 @@
 
 The CSV's columns are the mapping's fields in order (the key's ``parent_id`` among the first
 three, so Zoho's result file names it); values come straight from PostgreSQL's ``COPY`` of the
-serialiser's expressions (:mod:`pipeline.serialize`), through a 1 MiB buffer into a deflate
-level 1 zip entry (level 6 doubles the time for 15 % less). At most one buffer of a batch is in
-memory. The zip is complete and recorded on the batch before the claim commits.
+serialiser's expressions (:mod:`pipeline.serialize`), into a deflate level 1 zip entry
+(level 6 doubles the time for 15 % less). At most one batch's CSV is in memory (~3 MB for
+25,000 rows). The zip is complete and recorded on the batch before the claim commits.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pipeline.mapping import Mapping
 from pipeline.settings import Settings
 
 ZIP_LEVEL = 1
-BUFFER_BYTES = 1 << 20
+BUFFER_BYTES = 1 << 20  # read size for checksums
 
 
 @dataclass(frozen=True)
@@ -69,37 +69,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _Sink(io.RawIOBase):
-    """Collects COPY's small writes into one buffer, flushed to the zip entry by the MiB."""
-
-    def __init__(self, target: Any) -> None:
-        super().__init__()
-        self._target = target
-        self._buffer = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._buffer += data
-        if len(self._buffer) >= BUFFER_BYTES:
-            self._target.write(self._buffer)
-            self._buffer.clear()
-        return len(data)
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._target.write(self._buffer)
-            self._buffer.clear()
-
-    def close(self) -> None:
-        """Flush and close the zip entry (which writes its sizes and CRC)."""
-        if not self.closed:
-            self.flush()
-            self._target.close()
-        super().close()
-
-
 def extract_batch(
     conn: Connection,
     settings: Settings,
@@ -118,22 +87,25 @@ def extract_batch(
     partial = work / f".extract-{os.getpid()}-{id(conn)}.zip.part"
     done: dict[str, Any] = {}
     archive: zipfile.ZipFile | None = None
-    sink: _Sink | None = None
+    # COPY writes once per row: a BytesIO takes those writes at C speed, and the batch's CSV
+    # (~3 MB for 25,000 rows) is compressed in one call. Bounded by the batch size.
+    sink = io.BytesIO()
     try:
         archive = zipfile.ZipFile(
             partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL
         )
 
         def open_sink(batch_id: int) -> Any:
-            nonlocal sink
-            entry = archive.open(csv_name(batch_id), "w", force_zip64=True)  # type: ignore[union-attr]
-            sink = _Sink(entry)
+            done["name"] = csv_name(batch_id)
             sink.write(header_line(settings.mapping))
             return sink
 
         def record(cur: Any, batch_id: int, rows: int) -> None:
-            assert sink is not None and archive is not None
-            sink.close()
+            assert archive is not None
+            with archive.open(done["name"], "w", force_zip64=True) as entry:
+                entry.write(sink.getbuffer())
+            sink.seek(0)
+            sink.truncate()
             archive.close()
             final = zip_path(settings, batch_id)
             os.replace(partial, final)
@@ -155,8 +127,7 @@ def extract_batch(
             done["path"].unlink(missing_ok=True)
         raise
     finally:
-        if sink is not None:
-            sink.close()
+        sink.close()
         if archive is not None:
             archive.close()
         partial.unlink(missing_ok=True)
