@@ -35,7 +35,7 @@ import requests
 from pipeline.zoho.config import ZohoSettings
 from pipeline.zoho.endpoints import Endpoints
 from pipeline.zoho.errors import (
-    ServerError,
+    TokenEndpointUnavailable,
     TokenRefreshError,
     TokenRefreshThrottled,
     TransientZohoError,
@@ -246,9 +246,12 @@ class TokenManager:
                 timeout=(s.connect_timeout, s.read_timeout),
             )
         except requests.RequestException as exc:
-            raise error_from(exc) from None
+            cause = error_from(exc)
+            raise TokenEndpointUnavailable(
+                cause.code, f"token endpoint: {cause.message}", None, None
+            ) from None
         if response.status_code >= 500:
-            raise ServerError(
+            raise TokenEndpointUnavailable(
                 "TOKEN_ENDPOINT",
                 f"token endpoint answered HTTP {response.status_code}",
                 None,

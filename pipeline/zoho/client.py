@@ -49,6 +49,7 @@ from pipeline.zoho.errors import (
     ResultFormatError,
     ServerError,
     SlotWaitTimeout,
+    TokenEndpointUnavailable,
     TransientZohoError,
     ZohoError,
     error_from,
@@ -68,7 +69,7 @@ _CHUNK = 256 * 1024
 # Errors after which the call certainly was not charged: its reservation is released.
 _NOT_CHARGED = (RateLimited, ConnectionFailed, AuthenticationError, SlotWaitTimeout)
 # Transient errors the client retries itself (others, e.g. budget or slot waits, go to the caller).
-_RETRIABLE = (RateLimited, ConnectionFailed, ServerError, ResponseLost)
+_RETRIABLE = (RateLimited, ConnectionFailed, ServerError, ResponseLost, TokenEndpointUnavailable)
 # Errors that prove Zoho did not process the request: safe to retry even a create-job.
 _NEVER_PROCESSED = (RateLimited, ConnectionFailed)
 

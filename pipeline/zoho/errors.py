@@ -9,6 +9,7 @@
     │   ├── ConnectionFailed        no connection made: the request never reached Zoho
     │   ├── ResponseLost            sent, but the answer never came (read timeout, reset, drop)
     │   ├── SlotWaitTimeout         our governor had no free slot within the wait bound
+    │   ├── TokenEndpointUnavailable  the accounts server did not answer (network, 5xx)
     │   ├── TokenRefreshThrottled   refresh refused (ours or Zoho's ``Access Denied``): wait
     │   └── CreditBudgetExceeded    refused BEFORE sending: the call would break our daily budget
     └── FatalZohoError              retrying the same call will not help
@@ -93,6 +94,10 @@ class ResponseLost(TransientZohoError):
 
 class SlotWaitTimeout(TransientZohoError):
     """The shared concurrency governor had no free slot within the wait bound; nothing was sent."""
+
+
+class TokenEndpointUnavailable(TransientZohoError):
+    """The token endpoint could not be reached or answered 5xx; no CRM request was sent."""
 
 
 class TokenRefreshThrottled(TransientZohoError):

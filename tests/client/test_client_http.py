@@ -24,6 +24,7 @@ from pipeline.zoho.errors import (
     FatalZohoError,
     ServerError,
     SlotWaitTimeout,
+    TokenEndpointUnavailable,
     TokenRefreshError,
     TokenRefreshThrottled,
 )
@@ -392,3 +393,19 @@ def test_from_application_settings(zohosim: Any, prefix: str, client_db: str) ->
     assert client.credits.limit == 600 and client.org_zgid() == zohosim.zgid
     assert client.credits.spent_24h() == 1
     client.close()
+
+
+def test_token_endpoint_trouble_is_not_an_ambiguous_job(
+    zohosim: Any, make_client: MakeClient, tmp_path: Path
+) -> None:
+    client = make_client(max_retries=2)
+    file_id = client.upload(write_zip(tmp_path / "b.zip", [order_row("1")]))
+    client.tokens.forget()
+    zohosim.admin.fault("token", "500", count=1)
+    zohosim.admin.fault("token", "drop", count=1)
+    assert client.create_upsert_job(file_id, DEFAULT_MAPPING).isdigit()  # retried: no job sent
+    client.tokens.forget()
+    zohosim.admin.fault("token", "503", count=5)
+    with pytest.raises(TokenEndpointUnavailable):
+        client.create_upsert_job(file_id, DEFAULT_MAPPING)
+    assert zohosim.admin.stats()["jobs"]["total"] == 1
