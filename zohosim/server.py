@@ -273,9 +273,7 @@ class Handler(BaseHTTPRequestHandler):
             if path.endswith("/revoke"):
                 return Reply(200, st.revoke(params.get("token")))
             return Reply(200, st.grant(params, self._host_base()))
-        expected = "GET" if api in ("org", "users", "fields", "modules", "records_get", "search",
-                                    "bulk_get",
-                                    "download") else "POST"
+        expected = "POST" if api in ("upsert", "upload", "bulk_create") else "GET"
         if method != expected:
             return Reply(400, {"code": "INVALID_REQUEST_METHOD", "details": {},
                                "message": "The http request method type is not a valid one",
