@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -279,3 +280,34 @@ def subprocess_env(base: dict[str, str]) -> dict[str, str]:
     env = dict(base)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def run_healthcheck(
+    spec: dict[str, Any], env: dict[str, str], replace: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a compose service's health check here, as Docker would in the container.
+
+    ``replace`` rewrites parts of it (a port, a host name) for the test's isolated processes.
+    """
+    test = spec["healthcheck"]["test"]
+    kind, *rest = test
+    if kind == "CMD-SHELL":
+        argv = ["sh", "-c", " ".join(rest)]
+    else:
+        assert kind == "CMD", test
+        argv = list(rest)
+    argv = [part.replace("$$", "$") for part in argv]
+    for old, new in (replace or {}).items():
+        argv = [part.replace(old, new) for part in argv]
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    return subprocess.run(
+        argv, cwd=REPO, env=subprocess_env(env), capture_output=True, text=True, timeout=60
+    )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

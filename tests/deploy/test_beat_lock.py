@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pipeline.settings import Settings
-from tests.deploy.deployfiles import Process, as_argv, load_compose
+from tests.deploy.deployfiles import Process, as_argv, load_compose, run_healthcheck
 from tests.fixtures.celery import CeleryTestEnv, cleanup_celery_env, make_celery_env
 
 ACQUIRED = "beat: Acquired lock"
@@ -37,7 +37,8 @@ def beat_env() -> Iterator[CeleryTestEnv]:
 
 
 def test_two_beats_one_scheduler(beat_env: CeleryTestEnv, tmp_path: Path) -> None:
-    argv = as_argv(load_compose()["services"]["beat"]["command"])
+    compose = load_compose()
+    argv = as_argv(compose["services"]["beat"]["command"])
     assert argv[:3] == ["celery", "-A", "tasks.app"]
     argv[argv.index("--max-interval") + 1] = str(MAX_INTERVAL)
     argv = [sys.executable, "-m", "celery", *argv[1:]]
@@ -60,8 +61,14 @@ def test_two_beats_one_scheduler(beat_env: CeleryTestEnv, tmp_path: Path) -> Non
         finally:
             client.close()
 
+        check = run_healthcheck(compose["services"]["beat"], beat_env.env())
+        assert check.returncode == 0, check.stdout + check.stderr  # a beat holds the lock
+
         holder.stop()  # a clean stop releases the lock
         assert waiting.wait_for_log(ACQUIRED, 30), "the waiting beat did not take over"
+        waiting.stop()
+        check = run_healthcheck(compose["services"]["beat"], beat_env.env())
+        assert check.returncode == 1, check.stdout + check.stderr  # nobody holds it: unhealthy
     finally:
         for beat in beats:
             beat.stop(signal.SIGKILL)

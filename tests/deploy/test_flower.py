@@ -6,7 +6,6 @@ metrics report the worker online (workers send events and heartbeats)."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,14 @@ from tests.deploy.deployfiles import (
     Process,
     active_env,
     as_argv,
+    free_port,
     load_compose,
+    run_healthcheck,
     subprocess_env,
 )
 from tests.fixtures.celery import CeleryTestEnv
 
 TIMEOUT = 5  # seconds, per request
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _flower_script(port: int) -> str:
@@ -56,7 +51,7 @@ def test_flower_refuses_to_start_without_credentials(celery_env: CeleryTestEnv) 
     env = subprocess_env(celery_env.env())
     env.pop("FLOWER_BASIC_AUTH", None)
     proc = subprocess.run(
-        ["sh", "-c", _flower_script(_free_port())],
+        ["sh", "-c", _flower_script(free_port())],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 78
@@ -69,7 +64,7 @@ def test_flower_basic_auth_and_worker_metrics(
 ) -> None:
     credentials = active_env()["FLOWER_BASIC_AUTH"].split(",")[0]
     user, _, password = credentials.partition(":")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     hostname = f"{celery_env.namespace}-{uuid.uuid4().hex[:6]}@localhost"
     flower = Process(
@@ -106,6 +101,17 @@ def test_flower_basic_auth_and_worker_metrics(
                 break
             assert time.monotonic() < deadline, f"no {online!r} in /metrics:\n{metrics.text}"
             time.sleep(0.5)
+
+        # The compose health checks, as Docker runs them in each container.
+        services = load_compose()["services"]
+        flower_check = run_healthcheck(services["flower"], celery_env.env(), {"5555": str(port)})
+        assert flower_check.returncode == 0, flower_check.stderr
+        worker_env = celery_env.env(HOSTNAME=hostname.partition("@")[2])
+        name = {"celery@$HOSTNAME": hostname}
+        ping = run_healthcheck(services["worker"], worker_env, name)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        nobody = {"celery@$HOSTNAME": f"nobody-{hostname}", "--timeout 10": "--timeout 1"}
+        assert run_healthcheck(services["worker"], worker_env, nobody).returncode != 0
     finally:
         worker.stop()
         flower.stop()
