@@ -134,11 +134,15 @@ class Api:
             time.sleep(0.02)
         raise AssertionError(f"job {job_id} did not finish")
 
-    def run_job(self, rows: Sequence[Sequence[str]], **kw: Any) -> dict[str, Any]:
+    def run_job_async(self, rows: Sequence[Sequence[str]], **kw: Any) -> str:
+        """Upload ``rows`` and create a job; its id."""
         body = self.job_body(self.file_id(make_zip(rows)), **kw)
         r = self.create_job(body)
         assert r.status_code == 201, r.text
-        return self.wait_job(r.json()["details"]["id"])
+        return str(r.json()["details"]["id"])
+
+    def run_job(self, rows: Sequence[Sequence[str]], **kw: Any) -> dict[str, Any]:
+        return self.wait_job(self.run_job_async(rows, **kw))
 
     def result_rows(self, job: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         r = self.http.get(job["result"]["download_url"], headers=self.headers(), timeout=T)

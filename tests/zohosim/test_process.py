@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -105,4 +106,23 @@ def test_schema_option(tmp_path: Path) -> None:
         r = api.get("/crm/v8/settings/fields", params={"module": "Deals_X"})
         assert {f["api_name"] for f in r.json()["fields"]} >= {"Name", "Code"}
         assert api.get("/crm/v8/settings/fields", params={"module": "Orders"}).status_code == 400
+        api.http.close()
+
+
+def test_unfinished_job_resumes_after_restart(tmp_path: Path) -> None:
+    state = str(tmp_path / "sim.sqlite")
+    with SimProcess(job_speed="100", extra_args=["--state", state]) as sim:
+        sim.admin.configure(job_queue_seconds=0.0)
+        api = Api(sim)
+        job = api.run_job_async([order_row(i) for i in range(300)])
+        time.sleep(0.5)
+        assert api.job(job)["status"] in ("IN PROGRESS", "ADDED")
+        api.http.close()
+    with SimProcess(extra_args=["--state", state]) as sim:  # instant now
+        api = Api(sim)
+        done = api.wait_job(job)
+        assert done["status"] == "COMPLETED"
+        assert done["resource"][0]["file"]["added_count"] + done["resource"][0]["file"][
+            "updated_count"] == 300
+        assert sim.admin.stats()["records"]["Orders"] == 300
         api.http.close()
