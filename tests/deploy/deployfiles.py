@@ -78,6 +78,11 @@ def project_scripts() -> dict[str, str]:
         return dict(tomllib.load(handle)["project"]["scripts"])
 
 
+def service_argv(spec: dict[str, Any]) -> list[str]:
+    """What a service runs: its ``entrypoint`` (the image has none) followed by ``command``."""
+    return as_argv(spec.get("entrypoint", [])) + as_argv(spec.get("command", []))
+
+
 def as_argv(command: str | list[str]) -> list[str]:
     """A compose ``command`` as argv; ``$$`` is compose's escape for ``$``."""
     if isinstance(command, str):

@@ -47,6 +47,7 @@ from tests.deploy.deployfiles import (
     load_compose,
     our_services,
     run_help,
+    service_argv,
 )
 
 CORE_SERVICES = {"postgres", "redis", "worker", "beat", "flower", "web"}
@@ -82,8 +83,8 @@ def _all_invocations(compose: dict[str, Any]) -> dict[tuple[str, ...], tuple[Inv
     found: dict[tuple[str, ...], tuple[Invocation, set[str]]] = {}
     for name, spec in our_services(compose).items():
         argvs = []
-        if "command" in spec:
-            argvs.extend(commands_in(as_argv(spec["command"])))
+        if "command" in spec or "entrypoint" in spec:
+            argvs.extend(commands_in(service_argv(spec)))
         argvs.extend(healthcheck_argvs(spec))
         for argv in argvs:
             inv = invocation(argv)
@@ -121,6 +122,7 @@ def test_every_command_names_a_real_entry_point(compose: dict[str, Any]) -> None
         "python -m tasks.web",
         "zohosim serve --host",
         "ordersync demo seed",
+        "ordersync config check",
     ):
         assert any(d.startswith(expected) for d in described), f"no {expected!r} in {described}"
 
