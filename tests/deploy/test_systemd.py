@@ -105,6 +105,8 @@ def test_flower_refuses_to_start_without_credentials() -> None:
     shell = re.fullmatch(r"/bin/sh -c '(.*)'", guard)
     assert shell, guard
     script = shell.group(1)
+    assert "$$FLOWER_BASIC_AUTH" in script, "$$: systemd passes $ on, sh reads the variable"
+    script = script.replace("$$", "$")  # what systemd hands to sh
     refused = subprocess.run(["/bin/sh", "-c", script], env={}, capture_output=True, text=True)
     assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
     allowed = subprocess.run(["/bin/sh", "-c", script], env={"FLOWER_BASIC_AUTH": "a:b"})
