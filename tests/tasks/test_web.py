@@ -102,10 +102,16 @@ def test_callback_with_right_token_enqueues_that_batch_once_and_ignores_the_body
         started = time.perf_counter()
         answer = requests.post(f"{web}{callback_path(TOKEN)}", json=lying_body, timeout=TIMEOUT)
         elapsed = time.perf_counter() - started
+        # The access line is written after the answer has gone out: give it a moment.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            "/zoho/callback/***" in record.getMessage() for record in caplog.records
+        ):
+            time.sleep(0.02)
     assert answer.status_code == 200
     assert answer.json() == {"status": "accepted"}
     assert enqueued == [17]  # the token's batch, whatever the body says
-    assert elapsed < 1.0
+    assert elapsed < 2.0  # no slow work on the request path (typically a few ms)
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
     assert any("/zoho/callback/***" in record.getMessage() for record in caplog.records)
 
