@@ -122,7 +122,9 @@ def mark_run(settings: Settings, batch_ids: list[int]) -> list[float]:
     timings = []
     for batch_id in batch_ids:
         with conn:
-            outcomes = [(k, f"40000000{k}") for k, _ in ledger.batch_claims(conn, settings, batch_id)]
+            outcomes = [
+                (k, f"40000000{k}") for k, _ in ledger.batch_claims(conn, settings, batch_id)
+            ]
         started = time.perf_counter()
         with conn:
             result = mark_synced(conn, settings, batch_id, outcomes)
@@ -138,7 +140,8 @@ def side_table_run(settings: Settings, rows: int, batch: int) -> dict[str, float
     out: dict[str, float] = {}
     with conn, conn.cursor() as cur:
         cur.execute(
-            "CREATE TABLE orders_sync (id bigint PRIMARY KEY, synced boolean NOT NULL DEFAULT false,"
+            "CREATE TABLE orders_sync (id bigint PRIMARY KEY,"
+            " synced boolean NOT NULL DEFAULT false,"
             " sync_version bigint NOT NULL DEFAULT 1, zoho_id text)"
         )
         cur.execute("INSERT INTO orders_sync (id) SELECT id FROM orders")
@@ -163,13 +166,19 @@ def side_table_run(settings: Settings, rows: int, batch: int) -> dict[str, float
     out["side_mark_25k_s"] = statistics.median(marks)
     exprs = select_list(settings.mapping, "t")
     for label, query in (
-        ("legacy_copy_25k_s", sql.SQL(
-            "SELECT {} FROM orders t WHERE t.id BETWEEN {} AND {} ORDER BY t.id"
-        ).format(exprs, sql.Literal(copy_lo), sql.Literal(copy_lo + batch - 1))),
-        ("side_join_copy_25k_s", sql.SQL(
-            "SELECT {} FROM orders_sync s JOIN orders t ON t.id = s.id"
-            " WHERE NOT s.synced AND s.id BETWEEN {} AND {} ORDER BY s.id"
-        ).format(exprs, sql.Literal(copy_lo), sql.Literal(copy_lo + batch - 1))),
+        (
+            "legacy_copy_25k_s",
+            sql.SQL("SELECT {} FROM orders t WHERE t.id BETWEEN {} AND {} ORDER BY t.id").format(
+                exprs, sql.Literal(copy_lo), sql.Literal(copy_lo + batch - 1)
+            ),
+        ),
+        (
+            "side_join_copy_25k_s",
+            sql.SQL(
+                "SELECT {} FROM orders_sync s JOIN orders t ON t.id = s.id"
+                " WHERE NOT s.synced AND s.id BETWEEN {} AND {} ORDER BY s.id"
+            ).format(exprs, sql.Literal(copy_lo), sql.Literal(copy_lo + batch - 1)),
+        ),
     ):
         timings = []
         for _ in range(3):
@@ -201,8 +210,38 @@ def child_rss(rows: int) -> float | None:
     return float(json.loads(done.stdout)["peak_rss_mb"])
 
 
+def report(f: dict[str, Any], args: argparse.Namespace) -> str:
+    """The figures as text, each beside its floor and target."""
+    lines = [
+        f"rows {args.rows:,} in batches of {args.batch:,} (org time zone {args.timezone})",
+        f"  floor  COPY (serialiser SELECT) + zip     {f['floor_s']:7.2f} s"
+        f"  {f['floor_rows_per_s']:>9,} rows/s",
+        f"  floor  COPY (raw columns) + zip           {f['raw_floor_s']:7.2f} s",
+        f"  ours   claim + COPY + zip + sha + ledger  {f['ours_s']:7.2f} s"
+        f"  {f['ours_rows_per_s']:>9,} rows/s",
+        f"  ratio  ours / floor {f['ratio_to_floor']:.2f} (target <= 1.5);"
+        f" ours / raw floor {f['ratio_to_raw_floor']:.2f}",
+        f"  mark   {args.batch:,} rows, one version-checked statement:"
+        f" median {f['mark_s_median']:.3f} s, max {f['mark_s_max']:.3f} s (target < 1 s)",
+    ]
+    rss = f"  peak RSS {f['peak_rss_mb']:.1f} MB at {args.rows:,} rows"
+    if f.get("peak_rss_mb_at_rss_rows") is not None:
+        rss += f", {f['peak_rss_mb_at_rss_rows']:.1f} MB at {args.rss_rows:,} rows"
+    lines.append(rss + " (target < 200 MB, and the same for both)")
+    if "side_table" in f:
+        side = f["side_table"]
+        lines.append(
+            f"  side table: mark {args.batch:,} {side['side_mark_25k_s']:.3f} s;"
+            f" COPY {args.batch:,}: legacy table {side['legacy_copy_25k_s']:.3f} s,"
+            f" joined with side table {side['side_join_copy_25k_s']:.3f} s"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=25_000)
     parser.add_argument("--in-flight", type=int, default=3)
@@ -243,7 +282,7 @@ def main() -> int:
             floor = floor_run(settings, args.rows, args.batch, work, raw=False)
             ours, extracted, batch_ids = ours_run(settings, args.rows, args.in_flight)
             assert extracted == args.rows, (extracted, args.rows)
-            marks = mark_run(settings, batch_ids[-args.marks:])
+            marks = mark_run(settings, batch_ids[-args.marks :])
             figures.update(
                 floor_s=round(floor, 3),
                 floor_rows_per_s=round(args.rows / floor),
@@ -260,7 +299,10 @@ def main() -> int:
                 rss_after_seed_mb=round(rss_before, 1),
             )
             if args.side_table:
-                figures["side_table"] = {k: round(v, 3) for k, v in side_table_run(settings, args.rows, args.batch).items()}
+                figures["side_table"] = {
+                    k: round(v, 3)
+                    for k, v in side_table_run(settings, args.rows, args.batch).items()
+                }
     finally:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if not args.no_child and args.rss_rows < args.rows:
@@ -269,20 +311,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(figures))
         return 0
-    print(f"rows {args.rows:,} in batches of {args.batch:,} (org time zone {args.timezone})")
-    print(f"  floor  COPY (serialiser SELECT) + zip    {figures['floor_s']:7.2f} s  {figures['floor_rows_per_s']:>9,} rows/s")
-    print(f"  floor  COPY (raw columns) + zip          {figures['raw_floor_s']:7.2f} s")
-    print(f"  ours   claim + COPY + zip + sha + ledger {figures['ours_s']:7.2f} s  {figures['ours_rows_per_s']:>9,} rows/s")
-    print(f"  ratio  ours / floor {figures['ratio_to_floor']:.2f}  (target <= 1.5); / raw floor {figures['ratio_to_raw_floor']:.2f}")
-    print(f"  mark   {args.batch:,} rows, one version-checked statement: median {figures['mark_s_median']:.3f} s, max {figures['mark_s_max']:.3f} s (target < 1 s)")
-    rss_line = f"  peak RSS {figures['peak_rss_mb']:.1f} MB at {args.rows:,} rows"
-    if figures.get("peak_rss_mb_at_rss_rows") is not None:
-        rss_line += f", {figures['peak_rss_mb_at_rss_rows']:.1f} MB at {args.rss_rows:,} rows"
-    print(rss_line + " (target < 200 MB, same for both)")
-    if "side_table" in figures:
-        side = figures["side_table"]
-        print(f"  side table: mark {args.batch:,} {side['side_mark_25k_s']:.3f} s;"
-              f" COPY {args.batch:,} legacy-only {side['legacy_copy_25k_s']:.3f} s vs joined {side['side_join_copy_25k_s']:.3f} s")
+    print(report(figures, args))
     return 0
 
 

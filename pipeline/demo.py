@@ -1,4 +1,4 @@
-"""Demo data that looks like a real legacy ``orders`` table, and an application that keeps editing it.
+"""Demo data like a real legacy ``orders`` table, and an application that keeps editing it.
 
 The table carries the columns of ``DEFAULT_MAPPING`` plus columns Zoho never sees
 (``updated_at``, ``warehouse_note``, ``internal_flags``), so that updates which must not cost a
@@ -21,12 +21,58 @@ from pipeline.settings import Settings
 
 STATUSES = ("New", "Paid", "Shipped", "Delivered", "Cancelled", "Refunded")
 CURRENCIES = ("USD", "EUR", "GBP", "INR", "JPY")
-FIRST_NAMES = ("Asha", "José", "Zoë", "Liam", "Mei", "Olu", "Ingrid", "Ravi", "Søren", "Chloé",
-               "Yuki", "Amara", "Tomás", "Fatima", "Nikolai", "Grace")
-EMAIL_FIRST = ("asha", "jose", "zoe", "liam", "mei", "olu", "ingrid", "ravi", "soren", "chloe",
-               "yuki", "amara", "tomas", "fatima", "nikolai", "grace")
-LAST_NAMES = ("Okafor", "García", "Müller", "O'Brien", "Nakamura", "Patel", "Ivanova", "Smith",
-              "Dubois", "Kowalski", "Chen", "Haddad", "Larsen", "Costa")
+FIRST_NAMES = (
+    "Asha",
+    "José",
+    "Zoë",
+    "Liam",
+    "Mei",
+    "Olu",
+    "Ingrid",
+    "Ravi",
+    "Søren",
+    "Chloé",
+    "Yuki",
+    "Amara",
+    "Tomás",
+    "Fatima",
+    "Nikolai",
+    "Grace",
+)
+EMAIL_FIRST = (
+    "asha",
+    "jose",
+    "zoe",
+    "liam",
+    "mei",
+    "olu",
+    "ingrid",
+    "ravi",
+    "soren",
+    "chloe",
+    "yuki",
+    "amara",
+    "tomas",
+    "fatima",
+    "nikolai",
+    "grace",
+)
+LAST_NAMES = (
+    "Okafor",
+    "García",
+    "Müller",
+    "O'Brien",
+    "Nakamura",
+    "Patel",
+    "Ivanova",
+    "Smith",
+    "Dubois",
+    "Kowalski",
+    "Chen",
+    "Haddad",
+    "Larsen",
+    "Costa",
+)
 NOTES = (
     "Leave at the door",
     "Gift wrap, please",
@@ -101,7 +147,8 @@ def _row_select() -> sql.Composable:
                   CASE WHEN random() < 0.4 THEN {notes}[1 + floor(random() * {nn})::int] END,
                   now()
            FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g,
-                LATERAL (SELECT date '2021-01-01' + floor(random() * 1400)::int + (g - g)::int AS d) AS od"""
+                LATERAL (SELECT date '2021-01-01' + floor(random() * 1400)::int
+                                + (g - g)::int AS d) AS od"""
     ).format(
         first=_array(FIRST_NAMES),
         efirst=_array(EMAIL_FIRST),
@@ -207,11 +254,18 @@ def churn(
     conn.autocommit = True
     with conn.cursor() as cur:
         create_table(conn, settings)
-        cur.execute(sql.SQL("SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM {}").format(table))
+        cur.execute(
+            sql.SQL("SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM {}").format(table)
+        )
         low, high = cur.fetchone()  # type: ignore[misc]
-        insert = sql.SQL("INSERT INTO {} (id, order_number, customer_name, customer_email, status,"
-                         " amount, currency, quantity, order_date, shipped_at, is_gift, notes,"
-                         " updated_at) ").format(table) + _row_select()
+        insert = (
+            sql.SQL(
+                "INSERT INTO {} (id, order_number, customer_name, customer_email, status,"
+                " amount, currency, quantity, order_date, shipped_at, is_gift, notes,"
+                " updated_at) "
+            ).format(table)
+            + _row_select()
+        )
         mapped = [
             sql.SQL("UPDATE {} SET status = %s, updated_at = now() WHERE id = %s").format(table),
             sql.SQL("UPDATE {} SET amount = %s, updated_at = now() WHERE id = %s").format(table),

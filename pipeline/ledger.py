@@ -9,10 +9,11 @@ Tables (created by :func:`ensure_tables`, called from ``ordersync db install``):
     of up to 100. A bulk batch moves ``extracted → uploaded → job_created → job_done →
     reconciled``; any step may end in ``failed`` (``error`` says why). A realtime batch goes
     ``extracted → reconciled`` (or ``failed``). A batch is born ``extracted``: claiming its
-    rows and writing its zip are one transaction, so a crash leaves no half-claimed batch. Each step records its result here
-    (``zip_path``/``checksum``/``row_count`` after extraction, ``file_id`` after upload,
-    ``job_id`` when the job is created, …) so a repeated step can see it is done and a sweeper
-    can find batches that stopped moving (``updated_at``).
+    rows and writing its zip are one transaction, so a crash leaves no half-claimed batch.
+    Each step records its result here (``zip_path``/``checksum``/``row_count`` after
+    extraction, ``file_id`` after upload, ``job_id`` when the job is created, …) so a
+    repeated step can see it is done and a sweeper can find batches that stopped moving
+    (``updated_at``).
 ``batches.keys`` / ``batches.versions`` (and the view ``batch_rows``)
     The claim: the legacy keys (as text) and the ``sync_version`` of every row a batch carries,
     as two parallel arrays on the batch (one row written per batch, not 25,000: measured
@@ -196,13 +197,15 @@ class Batch:
     finished_at: datetime | None
 
 
-_BATCH_COLUMNS = (
-    "id run_id kind state row_count key_lo key_hi zip_path zip_bytes checksum file_id job_id attempts error"
-    " stats created_at updated_at finished_at"
-).split()
+_BATCH_COLUMNS = [
+    *("id", "run_id", "kind", "state", "row_count", "key_lo", "key_hi", "zip_path"),
+    *("zip_bytes", "checksum", "file_id", "job_id", "attempts", "error", "stats"),
+    *("created_at", "updated_at", "finished_at"),
+]
 # Columns a state transition may set along with the state.
 _SETTABLE = frozenset(
-    "row_count zip_path zip_bytes checksum file_id job_id attempts error stats".split()
+    ("row_count", "zip_path", "zip_bytes", "checksum", "file_id", "job_id", "attempts", "error")
+    + ("stats",)
 )
 
 

@@ -87,7 +87,7 @@ def select_list(mapping: Mapping, qualifier: str | None = None) -> sql.Composabl
 
 
 def session_timezone_sql(timezone: str) -> sql.Composable:
-    """``SET LOCAL TIME ZONE``: run it first in any transaction that reads through the expressions."""
+    """``SET LOCAL TIME ZONE``: run it in every transaction that reads through the expressions."""
     return sql.SQL("SET LOCAL TIME ZONE {}").format(sql.Literal(timezone))
 
 

@@ -92,13 +92,27 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"table            {report['table']}" + ("" if report["table_exists"] else " (missing)"))
+        print(
+            f"table            {report['table']}" + ("" if report["table_exists"] else " (missing)")
+        )
         print(f"installed        {'yes' if report['installed'] else 'no'}")
-        print("sync columns     " + ", ".join(f"{c}={'yes' if ok else 'no'}" for c, ok in report["columns"].items()))
-        print(f"triggers         {', '.join(report['triggers']) or 'none'}"
-              + ("" if report["trigger_current"] or not report["triggers"] else " (mapping changed: run install)"))
+        print(
+            "sync columns     "
+            + ", ".join(f"{c}={'yes' if ok else 'no'}" for c, ok in report["columns"].items())
+        )
+        print(
+            f"triggers         {', '.join(report['triggers']) or 'none'}"
+            + (
+                ""
+                if report["trigger_current"] or not report["triggers"]
+                else " (mapping changed: run install)"
+            )
+        )
         print(f"pending index    {report['pending_index']}")
-        print(f"ledger           {report['ledger_schema']}: {', '.join(report['ledger_tables']) or 'none'}")
+        print(
+            f"ledger           {report['ledger_schema']}: "
+            + (", ".join(report["ledger_tables"]) or "none")
+        )
         for name, value in report.get("counts", {}).items():
             print(f"{name:<16} {value:,}")
     if not report["installed"]:

@@ -16,7 +16,9 @@ from pipeline.legacy.connection import connect
 
 def register(subparsers: Any) -> None:
     """Add ``demo seed`` and ``demo churn`` to the ``ordersync`` parser."""
-    parser = subparsers.add_parser("demo", help="demo data: seed the orders table, simulate the app")
+    parser = subparsers.add_parser(
+        "demo", help="demo data: seed the orders table, simulate the app"
+    )
     actions = parser.add_subparsers(dest="demo_action", metavar="ACTION", required=True)
     seed = actions.add_parser("seed", help="append N demo orders (generated in SQL)")
     seed.add_argument("--rows", type=int, required=True, help="how many orders to add")
@@ -69,7 +71,9 @@ def run_churn(args: argparse.Namespace) -> int:
     try:
         conn = connect(settings, application="ordersync-demo-churn")
         try:
-            counts = demo.churn(conn, settings, rate=args.rate, seconds=args.seconds, seed=args.seed)
+            counts = demo.churn(
+                conn, settings, rate=args.rate, seconds=args.seconds, seed=args.seed
+            )
         finally:
             conn.close()
     except psycopg2.Error as exc:
@@ -77,5 +81,7 @@ def run_churn(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" total={sum(counts.values())}")
+    print(
+        " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" total={sum(counts.values())}"
+    )
     return 0

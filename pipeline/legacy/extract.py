@@ -117,9 +117,7 @@ def _free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Co
             sql.SQL(
                 "t.{k}::text NOT IN (SELECT unnest(keys) FROM {b}"
                 " WHERE kind = {rt} AND state NOT IN ({u}))"
-            ).format(
-                k=n.key, b=batches, rt=sql.Literal(BatchKind.REALTIME.value), u=_unfinished()
-            )
+            ).format(k=n.key, b=batches, rt=sql.Literal(BatchKind.REALTIME.value), u=_unfinished())
         )
     if any_quarantined:
         parts.append(
@@ -141,10 +139,13 @@ def _claim(
     run_id: int | None,
 ) -> Claim | None:
     n = Names(settings)
-    ahead = sql.SQL("AND t.{} > %(after)s::{}").format(n.key, kt) if after is not None else sql.SQL("")
+    ahead = (
+        sql.SQL("AND t.{} > %(after)s::{}").format(n.key, kt) if after is not None else sql.SQL("")
+    )
     cur.execute(
         sql.SQL(
-            """INSERT INTO {batches} (run_id, kind, state, row_count, key_lo, key_hi, keys, versions)
+            """INSERT INTO {batches}
+                   (run_id, kind, state, row_count, key_lo, key_hi, keys, versions)
                SELECT %(run)s, %(kind)s, %(state)s, count(*), min(k)::text, max(k)::text,
                       array_agg(k::text ORDER BY k), array_agg(v ORDER BY k)
                FROM (SELECT t.{key} AS k, t.{version} AS v FROM {table} t
@@ -296,7 +297,9 @@ def claim_realtime(
     try:
         kt = _begin(conn, settings)
         with conn.cursor() as cur:
-            claimed, _ = claim(cur, settings, kt, kind=BatchKind.REALTIME, limit=limit, run_id=run_id)
+            claimed, _ = claim(
+                cur, settings, kt, kind=BatchKind.REALTIME, limit=limit, run_id=run_id
+            )
             if claimed is None:
                 return None
             cur.execute(

@@ -1,7 +1,8 @@
 """Marking: what Zoho accepted becomes synced, what it refused becomes a row error.
 
 Both take a whole batch's outcomes and run one statement, joining the keys with the versions
-the batch claimed (``batches.keys``/``versions``): a row is marked synced only where ``sync_version`` still
+the batch claimed (``batches.keys``/``versions``): a row is marked synced only where
+``sync_version`` still
 equals the claimed version, so a row edited while its batch was in flight stays pending and
 goes in the next round.
 """
@@ -39,7 +40,8 @@ def mark_synced(
     """Set ``synced = true`` and ``zoho_id`` for ``(row_key, zoho_id)`` pairs of a batch.
 
     One UPDATE for the whole batch (``FROM unnest(keys, zoho_ids)`` joined with the batch's
-    claimed ``unnest(keys, versions)``), only where the version is unchanged. Also clears those rows' errors.
+    claimed ``unnest(keys, versions)``), only where the version is unchanged. Also clears
+    those rows' errors.
     Runs in the caller's transaction (the caller commits, typically with the batch's state).
     Idempotent: marking the same outcomes again changes nothing that matters.
     """
@@ -52,7 +54,8 @@ def mark_synced(
         return MarkResult(0, 0, 0)
     n = Names(settings)
     statement = sql.SQL(
-        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(ids)s::text[]) AS u(row_key, zoho_id)),
+        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(ids)s::text[])
+                           AS u(row_key, zoho_id)),
                 c AS (SELECT u.row_key, u.zoho_id, br.version FROM u
                       JOIN (SELECT x.row_key, x.version FROM {batches} b,
                                    unnest(b.keys, b.versions) AS x(row_key, version)
@@ -115,8 +118,9 @@ def record_row_errors(
         " ELSE e.attempts + 1 END"
     )
     statement = sql.SQL(
-        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(codes)s::text[], %(fields)s::text[],
-                                            %(messages)s::text[]) AS u(row_key, code, field, message)),
+        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(codes)s::text[],
+                                            %(fields)s::text[], %(messages)s::text[])
+                           AS u(row_key, code, field, message)),
                 c AS (SELECT DISTINCT ON (u.row_key) u.*, br.version FROM u
                       JOIN (SELECT x.row_key, x.version FROM {batches} b,
                                    unnest(b.keys, b.versions) AS x(row_key, version)
@@ -170,9 +174,11 @@ def list_row_errors(
 ) -> list[RowErrorView]:
     """Recorded row errors, quarantined first, newest first."""
     n = Names(settings)
-    where = sql.SQL("WHERE e.quarantined AND e.version = t.{}").format(n.version) if (
-        quarantined_only
-    ) else sql.SQL("")
+    where = (
+        sql.SQL("WHERE e.quarantined AND e.version = t.{}").format(n.version)
+        if (quarantined_only)
+        else sql.SQL("")
+    )
     statement = sql.SQL(
         """SELECT e.row_key, e.code, e.field, e.message, e.attempts,
                   e.quarantined AND e.version IS NOT DISTINCT FROM t.{version},

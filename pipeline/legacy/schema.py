@@ -37,11 +37,13 @@ LOCK_RETRIES = 5
 
 
 def _with_lock_retry(conn: Connection, step: str, work: Callable[[Any], None]) -> None:
-    """Run ``work(cursor)`` in one short transaction, retrying when a lock is not granted in time."""
+    """Run ``work(cursor)`` in one short transaction; retry when a lock is not granted in time."""
     for attempt in range(1, LOCK_RETRIES + 1):
         try:
             with conn, conn.cursor() as cur:
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+                cur.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT))
+                )
                 work(cur)
             return
         except errors.LockNotAvailable:
@@ -79,10 +81,12 @@ def trigger_statements(settings: Settings) -> list[sql.Composable]:
     ).format(synced=n.synced, version=n.version)
     return [
         sql.SQL(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $ordersync$ {} $ordersync$"
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+            " AS $ordersync$ {} $ordersync$"
         ).format(n.insert_function, insert_body),
         sql.SQL(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $ordersync$ {} $ordersync$"
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+            " AS $ordersync$ {} $ordersync$"
         ).format(n.update_function, update_body),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
             sql.Identifier(n.insert_trigger_name), n.table
@@ -246,7 +250,7 @@ def uninstall(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    """What is installed, and counts: pending, synced, claimed, quarantined, errors, open batches."""
+    """What is installed; counts of pending, synced, claimed, quarantined rows, open batches."""
     n = Names(settings)
     src = settings.source
     conn = connect(settings, application="ordersync-status")
@@ -264,7 +268,8 @@ def status(settings: Settings) -> dict[str, Any]:
                 c: c in present for c in (src.synced_column, src.version_column, src.zoho_id_column)
             }
             cur.execute(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname IN (%s, %s)",
+                "SELECT tgname FROM pg_trigger"
+                " WHERE tgrelid = to_regclass(%s) AND tgname IN (%s, %s)",
                 (n.qualified_table, n.insert_trigger_name, n.update_trigger_name),
             )
             triggers = sorted(r[0] for r in cur.fetchall())
@@ -310,7 +315,9 @@ def _counts(cur: Any, settings: Settings) -> dict[str, int]:
     )
     pending, synced = cur.fetchone()
     cur.execute(
-        sql.SQL("SELECT coalesce(sum(cardinality(keys)), 0) FROM {} WHERE state NOT IN ({})").format(
+        sql.SQL(
+            "SELECT coalesce(sum(cardinality(keys)), 0) FROM {} WHERE state NOT IN ({})"
+        ).format(
             n.ledger_table("batches"),
             sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
         )

@@ -21,5 +21,7 @@ def query(settings: Settings, text: str, params: Any = None) -> list[tuple[Any, 
 
 def sync_state(settings: Settings, row_id: int) -> tuple[bool, int, str | None]:
     """(synced, sync_version, zoho_id) of one demo order."""
-    rows = query(settings, "SELECT synced, sync_version, zoho_id FROM orders WHERE id = %s", (row_id,))
+    rows = query(
+        settings, "SELECT synced, sync_version, zoho_id FROM orders WHERE id = %s", (row_id,)
+    )
     return rows[0]  # type: ignore[return-value]

@@ -15,9 +15,16 @@ def test_seed_is_deterministic_with_bad_rows(fresh_db: Settings) -> None:
     conn.close()
     assert (result.first_id, result.last_id) == (1, 400)
     assert len(result.bad_rows) == 8
-    assert sorted(k.value for k in result.bad_rows.values()) == sorted([k.value for k in demo.BadKind] * 2)
+    assert sorted(k.value for k in result.bad_rows.values()) == sorted(
+        [k.value for k in demo.BadKind] * 2
+    )
     assert result.bad_rows == demo.bad_row_ids(1, 400, 8, 5)
-    rows = dict(query(fresh_db, "SELECT id, (customer_email, customer_name, status, order_number)::text FROM orders"))
+    rows = dict(
+        query(
+            fresh_db,
+            "SELECT id, (customer_email, customer_name, status, order_number)::text FROM orders",
+        )
+    )
     for row_id, kind in result.bad_rows.items():
         email, name, status, number = query(
             fresh_db,
@@ -35,13 +42,23 @@ def test_seed_is_deterministic_with_bad_rows(fresh_db: Settings) -> None:
     good = [r for r in range(1, 401) if r not in result.bad_rows]
     statuses = query(fresh_db, "SELECT DISTINCT status FROM orders WHERE id = ANY(%s)", (good,))
     assert {s for (s,) in statuses} <= set(demo.STATUSES)
-    assert query(fresh_db, "SELECT count(*) FROM orders WHERE notes LIKE '%%,%%' OR notes LIKE '%%\n%%'")[0][0] > 0
+    assert (
+        query(
+            fresh_db, "SELECT count(*) FROM orders WHERE notes LIKE '%%,%%' OR notes LIKE '%%\n%%'"
+        )[0][0]
+        > 0
+    )
     # the same seed on a fresh table gives the same rows
     query(fresh_db, "DROP TABLE orders")
     conn = connect(fresh_db)
     demo.seed(conn, fresh_db, 400, bad_rows=8, seed=5)
     conn.close()
-    again = dict(query(fresh_db, "SELECT id, (customer_email, customer_name, status, order_number)::text FROM orders"))
+    again = dict(
+        query(
+            fresh_db,
+            "SELECT id, (customer_email, customer_name, status, order_number)::text FROM orders",
+        )
+    )
     assert again == rows
 
 

@@ -70,7 +70,11 @@ def test_render_zip_header_rows_checksum(legacy_db: Settings) -> None:
     stored = ledger.get_batch(conn, settings, batch.batch_id)
     conn.close()
     assert stored is not None and stored.state is BatchState.EXTRACTED
-    assert (stored.row_count, stored.checksum, stored.zip_path) == (50, batch.checksum, str(batch.path))
+    assert (stored.row_count, stored.checksum, stored.zip_path) == (
+        50,
+        batch.checksum,
+        str(batch.path),
+    )
     assert (stored.key_lo, stored.key_hi) == ("1", "50")
     assert _keys(settings, batch.batch_id) == list(range(1, 51))
     assert list(settings.work_dir.iterdir()) == [batch.path]  # no partial files left
@@ -127,7 +131,9 @@ def test_row_changed_in_flight_stays_pending(legacy_db: Settings) -> None:
     second = render.extract_batch(conn, settings, limit=5)
     assert second is not None and _keys(settings, second.batch_id) == [11, 12, 13, 14, 15]
     with conn:
-        result = mark_synced(conn, settings, first.batch_id, [(str(k), f"z{k}") for k in range(1, 11)])
+        result = mark_synced(
+            conn, settings, first.batch_id, [(str(k), f"z{k}") for k in range(1, 11)]
+        )
         assert ledger.finish_batch(conn, settings, first.batch_id)
     assert (result.marked, result.stale, result.unknown) == (9, 1, 0)
     assert sync_state(settings, 3) == (False, 2, None)
@@ -177,7 +183,9 @@ def test_quarantine_after_max_attempts_and_release_on_change(legacy_db: Settings
     assert attempt() == [1, 2, 3, 4, 5]
     errors = list_row_errors(conn, settings)
     conn.rollback()
-    assert [(e.row_key, e.attempts, e.quarantined, e.field) for e in errors] == [("2", 1, False, "Email")]
+    assert [(e.row_key, e.attempts, e.quarantined, e.field) for e in errors] == [
+        ("2", 1, False, "Email")
+    ]
     assert 2 in attempt()
     errors = list_row_errors(conn, settings, quarantined_only=True)
     conn.rollback()
@@ -203,7 +211,9 @@ def test_realtime_claims_exclude_and_are_excluded(legacy_db: Settings) -> None:
     again = claim_realtime(conn, settings, limit=2)
     assert again is not None and [r.key for r in again.rows] == ["9", "10"]
     with conn:
-        marked = mark_synced(conn, settings, small.batch_id, [(r.key, "z" + r.key) for r in small.rows])
+        marked = mark_synced(
+            conn, settings, small.batch_id, [(r.key, "z" + r.key) for r in small.rows]
+        )
     assert marked.marked == 3
     conn.close()
 
@@ -217,7 +227,9 @@ def test_nothing_pending_creates_nothing(legacy_db: Settings) -> None:
     assert query(legacy_db, "SELECT count(*) FROM ordersync.batches") == [(0,)]
 
 
-def test_failure_while_rendering_claims_nothing(legacy_db: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_rendering_claims_nothing(
+    legacy_db: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(path: Path) -> str:
         raise OSError("disk full")
 

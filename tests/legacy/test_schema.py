@@ -48,10 +48,14 @@ def test_install_twice_uninstall_twice(fresh_db: Settings) -> None:
     assert report["ledger_tables"] == []
     assert not {"synced", "sync_version", "zoho_id"} & _columns(fresh_db)
     assert query(fresh_db, "SELECT count(*) FROM orders")[0][0] == 50  # data untouched
-    assert query(
-        fresh_db, "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-        " WHERE n.nspname = 'ordersync'"
-    )[0][0] == 0
+    assert (
+        query(
+            fresh_db,
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'ordersync'",
+        )[0][0]
+        == 0
+    )
 
     assert schema.install(fresh_db)[-1] == "pending index"  # installs again after removal
     assert schema.status(fresh_db)["installed"]
@@ -59,7 +63,9 @@ def test_install_twice_uninstall_twice(fresh_db: Settings) -> None:
 
 def test_install_creates_ledger_tables(legacy_db: Settings) -> None:
     report = schema.status(legacy_db)
-    assert {"runs", "batches", "batch_rows", "row_errors", "claim_lock"} <= set(report["ledger_tables"])
+    assert {"runs", "batches", "batch_rows", "row_errors", "claim_lock"} <= set(
+        report["ledger_tables"]
+    )
     assert report["pending_index"] == "valid"
     assert report["triggers"] == ["orders_ordersync_ins", "orders_ordersync_upd"]
 
@@ -100,7 +106,8 @@ def test_new_mapping_regenerates_trigger(legacy_db: Settings) -> None:
     assert query(settings, "SELECT synced, sync_version FROM orders WHERE id = 1")[0] == (True, 1)
     query(
         settings,
-        "UPDATE orders SET status = CASE WHEN status = 'Paid' THEN 'New' ELSE 'Paid' END WHERE id = 1",
+        "UPDATE orders SET status = CASE WHEN status = 'Paid' THEN 'New' ELSE 'Paid' END"
+        " WHERE id = 1",
     )
     assert query(settings, "SELECT synced FROM orders WHERE id = 1")[0] == (False,)
 

@@ -1,4 +1,4 @@
-"""The one serialiser: CSV (COPY → csv parse → json_value) equals the JSON path, on real PostgreSQL."""
+"""The one serialiser: CSV (COPY → csv → json_value) equals the JSON path, on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -49,12 +49,13 @@ text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x0
 rows = st.lists(
     st.tuples(
         st.none() | text,
-        st.none() | text | st.sampled_from(['a,b', 'say "hi"', "two\nlines", "cr\r\nlf", " "]),
+        st.none() | text | st.sampled_from(["a,b", 'say "hi"', "two\nlines", "cr\r\nlf", " "]),
         st.none() | st.integers(-(2**31), 2**31 - 1),
         st.none() | st.decimals(-(10**9), 10**9, places=2, allow_nan=False),
         st.none() | st.decimals(-(10**6), 10**6, places=9, allow_nan=False),
         st.none() | st.dates(date(1000, 1, 1), date(9999, 12, 31)),
-        st.none() | st.datetimes(datetime(1971, 1, 1), datetime(2090, 1, 1), timezones=st.just(UTC)),
+        st.none()
+        | st.datetimes(datetime(1971, 1, 1), datetime(2090, 1, 1), timezones=st.just(UTC)),
         st.none() | st.booleans(),
     ),
     min_size=1,
@@ -87,9 +88,7 @@ def expected(values: tuple[object, ...]) -> dict[str, object]:
     out["Ratio"] = ratio
     out["Day"] = None if day is None else day.isoformat()  # type: ignore[attr-defined]
     out["At"] = (
-        None
-        if at is None
-        else at.astimezone(ZoneInfo(TZ)).replace(microsecond=0).isoformat()  # type: ignore[attr-defined]
+        None if at is None else at.astimezone(ZoneInfo(TZ)).replace(microsecond=0).isoformat()  # type: ignore[attr-defined]
     )
     out["Flag"] = flag
     return out
@@ -108,7 +107,9 @@ def test_csv_and_json_paths_agree(conn: psycopg2.extensions.connection, data: li
         query = sql.SQL("SELECT {} FROM t ORDER BY id").format(select_list(MAPPING))
         out = io.BytesIO()
         cur.copy_expert(
-            sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER false)").format(query).as_string(conn),
+            sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER false)")
+            .format(query)
+            .as_string(conn),
             out,
         )
         cur.execute(query)
@@ -116,7 +117,10 @@ def test_csv_and_json_paths_agree(conn: psycopg2.extensions.connection, data: li
     parsed = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8"), newline="")))
     assert len(parsed) == len(data)
     for cells, row_texts, values in zip(parsed, texts, data, strict=True):
-        from_csv = {spec.api_name: json_value(spec, cell) for spec, cell in zip(MAPPING.fields, cells, strict=True)}
+        from_csv = {
+            spec.api_name: json_value(spec, cell)
+            for spec, cell in zip(MAPPING.fields, cells, strict=True)
+        }
         from_json = json_record(MAPPING, row_texts)
         assert from_csv == from_json
         want = expected(values)
@@ -140,15 +144,34 @@ def test_json_value_types() -> None:
 
 
 def test_dumps_writes_decimals_exactly() -> None:
-    body = dumps({"Amount": Decimal("0.10"), "Tiny": Decimal("0.0000001"), "Big": Decimal("12345678901234.99"), "Flag": True, "None": None, "T": "é\"\n"})
-    assert body == '{"Amount":0.10,"Tiny":0.0000001,"Big":12345678901234.99,"Flag":true,"None":null,"T":"é\\"\\n"}'
+    body = dumps(
+        {
+            "Amount": Decimal("0.10"),
+            "Tiny": Decimal("0.0000001"),
+            "Big": Decimal("12345678901234.99"),
+            "Flag": True,
+            "None": None,
+            "T": 'é"\n',
+        }
+    )
+    assert (
+        body == '{"Amount":0.10,"Tiny":0.0000001,"Big":12345678901234.99,'
+        '"Flag":true,"None":null,"T":"é\\"\\n"}'
+    )
     assert json.loads(body, parse_float=Decimal)["Big"] == Decimal("12345678901234.99")
 
 
 def test_ignore_empty_omits_null_keys() -> None:
     texts = ("1", None, "", None, None, None, None, None, "true")
     assert json_record(MAPPING, texts) == {
-        "parent_id": "1", "Name": None, "Notes": None, "Quantity": None, "Amount": None,
-        "Ratio": None, "Day": None, "At": None, "Flag": True,
+        "parent_id": "1",
+        "Name": None,
+        "Notes": None,
+        "Quantity": None,
+        "Amount": None,
+        "Ratio": None,
+        "Day": None,
+        "At": None,
+        "Flag": True,
     }
     assert json_record(MAPPING, texts, ignore_empty=True) == {"parent_id": "1", "Flag": True}

@@ -13,7 +13,8 @@ def _all_synced(settings: Settings) -> None:
 def test_insert_is_pending(legacy_db: Settings) -> None:
     query(
         legacy_db,
-        "INSERT INTO orders (id, order_number, synced, sync_version) VALUES (9001, 'SO-9001', true, 1)",
+        "INSERT INTO orders (id, order_number, synced, sync_version)"
+        " VALUES (9001, 'SO-9001', true, 1)",
     )
     assert sync_state(legacy_db, 9001) == (False, 1, None)
 
@@ -52,4 +53,6 @@ def test_unmapped_update_changes_nothing(legacy_db: Settings) -> None:
 def test_same_value_update_changes_nothing(legacy_db: Settings) -> None:
     _all_synced(legacy_db)
     query(legacy_db, "UPDATE orders SET status = status, amount = amount, updated_at = now()")
-    assert query(legacy_db, "SELECT count(*) FROM orders WHERE NOT synced OR sync_version <> 1") == [(0,)]
+    assert query(
+        legacy_db, "SELECT count(*) FROM orders WHERE NOT synced OR sync_version <> 1"
+    ) == [(0,)]
