@@ -38,6 +38,10 @@ from pipeline.serialize import select_list, session_timezone_sql
 from pipeline.settings import Settings
 from pipeline.zoho.limits import UPSERT_MAX_RECORDS
 
+# A claimer waits at most this long for another one's batch (~0.1 s each), then fails with
+# psycopg2.errors.LockNotAvailable (transient: retry later).
+CLAIM_LOCK_TIMEOUT = "30s"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -61,7 +65,9 @@ def _begin(conn: Connection, settings: Settings) -> sql.Composable:
     n = Names(settings)
     conn.isolation_level = ISOLATION_LEVEL_REPEATABLE_READ
     with conn.cursor() as cur:
-        # LOCK before any query: the transaction's snapshot is taken after the lock is granted.
+        # SET and LOCK take no snapshot: the transaction's snapshot is taken by the first
+        # query, after the lock is granted, so it sees every earlier claim.
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(CLAIM_LOCK_TIMEOUT)))
         cur.execute(
             sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
                 n.ledger_table("claim_lock")
