@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--credit-limit", type=int, default=5_000_000)
     s.add_argument("--concurrency", type=int, default=20)
     s.add_argument("--sub-concurrency", type=int, default=10)
+    s.add_argument("--time-zone", default="UTC",
+                   help="time zone of answered datetimes (IANA name; '' keeps offsets as sent)")
     s.add_argument("--client-id", default=None, help="default $ZOHOSIM_CLIENT_ID or "
                    + DEFAULTS["ZOHOSIM_CLIENT_ID"])
     s.add_argument("--client-secret", default=None, help="default $ZOHOSIM_CLIENT_SECRET or "
@@ -81,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "credit_limit": args.credit_limit,
         "concurrency": args.concurrency,
         "sub_concurrency": args.sub_concurrency,
+        "time_zone": args.time_zone,
     }
     state = State(
         load_schema(args.schema),

@@ -12,11 +12,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TEXT_TYPES = {"text", "textarea", "email", "phone", "website", "picklist"}
 DEFAULT_LENGTH = {
@@ -137,9 +138,35 @@ def check_format(data_type: str, pattern: str) -> bool:
     return has_date and has_time
 
 
+# The time zone datetimes are stored and answered in (Zoho answers in the user's time zone);
+# None keeps the offset each value was sent with. Set by the server's ``time_zone`` config.
+_OUTPUT_TZ: list[tzinfo | None] = [UTC]
+
+
+def set_time_zone(name: str) -> None:
+    """``""`` keeps offsets as sent; otherwise an IANA name such as ``UTC`` or ``Asia/Kolkata``."""
+    if not name:
+        _OUTPUT_TZ[0] = None
+    elif name == "UTC":
+        _OUTPUT_TZ[0] = UTC
+    else:
+        try:
+            _OUTPUT_TZ[0] = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def format_datetime(dt: datetime) -> str:
+    """A datetime as Zoho answers it: ISO-8601 to the second, in the org's time zone."""
+    return _iso_datetime(dt)
+
+
 def _iso_datetime(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+    tz = _OUTPUT_TZ[0]
+    if dt.tzinfo is None:  # a CSV datetime without offset is in the org's time zone
+        dt = dt.replace(tzinfo=tz or UTC)
+    elif tz is not None:
+        dt = dt.astimezone(tz)
     return dt.replace(microsecond=0).isoformat()
 
 
@@ -313,7 +340,7 @@ class Field:
                             dt = datetime.fromisoformat(s)
                         except ValueError:
                             raise invalid() from None
-                        if len(s) == 25 and s[19] in "+-":
+                        if _OUTPUT_TZ[0] is None and len(s) == 25 and s[19] in "+-":
                             return s
                         return _iso_datetime(dt)
                     if fmt is None:

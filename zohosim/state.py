@@ -31,7 +31,7 @@ from zohosim.bulk import (
     validate_job,
 )
 from zohosim.records import SIM_USER, RecordStore
-from zohosim.schema import Schema
+from zohosim.schema import Schema, format_datetime, set_time_zone
 
 log = logging.getLogger("zohosim")
 
@@ -64,11 +64,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "latency_ms": 0,
     "callback_timeout": 10.0,
     "page_limit": 2000,
+    "time_zone": "UTC",
 }
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+    return format_datetime(datetime.now(UTC))
 
 
 @dataclass
@@ -179,6 +180,7 @@ class State:
         self.zgid = zgid
         self.org_id = "5725767000000000001"
         self.config: dict[str, Any] = json.loads(json.dumps(DEFAULT_CONFIG))
+        set_time_zone(self.config["time_zone"])
         if config:
             self.update_config(config)
         self.base_url = ""
@@ -202,6 +204,9 @@ class State:
                     if value not in ("IN PROGRESS", "INPROGRESS"):
                         raise ValueError("status_spelling must be 'IN PROGRESS' or 'INPROGRESS'")
                     self.config[key] = value
+                elif key == "time_zone":
+                    set_time_zone(str(value))
+                    self.config[key] = str(value)
                 elif key == "download_url_style":
                     if value not in ("absolute", "relative"):
                         raise ValueError("download_url_style must be 'absolute' or 'relative'")

@@ -215,7 +215,7 @@ def test_upsert_job_end_to_end(api: Api, zohosim: SimProcess) -> None:
     assert out[1]["RECORD_ID"] == stored["2"]["id"]
     assert stored["2"]["Notes"] == "keep"  # ignore_empty: empty cell left the value alone
     assert stored["2"]["Name"] == "SO-2"
-    assert stored["1"]["Shipped_At"] == "2024-05-02T10:00:00+05:30"
+    assert stored["1"]["Shipped_At"] == "2024-05-02T04:30:00+00:00"
     assert stored["1"]["Is_Gift"] is False
     assert stored["1"]["Amount"] == 1.5
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import requests
 
 from tests.zohosim.helpers import Api, error
 from zohosim.testing import SimProcess
@@ -41,7 +42,7 @@ def test_insert_then_update(api: Api, zohosim: SimProcess) -> None:
     stored = {x["parent_id"]: x for x in zohosim.admin.records()}
     assert stored["P1"]["Amount"] == 99
     assert stored["P1"]["Is_Gift"] is True
-    assert stored["P1"]["Shipped_At"] == "2024-05-02T10:00:00+05:30"
+    assert stored["P1"]["Shipped_At"] == "2024-05-02T04:30:00+00:00"  # in the org's time zone
     assert len(stored) == 2
 
 
@@ -171,3 +172,17 @@ def test_upsert_credits(api: Api, zohosim: SimProcess) -> None:
     assert c["by_api"] == {"upsert": 14}
     assert c["used_24h"] == 14
     assert c["calls_by_api"]["upsert"] == 5
+
+
+def test_datetimes_follow_the_time_zone_setting(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(time_zone="Asia/Kolkata")
+    api.upsert([rec(1, Shipped_At="2024-05-02T10:00:00Z")])
+    (stored,) = zohosim.admin.records()
+    assert stored["Shipped_At"] == "2024-05-02T15:30:00+05:30"
+    assert stored["Created_Time"].endswith("+05:30")
+    assert api.get("/crm/v8/org").json()["org"][0]["time_zone"] == "Asia/Kolkata"
+    zohosim.admin.configure(time_zone="")  # keep offsets as sent
+    api.upsert([rec(1, Shipped_At="2024-05-02T10:00:00-04:00")])
+    assert zohosim.admin.records()[0]["Shipped_At"] == "2024-05-02T10:00:00-04:00"
+    with pytest.raises(requests.HTTPError):
+        zohosim.admin.configure(time_zone="Mars/Olympus")
