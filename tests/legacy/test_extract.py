@@ -16,7 +16,7 @@ from pipeline import ledger
 from pipeline.ledger import BatchState
 from pipeline.legacy import render
 from pipeline.legacy.connection import connect
-from pipeline.legacy.extract import claim_realtime
+from pipeline.legacy.extract import claim_realtime, extract_bulk
 from pipeline.legacy.mark import RowError, list_row_errors, mark_synced, record_row_errors
 from pipeline.serialize import json_record
 from pipeline.settings import Settings
@@ -241,4 +241,33 @@ def test_failure_while_rendering_claims_nothing(
     assert query(legacy_db, "SELECT count(*) FROM ordersync.batches") == [(0,)]
     assert not any(legacy_db.work_dir.iterdir())
     assert render.extract_batch(conn, legacy_db) is not None  # the connection is still usable
+    conn.close()
+
+
+def test_rendered_text_is_the_claimed_version(legacy_db: Settings) -> None:
+    """A row updated while its batch is being written: the CSV has the claimed text."""
+    settings = _with(legacy_db, batch_size=10, org_timezone="Asia/Kolkata")
+    query(settings, "UPDATE orders SET notes = 'before', shipped_at = '2024-05-01 08:15:00+00'")
+    query(settings, "UPDATE orders SET synced = false")
+    other = connect(settings, autocommit=True)
+    conn = connect(settings)
+    sink = io.BytesIO()
+
+    def meanwhile(cur: object, batch_id: int, rows: int) -> None:
+        with other.cursor() as c:  # commits at once, during our transaction
+            c.execute("UPDATE orders SET notes = 'after' WHERE id = 4")
+
+    done = extract_bulk(conn, settings, lambda _: sink, before_commit=meanwhile)
+    assert done is not None and done.rows == 10
+    rows = list(csv.reader(io.StringIO(sink.getvalue().decode("utf-8"), newline="")))
+    notes = settings.mapping.api_names.index("Notes")
+    shipped = settings.mapping.api_names.index("Shipped_At")
+    assert {r[notes] for r in rows} == {"before"}
+    assert {r[shipped] for r in rows} == {"2024-05-01T13:45:00+05:30"}
+    assert ("4", 2) in ledger.batch_claims(conn, settings, done.batch_id)
+    with conn:
+        result = mark_synced(conn, settings, done.batch_id, [(str(k), "z") for k in range(1, 11)])
+    assert (result.marked, result.stale) == (9, 1)
+    assert sync_state(settings, 4)[:2] == (False, 3)
+    other.close()
     conn.close()
