@@ -117,7 +117,14 @@ class SimProcess:
         box: list[str] = []
         stdout = self.proc.stdout
         assert stdout is not None
-        reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
+
+        def read() -> None:
+            try:
+                box.append(stdout.readline())
+            except (OSError, ValueError):  # closed by stop() after a failed start
+                box.append("")
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         reader.join(timeout)
         return box[0] if box else ""

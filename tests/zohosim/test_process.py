@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.zohosim.helpers import Api, make_zip, order_row
@@ -126,3 +127,8 @@ def test_unfinished_job_resumes_after_restart(tmp_path: Path) -> None:
             "updated_count"] == 300
         assert sim.admin.stats()["records"]["Orders"] == 300
         api.http.close()
+
+
+def test_failed_start_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="did not start"):
+        SimProcess(extra_args=["--schema", str(tmp_path / "missing.json")])
