@@ -428,3 +428,10 @@ def test_character_encoding(api: Api, zohosim: SimProcess) -> None:
     assert zohosim.admin.records()[0]["Customer_Name"] == "Jürgen Ærø"
     bad = api.job_body(fid, field_mappings=fm, character_encoding="klingon-8")
     assert error(api.create_job(bad)) == (400, "INVALID_DATA")
+
+
+def test_upload_of_exactly_25_mb_passes_the_size_check(api: Api) -> None:
+    data = b"PK\x03\x04" + b"\0" * (25 * 1024 * 1024 - 4)
+    r = api.upload(data)
+    # not FILE_TOO_LARGE: it gets as far as reading the (broken) zip
+    assert error(r) == (400, "INVALID_FILE_FORMAT")
