@@ -3,11 +3,18 @@ with their compose health checks: healthy while they serve, unhealthy once they 
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sys
 import time
 from pathlib import Path
 
+import pytest
+import requests
+
+from pipeline.settings import Settings
 from tests.deploy.deployfiles import Process, as_argv, free_port, load_compose, run_healthcheck
+from tests.deploy.test_prometheus import OUR_METRICS
 from tests.fixtures.celery import CeleryTestEnv
 
 EXISTING_DB = "postgresql://postgres@127.0.0.1:5432/postgres"  # /healthz only runs SELECT 1
@@ -50,3 +57,45 @@ def test_web_and_zohosim_health_checks(celery_env: CeleryTestEnv, tmp_path: Path
             process.stop()
     for name in started:
         assert run_healthcheck(services[name], env, checks[name]).returncode != 0
+
+
+# The metric types the alert rules (deploy/prometheus/alerts.yml) rely on.
+METRIC_TYPES = {
+    "ordersync_credits_spent_24h": "gauge",
+    "ordersync_credits_left_24h": "gauge",
+    "ordersync_pending_rows": "gauge",
+    "ordersync_oldest_pending_age_seconds": "gauge",
+    "ordersync_rows_synced_total": "counter",
+    "ordersync_rows_in_error": "gauge",
+    "ordersync_rows_quarantined": "gauge",
+    "ordersync_batches": "gauge",
+    "ordersync_batch_stuck": "gauge",
+    "ordersync_job_duration_seconds": "histogram",
+}
+
+
+def test_web_metrics_are_the_ones_the_alerts_use(
+    celery_env: CeleryTestEnv, legacy_db: Settings, tmp_path: Path
+) -> None:
+    assert set(METRIC_TYPES) == OUR_METRICS
+    env = celery_env.env(ORDERSYNC_SOURCE_DSN=legacy_db.source.dsn.reveal())
+    port = free_port()
+    web = Process(_command("web", port, "8080"), env, tmp_path / "web.log")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert web.alive(), web.log()
+            with contextlib.suppress(requests.ConnectionError):
+                response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+                break
+            assert time.monotonic() < deadline, "web did not come up"
+            time.sleep(0.2)
+    finally:
+        web.stop()
+    if response.status_code == 404:
+        pytest.skip("web has no /metrics yet")
+    assert response.status_code == 200, response.text
+    types = dict(re.findall(r"(?m)^# TYPE (\S+) (\S+)$", response.text))
+    for name, kind in METRIC_TYPES.items():
+        exposed = types.get(name) or types.get(name.removesuffix("_total"))
+        assert exposed == kind, f"/metrics: {name} is {exposed}, the alerts expect a {kind}"
