@@ -372,3 +372,11 @@ def test_docker_compose_v1_validates_the_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert set(proc.stdout.split()) == set(load_compose()["services"])
+
+
+def test_no_accidental_interpolation() -> None:
+    """A bare ``$VAR`` would be filled in by compose from the operator's shell, not by the
+    container: variables the container reads are written ``$$VAR``."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    bare = re.findall(r"(?<!\$)\$(?!\$)[{A-Za-z_][^\s'\"]*", text.replace("$$", ""))
+    assert bare == [], f"compose would interpolate {bare} from the host environment"
