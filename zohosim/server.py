@@ -360,7 +360,12 @@ class Handler(BaseHTTPRequestHandler):
         if api == "upsert":
             return self._upsert(path, payload)
         if api == "upload":
-            return self._upload(body)
+            try:
+                return self._upload(body)
+            except ApiError as exc:
+                if exc.status == 400 and st.config["upload_errors_http_200"]:
+                    return Reply(200, exc.body(), charge=False)
+                raise
         if api == "bulk_create":
             if payload is ValueError or payload is None:
                 raise ApiError(400, "INVALID_DATA", "the request body is not a valid JSON", {})

@@ -65,6 +65,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "callback_timeout": 10.0,
     "page_limit": 2000,
     "time_zone": "UTC",
+    # switches for client robustness tests (each a documented or reported Zoho variant)
+    "token_expiry_legacy": False,  # v2-era answer: expires_in in ms plus expires_in_sec
+    "expired_token_code": "INVALID_TOKEN",  # or AUTHENTICATION_FAILURE, seen for expired tokens
+    "upload_errors_http_200": False,  # upload errors with HTTP 200 and status "error"
 }
 
 
@@ -207,12 +211,19 @@ class State:
                 elif key == "time_zone":
                     set_time_zone(str(value))
                     self.config[key] = str(value)
+                elif key == "expired_token_code":
+                    if value not in ("INVALID_TOKEN", "AUTHENTICATION_FAILURE"):
+                        raise ValueError("expired_token_code must be INVALID_TOKEN or "
+                                         "AUTHENTICATION_FAILURE")
+                    self.config[key] = value
                 elif key == "download_url_style":
                     if value not in ("absolute", "relative"):
                         raise ValueError("download_url_style must be 'absolute' or 'relative'")
                     self.config[key] = value
                 else:
                     default = DEFAULT_CONFIG[key]
+                    if isinstance(default, bool) and not isinstance(value, bool):
+                        raise ValueError(f"{key} must be true or false")
                     self.config[key] = type(default)(value)
             return json.loads(json.dumps(self.config))
 
@@ -334,7 +345,8 @@ class State:
                      "ZohoCRM.org.READ ZohoCRM.settings.fields.READ ZohoCRM.users.READ",
             "api_domain": api_domain or self.base_url,
             "token_type": "Bearer",
-            "expires_in": ttl,
+            **({"expires_in": ttl * 1000, "expires_in_sec": ttl}
+               if self.config["token_expiry_legacy"] else {"expires_in": ttl}),
         }
 
     def check_token(self, header: str | None) -> ApiError | None:
@@ -346,6 +358,8 @@ class State:
         with self.lock:
             entry = self.tokens.get(token)
             if entry is None or entry[0] <= time.time():
+                if entry is not None and self.config["expired_token_code"] != "INVALID_TOKEN":
+                    return ApiError(401, "AUTHENTICATION_FAILURE", "Authentication failed")
                 return ApiError(401, "INVALID_TOKEN", "invalid oauth token")
         return None
 

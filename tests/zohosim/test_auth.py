@@ -146,3 +146,16 @@ def test_revoke_refresh_token(api: Api, zohosim: SimProcess) -> None:
     assert api.token_response().json() == {"error": "invalid_code"}
     zohosim.admin.reset()
     assert "access_token" in api.token_response().json()
+
+
+def test_legacy_expiry_and_expired_token_code_switches(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(token_expiry_legacy=True, token_ttl=1,
+                            expired_token_code="AUTHENTICATION_FAILURE")
+    body = api.token_response().json()
+    assert (body["expires_in"], body["expires_in_sec"]) == (1000, 1)
+    h = {"Authorization": f"Zoho-oauthtoken {body['access_token']}"}
+    time.sleep(1.2)
+    assert error(api.get("/crm/v8/org", headers=h)) == (401, "AUTHENTICATION_FAILURE")
+    # an unknown token is still INVALID_TOKEN
+    assert error(api.get("/crm/v8/org", headers={"Authorization": "Zoho-oauthtoken 1000.x"})
+                 ) == (401, "INVALID_TOKEN")

@@ -435,3 +435,10 @@ def test_upload_of_exactly_25_mb_passes_the_size_check(api: Api) -> None:
     r = api.upload(data)
     # not FILE_TOO_LARGE: it gets as far as reading the (broken) zip
     assert error(r) == (400, "INVALID_FILE_FORMAT")
+
+
+def test_upload_errors_with_http_200_switch(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(upload_errors_http_200=True)
+    r = api.upload(b"not a zip", filename="x.csv", content_type="text/csv")
+    assert (r.status_code, r.json()["status"], r.json()["code"]) == (
+        200, "error", "INVALID_FILE_FORMAT")
