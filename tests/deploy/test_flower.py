@@ -106,6 +106,10 @@ def test_flower_basic_auth_and_worker_metrics(
         services = load_compose()["services"]
         flower_check = run_healthcheck(services["flower"], celery_env.env(), {"5555": str(port)})
         assert flower_check.returncode == 0, flower_check.stderr
+        # Flower sees the worker before its control consumer listens, and a broadcast sent
+        # then is lost (Redis pub/sub): ping once the worker says it is ready, as Docker does
+        # after the health check's start period.
+        assert worker.wait_for_log(f"{hostname} ready.", 60), worker.log()
         worker_env = celery_env.env(HOSTNAME=hostname.partition("@")[2])
         name = {"celery@$HOSTNAME": hostname}
         ping = run_healthcheck(services["worker"], worker_env, name)
