@@ -7,6 +7,7 @@ For ``--rows`` seeded demo orders (default 1,000,000) in a fresh database:
   ledger row; as in the pipeline, at most ``--in-flight`` batches stay unfinished;
 * the floor, same run: ``COPY (SELECT <same expressions> … keyset batch) TO STDOUT CSV`` plus
   zip of the same rows to disk, nothing else; and the raw floor (plain columns, no formatting);
+  each floor runs before and after ours and the faster run counts;
 * marking: ``mark_synced`` of one whole batch (version-checked, one statement), several times;
 * peak RSS (ru_maxrss) of this process, and of a child run on ``--rss-rows`` (100k) rows: a
   streaming extractor has the same peak for both;
@@ -286,9 +287,13 @@ def main() -> int:
             figures["seed_s"] = round(seeded.seconds, 2)
             rss_before = peak_rss_mb()
 
-            raw_floor = floor_run(settings, args.rows, args.batch, work, raw=True)
-            floor = floor_run(settings, args.rows, args.batch, work, raw=False)
+            # Each floor runs before and after ours; the faster run counts (the harder target).
+            raw_floors = [floor_run(settings, args.rows, args.batch, work, raw=True)]
+            floors = [floor_run(settings, args.rows, args.batch, work, raw=False)]
             ours, extracted, batch_ids = ours_run(settings, args.rows, args.in_flight)
+            floors.append(floor_run(settings, args.rows, args.batch, work, raw=False))
+            raw_floors.append(floor_run(settings, args.rows, args.batch, work, raw=True))
+            floor, raw_floor = min(floors), min(raw_floors)
             assert extracted == args.rows, (extracted, args.rows)
             marks = mark_run(settings, batch_ids[-args.marks :])
             figures.update(

@@ -60,8 +60,6 @@ def _unfinished() -> sql.Composable:
 
 def _begin(conn: Connection, settings: Settings) -> sql.Composable:
     """Start the claiming transaction: isolation, lock, time zone. Returns the key's SQL type."""
-    if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
-        raise RuntimeError("claiming needs a connection with no open transaction")
     n = Names(settings)
     conn.isolation_level = ISOLATION_LEVEL_REPEATABLE_READ
     with conn.cursor() as cur:
@@ -75,6 +73,12 @@ def _begin(conn: Connection, settings: Settings) -> sql.Composable:
         )
         cur.execute(session_timezone_sql(settings.org_timezone))
     return key_type(conn, settings)
+
+
+def _require_idle(conn: Connection) -> None:
+    """Claims run in their own transaction; never commit or roll back a caller's work."""
+    if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+        raise RuntimeError("claiming needs a connection with no open transaction")
 
 
 def _end(conn: Connection, *, commit: bool) -> None:
@@ -231,6 +235,7 @@ def extract_bulk(
     """
     limit = settings.batch_size if limit is None else limit
     n = Names(settings)
+    _require_idle(conn)
     ok = False
     try:
         kt = _begin(conn, settings)
@@ -299,6 +304,7 @@ def claim_realtime(
     the rows as canonical texts (build the JSON with ``pipeline.serialize.json_record``).
     """
     n = Names(settings)
+    _require_idle(conn)
     ok = False
     try:
         kt = _begin(conn, settings)

@@ -271,3 +271,14 @@ def test_rendered_text_is_the_claimed_version(legacy_db: Settings) -> None:
     assert sync_state(settings, 4)[:2] == (False, 3)
     other.close()
     conn.close()
+
+
+def test_claim_refuses_an_open_transaction(legacy_db: Settings) -> None:
+    conn = connect(legacy_db)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE orders SET warehouse_note = 'mine' WHERE id = 1")
+    with pytest.raises(RuntimeError, match="no open transaction"):
+        render.extract_batch(conn, legacy_db)
+    conn.commit()  # the caller's work was neither committed nor rolled back by the claim
+    conn.close()
+    assert query(legacy_db, "SELECT warehouse_note FROM orders WHERE id = 1") == [("mine",)]
