@@ -187,11 +187,15 @@ class Driver:
     def op_get_records(self, step: dict[str, Any]) -> dict[str, Any]:
         pages = []
         page = int(step.get("page", 1))
+        token: str | None = None
         while True:
             params = ParameterMap()
             params.add(GetRecordsParam.fields, ",".join(step["fields"]))
             params.add(GetRecordsParam.per_page, int(step.get("per_page", 200)))
-            params.add(GetRecordsParam.page, page)
+            if token is not None:
+                params.add(GetRecordsParam.page_token, token)
+            else:
+                params.add(GetRecordsParam.page, page)
             if "sort_by" in step:
                 params.add(GetRecordsParam.sort_by, step["sort_by"])
                 params.add(GetRecordsParam.sort_order, step.get("sort_order", "asc"))
@@ -201,6 +205,8 @@ class Driver:
             info = obj.get("info") or {}
             if not step.get("all_pages") or not info.get("more_records") or len(pages) >= 100:
                 break
+            if step.get("use_page_token"):
+                token = info.get("next_page_token")
             page += 1
         return {"pages": pages}
 

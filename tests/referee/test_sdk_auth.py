@@ -78,3 +78,12 @@ def test_sdk_surfaces_refresh_throttle(zohosim: Any, tmp_path: Path) -> None:
     assert "init_error" in second, second
     assert second["init_error"]["code"] == "INVALID TOKEN ERROR"
     assert second["init_error"]["message"] == "Access Denied"
+
+
+def test_sdk_reads_legacy_expiry(zohosim: Any, tmp_path: Path) -> None:
+    # v2-era answer: expires_in in ms plus expires_in_sec; the SDK then reads expires_in as ms.
+    zohosim.admin.configure(token_expiry_legacy=True)
+    report = run_sdk(zohosim, tmp_path, [{"op": "org"}])
+    init = report["init"]
+    assert 3_590_000 <= int(init["expires_in_ms"]) - init["now_ms"] <= 3_600_000
+    assert step(report, 0)["status_code"] == 200

@@ -168,3 +168,18 @@ def test_sdk_reads_a_failed_job(zohosim: Any, tmp_path: Path) -> None:
     assert failed["resource"][0]["status"] == {"$choice": "FAILED"}
     assert failed.get("result") is None
     assert zohosim.admin.records("Orders") == []
+
+
+def test_sdk_parses_upload_error_sent_with_http_200(zohosim: Any, tmp_path: Path) -> None:
+    zohosim.admin.configure(upload_errors_http_200=True)
+    report = run_sdk(
+        zohosim,
+        tmp_path,
+        [{"op": "upload", "rows": [HEADER, *ROWS], "not_zip": True, "zip_name": "orders.csv"}],
+    )
+    api_exception(
+        step(report, 0),
+        200,
+        "INVALID_FILE_FORMAT",
+        "invalid file format. only zip format is supported",
+    )
