@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tests.referee.sdkrun import assert_same_value, obj, run_sdk, step, typed_datetime
+from zohosim.testing import SimProcess
 
 IST = timezone(timedelta(hours=5, minutes=30))
 
@@ -77,3 +80,40 @@ def test_sdk_pages_with_page_token(zohosim: Any, tmp_path: Path) -> None:
     error = obj(beyond)
     assert error["$type"] == "APIException"
     assert error["code"] == {"$choice": "DISCRETE_PAGINATION_LIMIT_EXCEEDED"}
+
+
+def test_sdk_long_integer_field(tmp_path: Path) -> None:
+    # Long Integer (bigint) values go out as JSON numbers from the SDK and come back as strings
+    # (§13.10); beyond 2**53 they must survive exactly.
+    schema = json.loads(
+        resources.files("zohosim").joinpath("orders_schema.json").read_text("utf-8")
+    )
+    schema["modules"][0]["fields"].append(
+        {"api_name": "Legacy_Id", "field_label": "Legacy Id", "data_type": "bigint", "unique": True}
+    )
+    schema_path = tmp_path / "schema.json"
+    schema_path.write_text(json.dumps(schema), encoding="utf-8")
+    big = 2**53 + 1
+    sent = [
+        {"parent_id": "LEG-L-1", "Name": "Order L-1", "Legacy_Id": big},
+        {"parent_id": "LEG-L-2", "Name": "Order L-2", "Legacy_Id": 7},
+    ]
+    with SimProcess(job_speed="instant", extra_args=["--schema", str(schema_path)]) as sim:
+        report = run_sdk(
+            sim,
+            tmp_path / "sdk",
+            [
+                {"op": "upsert", "records": sent, "duplicate_check_fields": ["parent_id"]},
+                {"op": "get_records", "fields": ["parent_id", "Name", "Legacy_Id"]},
+            ],
+        )
+        raw = sim.admin.records("Orders")
+    items = obj(step(report, 0))["data"]
+    assert [i["action"] for i in items] == [{"$choice": "insert"}] * 2, items
+    page = step(report, 1)["pages"][0]
+    by_key = {r["parent_id"]: r for r in obj(page)["data"]}
+    for rec in sent:
+        assert_same_value("Legacy_Id", by_key[rec["parent_id"]]["Legacy_Id"], rec["Legacy_Id"])
+    wire = {r["parent_id"]: r["Legacy_Id"] for r in page["raw"]["data"]}
+    assert wire == {"LEG-L-1": str(big), "LEG-L-2": "7"}
+    assert len(raw) == 2
