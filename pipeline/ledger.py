@@ -7,7 +7,9 @@ Tables (created by :func:`ensure_tables`, called from ``ordersync db install``):
 ``batches``
     One unit of work sent to Zoho: a bulk job of up to 25,000 rows or a near-real-time upsert
     of up to 100. A bulk batch moves ``extracted → uploaded → job_created → job_done →
-    reconciled``; any step may end in ``failed`` (``error`` says why). A realtime batch goes
+    reconciled`` (an initial-sync batch, claimed before it is rendered, passes through
+    ``rendered`` after ``extracted``: see ``pipeline.initial_sync``); any step may end in
+    ``failed`` (``error`` says why). A realtime batch goes
     ``extracted → reconciled`` (or ``failed``). A batch is born ``extracted``: claiming its
     rows and writing its zip are one transaction, so a crash leaves no half-claimed batch.
     Each step records its result here (``zip_path``/``checksum``/``row_count`` after
@@ -57,6 +59,7 @@ class BatchState(StrEnum):
     """Where a batch stands; see the module docstring for the transitions."""
 
     EXTRACTED = "extracted"
+    RENDERED = "rendered"  # zip on disk, checksum recorded (bulk batches of the initial sync)
     UPLOADED = "uploaded"
     JOB_CREATED = "job_created"
     JOB_DONE = "job_done"
@@ -69,6 +72,7 @@ class BatchState(StrEnum):
 
 
 class RunKind(StrEnum):
+    INITIAL = "initial"  # at most one running at a time (a partial unique index)
     INTERVAL = "interval"
     REALTIME = "realtime"
     MANUAL = "manual"
@@ -149,6 +153,27 @@ def ddl(settings: Settings) -> list[sql.Composable]:
                FROM {batches} b, unnest(b.keys, b.versions) AS c(row_key, version)"""
         ).format(batch_rows=t("batch_rows"), batches=t("batches")),
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (locked boolean)").format(t("claim_lock")),
+        # Added with the initial sync's state machine (pipeline/initial_sync.py): the job
+        # creation intent, the callback token's digest, a job id a callback named, counts.
+        sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS job_requested_at timestamptz,"
+            " ADD COLUMN IF NOT EXISTS callback_digest text,"
+            " ADD COLUMN IF NOT EXISTS job_hint text,"
+            " ADD COLUMN IF NOT EXISTS job_requests integer NOT NULL DEFAULT 0"
+        ).format(t("batches")),
+        sql.SQL(
+            "ALTER TABLE {} DROP CONSTRAINT IF EXISTS batches_state_check,"
+            " ADD CONSTRAINT batches_state_check CHECK (state IN ({}))"
+        ).format(t("batches"), states),
+        sql.SQL(
+            "CREATE UNIQUE INDEX IF NOT EXISTS batches_callback_digest ON {} (callback_digest)"
+            " WHERE callback_digest IS NOT NULL"
+        ).format(t("batches")),
+        sql.SQL("CREATE INDEX IF NOT EXISTS batches_run ON {} (run_id)").format(t("batches")),
+        sql.SQL(
+            "CREATE UNIQUE INDEX IF NOT EXISTS runs_one_initial ON {} (kind)"
+            " WHERE state = 'running' AND kind = 'initial'"
+        ).format(t("runs")),
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {row_errors} (
                 row_key text PRIMARY KEY,
@@ -195,17 +220,22 @@ class Batch:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    job_requested_at: datetime | None = None
+    callback_digest: str | None = None
+    job_hint: str | None = None
+    job_requests: int = 0
 
 
 _BATCH_COLUMNS = [
     *("id", "run_id", "kind", "state", "row_count", "key_lo", "key_hi", "zip_path"),
     *("zip_bytes", "checksum", "file_id", "job_id", "attempts", "error", "stats"),
     *("created_at", "updated_at", "finished_at"),
+    *("job_requested_at", "callback_digest", "job_hint", "job_requests"),
 ]
 # Columns a state transition may set along with the state.
 _SETTABLE = frozenset(
     ("row_count", "zip_path", "zip_bytes", "checksum", "file_id", "job_id", "attempts", "error")
-    + ("stats",)
+    + ("stats", "job_requested_at", "callback_digest", "job_hint", "job_requests")
 )
 
 
@@ -327,7 +357,7 @@ def unfinished_batches(conn: Connection, settings: Settings) -> list[Batch]:
 
 
 def batch_claims(conn: Connection, settings: Settings, batch_id: int) -> list[tuple[str, int]]:
-    """The ``(row_key, version)`` pairs a batch claimed, in key order."""
+    """The ``(row_key, version)`` pairs a batch claimed, in claim (scan) order."""
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT keys, versions FROM {} WHERE id = %s").format(

@@ -157,7 +157,7 @@ def _claim(
             """INSERT INTO {batches}
                    (run_id, kind, state, row_count, key_lo, key_hi, keys, versions)
                SELECT %(run)s, %(kind)s, %(state)s, count(*), min(k)::text, max(k)::text,
-                      array_agg(k::text ORDER BY k), array_agg(v ORDER BY k)
+                      array_agg(k::text), array_agg(v)
                FROM (SELECT t.{key} AS k, t.{version} AS v FROM {table} t
                      WHERE {free} {ahead}
                      ORDER BY t.{key} LIMIT %(limit)s) AS c

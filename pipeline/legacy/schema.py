@@ -3,7 +3,8 @@
 Install adds, idempotently and safely on a live table of millions of rows:
 
 * three columns on the legacy table: ``synced boolean NOT NULL DEFAULT false``,
-  ``sync_version bigint NOT NULL DEFAULT 1``, ``zoho_id text`` (names from the settings). On
+  ``sync_version bigint NOT NULL DEFAULT 1``, ``zoho_id text`` (names from the settings), and
+  ``sync_pending_since timestamptz`` (when the row became pending: near-real-time mode). On
   PostgreSQL ≥ 11 adding a column with a constant default only writes the catalog: no table
   rewrite; the ACCESS EXCLUSIVE lock lasts milliseconds and we wait at most ``lock_timeout``
   for it (and retry) rather than queue the application behind us;
@@ -27,7 +28,7 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
 from pipeline.legacy.connection import connect
-from pipeline.legacy.names import Names
+from pipeline.legacy.names import Names, key_type
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def mapped_columns(settings: Settings) -> tuple[str, ...]:
 
 
 def _signature(settings: Settings) -> str:
-    return "ordersync mapped columns: " + ",".join(mapped_columns(settings))
+    # "v2": the triggers also keep the pending-since time (re-install regenerates older ones).
+    return "ordersync v2 mapped columns: " + ",".join(mapped_columns(settings))
 
 
 def trigger_statements(settings: Settings) -> list[sql.Composable]:
@@ -75,10 +77,14 @@ def trigger_statements(settings: Settings) -> list[sql.Composable]:
     cols = mapped_columns(settings)
     old = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in cols)
     new = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in cols)
-    insert_body = sql.SQL("BEGIN NEW.{synced} := false; RETURN NEW; END").format(synced=n.synced)
+    insert_body = sql.SQL(
+        "BEGIN NEW.{synced} := false; NEW.{since} := now(); RETURN NEW; END"
+    ).format(synced=n.synced, since=n.pending_since)
+    # pending-since: when the row went from synced to pending; further edits keep that time.
     update_body = sql.SQL(
-        "BEGIN NEW.{synced} := false; NEW.{version} := OLD.{version} + 1; RETURN NEW; END"
-    ).format(synced=n.synced, version=n.version)
+        "BEGIN NEW.{since} := CASE WHEN OLD.{synced} THEN now() ELSE coalesce(OLD.{since}, now())"
+        " END; NEW.{synced} := false; NEW.{version} := OLD.{version} + 1; RETURN NEW; END"
+    ).format(synced=n.synced, version=n.version, since=n.pending_since)
     return [
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
@@ -147,8 +153,9 @@ def install(settings: Settings) -> list[str]:
                     "ALTER TABLE {t}"
                     " ADD COLUMN IF NOT EXISTS {s} boolean NOT NULL DEFAULT false,"
                     " ADD COLUMN IF NOT EXISTS {v} bigint NOT NULL DEFAULT 1,"
-                    " ADD COLUMN IF NOT EXISTS {z} text"
-                ).format(t=n.table, s=n.synced, v=n.version, z=n.zoho_id)
+                    " ADD COLUMN IF NOT EXISTS {z} text,"
+                    " ADD COLUMN IF NOT EXISTS {p} timestamptz"
+                ).format(t=n.table, s=n.synced, v=n.version, z=n.zoho_id, p=n.pending_since)
             )
 
         _with_lock_retry(conn, "sync columns", add_columns)
@@ -231,8 +238,8 @@ def uninstall(settings: Settings) -> list[str]:
                 cur.execute(
                     sql.SQL(
                         "ALTER TABLE {t} DROP COLUMN IF EXISTS {s}, DROP COLUMN IF EXISTS {v},"
-                        " DROP COLUMN IF EXISTS {z}"
-                    ).format(t=n.table, s=n.synced, v=n.version, z=n.zoho_id)
+                        " DROP COLUMN IF EXISTS {z}, DROP COLUMN IF EXISTS {p}"
+                    ).format(t=n.table, s=n.synced, v=n.version, z=n.zoho_id, p=n.pending_since)
                 )
 
             _with_lock_retry(conn, "triggers and columns", drop_on_table)
@@ -326,8 +333,14 @@ def _counts(cur: Any, settings: Settings) -> dict[str, int]:
     cur.execute(
         sql.SQL(
             "SELECT count(*), count(*) FILTER (WHERE e.quarantined AND e.version = t.{v})"
-            " FROM {e} e LEFT JOIN {t} t ON t.{k}::text = e.row_key"
-        ).format(v=n.version, e=n.ledger_table("row_errors"), t=n.table, k=n.key)
+            " FROM {e} e LEFT JOIN {t} t ON t.{k} = e.row_key::{kt}"
+        ).format(
+            v=n.version,
+            e=n.ledger_table("row_errors"),
+            t=n.table,
+            k=n.key,
+            kt=key_type(cur.connection, settings),
+        )
     )
     row_errors, quarantined = cur.fetchone()
     cur.execute(

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import ledger
 from pipeline.ledger import BatchState
-from pipeline.legacy import render
+from pipeline.legacy import render, schema
 from pipeline.legacy.connection import connect
 from pipeline.legacy.extract import claim_realtime, extract_bulk
 from pipeline.legacy.mark import RowError, list_row_errors, mark_synced, record_row_errors
@@ -191,6 +191,8 @@ def test_quarantine_after_max_attempts_and_release_on_change(legacy_db: Settings
     conn.rollback()
     assert [(e.row_key, e.attempts, e.quarantined) for e in errors] == [("2", 2, True)]
     assert attempt() == [1, 3, 4, 5, 6]  # held back
+    counts = schema.status(settings)["counts"]
+    assert (counts["quarantined"], counts["row_errors"]) == (1, 1)
     query(settings, "UPDATE orders SET customer_email = 'fixed@example.com' WHERE id = 2")
     assert attempt() == [1, 2, 3, 4, 5]  # the edit lifted the quarantine
     assert list_row_errors(conn, settings, quarantined_only=True) == []
