@@ -9,6 +9,9 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline.settings import Settings
 
+# When the row last became pending (set by the change triggers; read by near-real-time mode).
+PENDING_SINCE_COLUMN = "sync_pending_since"
+
 
 @dataclass(frozen=True)
 class Names:
@@ -42,6 +45,10 @@ class Names:
     @property
     def zoho_id(self) -> sql.Identifier:
         return sql.Identifier(self.settings.source.zoho_id_column)
+
+    @property
+    def pending_since(self) -> sql.Identifier:
+        return sql.Identifier(PENDING_SINCE_COLUMN)
 
     @property
     def ledger(self) -> sql.Identifier:

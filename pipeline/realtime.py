@@ -1,0 +1,472 @@
+"""Near-real-time mode: changed rows go to Zoho by Upsert calls of 100, at most ``max_delay`` late.
+
+The buffer is the legacy table itself: the pending (``synced = false``) rows. Nothing lives only
+in memory, so a crash loses nothing, and a row edited five times before a flush is one pending
+row, sent once (coalescing for free).
+
+A check (every ``realtime_check`` seconds, a beat task) asks :func:`due`: flush when at least
+``realtime_threshold`` rows are *ready*, or when the oldest ready change has waited
+``realtime_max_delay``. A ready row is pending, not claimed by an unfinished batch (bulk range
+or realtime keys), not quarantined at its version, and not *resting*: a row Zoho refused rests
+for ``max_delay`` after the refusal before it can force a flush again (it still rides along in
+batches sent anyway). The change time is ``sync_pending_since``, set by the change trigger when
+the row went from synced to pending (rows pending since before ``db install`` count as
+overdue: their change time is unknown).
+
+:func:`flush` then sends batch after batch (:func:`send_batch`: claim ≤ 100 rows, JSON from the
+one serialiser, ``upsert``, reconcile per record) while :func:`due` says so. With 250 changes
+that is 100, 100, and the last 50 only once they are ``max_delay`` old: only full batches go
+before the deadline. Each batch is reconciled in one transaction: accepted rows are marked
+synced only at the version claimed (a row changed during the flush stays pending and goes in
+the next one), refused rows get a row error (code, field, message; quarantined after
+``max_attempts``), and the batch ends ``reconciled``, releasing its claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+from psycopg2.extras import Json
+
+from pipeline import ledger, planner
+from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
+from pipeline.legacy.connection import connect
+from pipeline.legacy.extract import RealtimeBatch, claim_realtime
+from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
+from pipeline.legacy.names import Names, key_type
+from pipeline.serialize import json_record
+from pipeline.settings import Settings, SyncMode
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.errors import CreditBudgetExceeded
+from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits
+from pipeline.zoho.results import UpsertOutcome
+
+log = logging.getLogger(__name__)
+
+# A realtime batch not reconciled after this long lost its worker (the task's hard limit is
+# 360 s): it is ended ``failed`` so its rows are free again (upserts are safe to repeat).
+ABANDONED_AFTER = 900.0
+# Batches one flush sends at most; a bigger backlog continues in the next flush.
+MAX_BATCHES_PER_FLUSH = 200
+# The key of ``runs.stats`` that says why work is waiting (read by ``ordersync status``).
+WAITING_KEY = "waiting"
+
+_UNFINISHED = tuple(s for s in BatchState if not s.finished)
+
+
+class Reason(StrEnum):
+    """Why a check flushes, or does not."""
+
+    THRESHOLD = "threshold"  # enough rows for a full batch
+    MAX_DELAY = "max_delay"  # the oldest change has waited long enough
+    NOT_YET = "not_yet"  # some rows pending, neither rule met
+    NOTHING = "nothing"  # no ready row
+    BACKLOG = "backlog"  # cheaper by a bulk job: left to the interval run (mode ``both``)
+
+
+@dataclass(frozen=True)
+class PendingState:
+    """What the buffer holds now: ready rows, the age of the oldest ready change (seconds)."""
+
+    ready: int
+    oldest_age: float | None
+    free: int  # pending and unclaimed, resting rows included (what an interval run sees)
+
+
+@dataclass(frozen=True)
+class Due:
+    """The check's decision (:func:`decide`): flush or not, and why."""
+
+    flush: bool
+    reason: Reason
+    ready: int
+    oldest_age: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "flush": self.flush,
+            "reason": self.reason.value,
+            "ready": self.ready,
+            "oldest_age": None if self.oldest_age is None else round(self.oldest_age, 3),
+        }
+
+
+def decide(state: PendingState, settings: Settings) -> Due:
+    """Flush when ``realtime_threshold`` rows are ready or the oldest is ``max_delay`` old.
+
+    Pure. In mode ``both`` a backlog that a bulk job sends for fewer credits (the planner
+    says so: ~5,000 rows and more) is left to the interval run (:data:`Reason.BACKLOG`).
+    """
+    ready, age = state.ready, state.oldest_age
+    if ready == 0:
+        return Due(False, Reason.NOTHING, 0, None)
+    if settings.mode is SyncMode.BOTH and planner.plan(ready).bulk_jobs > 0:
+        return Due(False, Reason.BACKLOG, ready, age)
+    if ready >= settings.realtime_threshold:
+        return Due(True, Reason.THRESHOLD, ready, age)
+    if age is not None and age >= settings.realtime_max_delay:
+        return Due(True, Reason.MAX_DELAY, ready, age)
+    return Due(False, Reason.NOT_YET, ready, age)
+
+
+def _unfinished_sql() -> sql.Composable:
+    return sql.SQL(", ").join(sql.Literal(s.value) for s in _UNFINISHED)
+
+
+def pending_state(
+    conn: Connection, settings: Settings, now: datetime | None = None
+) -> PendingState:
+    """Count the ready rows and age the oldest ready change (database clock unless ``now``).
+
+    Same claim rules as extraction (``pipeline.legacy.extract``); see the module docstring for
+    *ready*. Runs and commits its own short read.
+    """
+    n = Names(settings)
+    statement = sql.SQL(
+        """WITH open AS (SELECT kind, key_lo, key_hi, keys FROM {batches}
+                         WHERE state IN ({unfinished})),
+                free AS (
+                    SELECT t.{since} AS since,
+                           e.version IS NOT DISTINCT FROM t.{version}
+                               AND e.last_seen > %(now)s - make_interval(secs => %(rest)s)
+                               AS resting
+                    FROM {table} t
+                    LEFT JOIN {errors} e ON e.row_key = t.{key}::text
+                    WHERE NOT t.{synced}
+                      AND NOT (coalesce(e.quarantined, false) AND e.version = t.{version})
+                      AND NOT EXISTS (
+                          SELECT 1 FROM open b
+                          WHERE (b.kind = {bulk} AND b.key_lo IS NOT NULL
+                                 AND t.{key} BETWEEN b.key_lo::{kt} AND b.key_hi::{kt})
+                             OR (b.kind = {rt} AND t.{key}::text = ANY (b.keys))))
+           SELECT count(*) FILTER (WHERE NOT resting),
+                  extract(epoch FROM %(now)s - min(coalesce(since, 'epoch'))
+                                               FILTER (WHERE NOT resting)),
+                  count(*)
+           FROM free"""
+    ).format(
+        batches=n.ledger_table("batches"),
+        unfinished=_unfinished_sql(),
+        since=n.pending_since,
+        version=n.version,
+        table=n.table,
+        errors=n.ledger_table("row_errors"),
+        key=n.key,
+        synced=n.synced,
+        bulk=sql.Literal(BatchKind.BULK.value),
+        rt=sql.Literal(BatchKind.REALTIME.value),
+        kt=key_type(conn, settings),
+    )
+    with conn, conn.cursor() as cur:
+        if now is None:
+            cur.execute("SELECT now()")
+            now = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute(statement, {"now": now, "rest": settings.realtime_max_delay})
+        ready, age, free = cur.fetchone()  # type: ignore[misc]
+    return PendingState(int(ready), None if age is None else float(age), int(free))
+
+
+def due(conn: Connection, settings: Settings, now: datetime | None = None) -> Due:
+    """Whether a near-real-time flush is due now (:func:`pending_state` then :func:`decide`)."""
+    return decide(pending_state(conn, settings, now), settings)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One upsert batch: rows sent, accepted and marked, refused, changed meanwhile, credits."""
+
+    batch_id: int
+    sent: int
+    ok: int
+    refused: int
+    marked: int
+    stale: int  # accepted by Zoho but changed since the claim: still pending, goes again
+    quarantined: int
+    credits: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def reconcile(
+    conn: Connection,
+    settings: Settings,
+    batch: RealtimeBatch,
+    outcomes: Sequence[UpsertOutcome],
+    *,
+    seconds: float = 0.0,
+) -> BatchResult:
+    """Record Zoho's per-record outcomes of one realtime batch, in one transaction.
+
+    Accepted rows are marked synced with their record id, version-checked; refused rows get
+    a row error (Zoho's code, the first field it names, its message). The batch ends
+    ``reconciled`` with its counts in ``stats``, which releases its claims.
+    """
+    if len(outcomes) != len(batch.rows):
+        raise ValueError(
+            f"batch {batch.batch_id}: {len(batch.rows)} rows, {len(outcomes)} outcomes"
+        )
+    accepted: list[tuple[str, str | None]] = []
+    refused: list[RowError] = []
+    for row, outcome in zip(batch.rows, outcomes, strict=True):
+        if outcome.ok:
+            accepted.append((row.key, outcome.record_id))
+        else:
+            fields = outcome.error_fields
+            refused.append(
+                RowError(row.key, outcome.code, fields[0] if fields else None, outcome.message)
+            )
+    sent = len(batch.rows)
+    with conn:
+        marked = mark_synced(conn, settings, batch.batch_id, accepted)
+        errors = record_row_errors(conn, settings, batch.batch_id, refused)
+        result = BatchResult(
+            batch_id=batch.batch_id,
+            sent=sent,
+            ok=len(accepted),
+            refused=len(refused),
+            marked=marked.marked,
+            stale=marked.stale,
+            quarantined=errors.quarantined,
+            credits=upsert_credits(sent),
+            seconds=round(seconds, 4),
+        )
+        ledger.transition(
+            conn,
+            settings,
+            batch.batch_id,
+            BatchState.RECONCILED,
+            expected=_UNFINISHED,
+            stats=result.as_dict(),
+        )
+    log.info(
+        "batch %s: sent %d, ok %d, refused %d, stale %d, %d credits, %.3f s",
+        batch.batch_id, sent, result.ok, result.refused, result.stale, result.credits, seconds,
+    )  # fmt: skip
+    return result
+
+
+def send_batch(
+    conn: Connection,
+    settings: Settings,
+    client: ZohoClient,
+    *,
+    limit: int = UPSERT_MAX_RECORDS,
+    run_id: int | None = None,
+) -> BatchResult | None:
+    """Claim up to ``limit`` ready rows, upsert them, reconcile; None when no row is free.
+
+    If the upsert raises (a transient error the client's own retries did not outlast, the
+    credit budget, a fatal answer), the batch ends ``failed`` with the error and its rows stay
+    pending for a later flush; the error is raised again.
+    """
+    started = time.perf_counter()
+    batch = claim_realtime(conn, settings, limit=limit, run_id=run_id)
+    if batch is None:
+        return None
+    try:
+        records = [
+            json_record(settings.mapping, row.texts, ignore_empty=settings.zoho.ignore_empty)
+            for row in batch.rows
+        ]
+        outcomes = client.upsert(records, run_id=run_id, batch_id=batch.batch_id)
+    except Exception as exc:
+        with conn:
+            ledger.finish_batch(conn, settings, batch.batch_id, BatchState.FAILED, error=str(exc))
+        log.warning("batch %s failed, its %d rows stay pending: %s", batch.batch_id,
+                    len(batch.rows), exc)  # fmt: skip
+        raise
+    return reconcile(conn, settings, batch, outcomes, seconds=time.perf_counter() - started)
+
+
+def release_abandoned(
+    conn: Connection, settings: Settings, older_than: float = ABANDONED_AFTER
+) -> list[int]:
+    """End ``failed`` the realtime batches that stopped moving (their worker died mid-flush).
+
+    Their rows are pending still and become free again; sending them twice is harmless
+    (upserts match on the unique field). Returns the batch ids released.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT id FROM {} WHERE kind = %s AND state IN ({})"
+                " AND updated_at < now() - make_interval(secs => %s) ORDER BY id"
+            ).format(Names(settings).ledger_table("batches"), _unfinished_sql()),
+            (BatchKind.REALTIME.value, older_than),
+        )
+        ids = [int(r[0]) for r in cur.fetchall()]
+        for batch_id in ids:
+            ledger.finish_batch(
+                conn, settings, batch_id, BatchState.FAILED,
+                error=f"abandoned: no outcome recorded within {older_than:.0f} s",
+            )  # fmt: skip
+    if ids:
+        log.warning("released abandoned realtime batches %s", ids)
+    return ids
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What a flush did: its run (None if nothing was sent), the batches, the last decision."""
+
+    run_id: int | None
+    batches: tuple[BatchResult, ...]
+    decision: Due
+    more: bool = False  # stopped at MAX_BATCHES_PER_FLUSH with a flush still due
+    waiting_reason: str = ""
+    released: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def sent(self) -> int:
+        return sum(b.sent for b in self.batches)
+
+    @property
+    def credits(self) -> int:
+        return sum(b.credits for b in self.batches)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what the Celery task returns)."""
+        return {
+            "run_id": self.run_id,
+            "batches": len(self.batches),
+            "sizes": [b.sent for b in self.batches],
+            "sent": self.sent,
+            "ok": sum(b.ok for b in self.batches),
+            "refused": sum(b.refused for b in self.batches),
+            "stale": sum(b.stale for b in self.batches),
+            "credits": self.credits,
+            "decision": self.decision.as_dict(),
+            "more": self.more,
+            "waiting_reason": self.waiting_reason,
+            "released": list(self.released),
+        }
+
+
+def set_run_stats(conn: Connection, settings: Settings, run_id: int, stats: dict[str, Any]) -> None:
+    """Merge ``stats`` into the run's ``stats`` (in the caller's transaction)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET stats = stats || %s, updated_at = now() WHERE id = %s").format(
+                Names(settings).ledger_table("runs")
+            ),
+            (Json(stats), run_id),
+        )
+
+
+def waiting_stats(rows: int, reason: str, retry_after: float | None = None) -> dict[str, Any]:
+    """The ``runs.stats[WAITING_KEY]`` value: rows that wait, why, and when to try again."""
+    return {"rows": rows, "reason": reason, "retry_after": retry_after}
+
+
+def flush(
+    settings: Settings,
+    client: ZohoClient,
+    *,
+    conn: Connection | None = None,
+    max_batches: int = MAX_BATCHES_PER_FLUSH,
+    now: datetime | None = None,
+) -> FlushResult:
+    """Send what is due, batch after batch, until :func:`due` says stop (see module docstring).
+
+    Records a ``realtime`` run only when something is sent (a check every 30 s that finds
+    nothing leaves no trace). When the credit budget refuses a call, the flush stops and the
+    run's ``stats["waiting"]`` says why; the rows stay pending. Any other error ends the run
+    ``failed`` and is raised (transient ones are retried by the task).
+    """
+    own = conn is None
+    conn = connect(settings, application="ordersync-realtime") if conn is None else conn
+    try:
+        released = tuple(release_abandoned(conn, settings))
+        run_id: int | None = None
+        batches: list[BatchResult] = []
+        waiting = ""
+        decision = due(conn, settings, now)
+        try:
+            while decision.flush and len(batches) < max_batches:
+                if run_id is None:
+                    with conn:
+                        run_id = ledger.create_run(conn, settings, RunKind.REALTIME)
+                try:
+                    result = send_batch(conn, settings, client, run_id=run_id)
+                except CreditBudgetExceeded as exc:
+                    waiting = f"credit budget: {exc.message}"
+                    with conn:
+                        set_run_stats(
+                            conn, settings, run_id,
+                            {WAITING_KEY: waiting_stats(decision.ready, waiting, exc.retry_after)},
+                        )  # fmt: skip
+                    break
+                if result is None:
+                    break
+                batches.append(result)
+                decision = due(conn, settings, now)
+        except Exception as exc:
+            if run_id is not None:
+                with conn:
+                    set_run_stats(conn, settings, run_id, _run_stats(batches))
+                    ledger.finish_run(conn, settings, run_id, RunState.FAILED, str(exc))
+            raise
+        flushed = FlushResult(
+            run_id,
+            tuple(batches),
+            decision,
+            more=decision.flush and len(batches) >= max_batches and not waiting,
+            waiting_reason=waiting,
+            released=released,
+        )
+        if run_id is not None:
+            with conn:
+                set_run_stats(conn, settings, run_id, _run_stats(batches))
+                ledger.finish_run(conn, settings, run_id, RunState.DONE)
+            log.info(
+                "realtime run %s: %d batches, %d rows, %d credits (%s)",
+                run_id, len(batches), flushed.sent, flushed.credits, decision.reason,
+            )  # fmt: skip
+        return flushed
+    finally:
+        if own:
+            conn.close()
+
+
+def _run_stats(batches: Sequence[BatchResult]) -> dict[str, Any]:
+    return {
+        "batches": len(batches),
+        "sizes": [b.sent for b in batches],
+        "sent": sum(b.sent for b in batches),
+        "ok": sum(b.ok for b in batches),
+        "refused": sum(b.refused for b in batches),
+        "stale": sum(b.stale for b in batches),
+        "credits": sum(b.credits for b in batches),
+    }
+
+
+def waiting(conn: Connection, settings: Settings) -> dict[str, Any] | None:
+    """Why sync work waits now, for ``ordersync status``: the newest run's ``stats["waiting"]``.
+
+    Looks at the latest ``interval`` or ``realtime`` run that recorded anything; None when that
+    run did not have to wait.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT id, kind, stats -> %s, updated_at FROM {} WHERE kind IN (%s, %s)"
+                " ORDER BY id DESC LIMIT 1"
+            ).format(Names(settings).ledger_table("runs")),
+            (WAITING_KEY, RunKind.INTERVAL.value, RunKind.REALTIME.value),
+        )
+        row = cur.fetchone()
+    if row is None or row[2] is None:
+        return None
+    return {"run_id": int(row[0]), "kind": row[1], **row[2], "at": row[3].isoformat()}
