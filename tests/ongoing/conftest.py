@@ -1,0 +1,134 @@
+"""Fixtures of the ongoing-sync tests: a legacy database whose rows are valid and synced, zohosim.
+
+``ongoing`` gives an :class:`Ongoing`: settings pointing at a fresh copy of the legacy template
+(all 200 orders made valid, then marked synced, as after an initial sync) and at the shared
+zohosim (reset for the test), a ``ZohoClient`` on a Redis prefix of the test's own, and SQL
+helpers. Near-real-time runs with ``realtime_max_delay`` 2 s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import redis
+
+from pipeline.legacy.connection import connect
+from pipeline.secret import Secret
+from pipeline.settings import Settings, SyncMode
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.config import ZohoSettings
+from zohosim.testing import SimProcess
+
+REDIS_URL = "redis://127.0.0.1:6379/1"
+MAX_DELAY = 2.0
+
+
+def sim_zoho(sim: SimProcess, prefix: str, **overrides: Any) -> ZohoSettings:
+    """Zoho settings for ``sim``: every host on it, fast client retries."""
+    base = ZohoSettings(
+        accounts_url=sim.base_url,
+        api_url=sim.base_url,
+        upload_url=sim.base_url,
+        client_id=sim.client_id,
+        client_secret=Secret(sim.client_secret),
+        refresh_token=Secret(sim.refresh_token),
+        redis_prefix=prefix,
+        connect_timeout=2.0,
+        read_timeout=10.0,
+        max_retries=3,
+        retry_backoff=0.05,
+        retry_backoff_max=0.2,
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Ongoing:
+    settings: Settings
+    sim: SimProcess
+    client: ZohoClient
+
+    def query(self, text: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """One statement in its own committed transaction; its rows if any."""
+        conn = connect(self.settings)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(text, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def pending(self) -> int:
+        return int(self.query("SELECT count(*) FROM orders WHERE NOT synced")[0][0])
+
+    def change(self, ids: range | list[int], status: str = "Shipped") -> None:
+        """A mapped change (Zoho sees it) of each order in ``ids``."""
+        self.query(
+            "UPDATE orders SET status = CASE WHEN status = %s THEN 'Delivered' ELSE %s END"
+            " WHERE id = ANY(%s)",
+            (status, status, list(ids)),
+        )
+
+    def upsert_sizes(self) -> list[int]:
+        """Records per upsert call, in order, from our credit ledger (charged calls only)."""
+        rows = self.query(
+            "SELECT records FROM ordersync.credit_ledger WHERE api = 'upsert' AND credits > 0"
+            " ORDER BY id"
+        )
+        return [int(r[0]) for r in rows]
+
+    def sim_upsert_credits(self) -> int:
+        return int(self.sim.admin.credits()["by_api"].get("upsert", 0))
+
+    def sim_records(self) -> dict[str, dict[str, Any]]:
+        """zohosim's Orders by parent_id."""
+        return {str(r["parent_id"]): r for r in self.sim.admin.records()}
+
+
+def valid_and_synced(settings: Settings) -> None:
+    """Make every template order valid (no Zoho refusal), then synced, as after an initial sync."""
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE orders SET order_number = 'SO-' || id, customer_name = 'Ann Example',"
+                " customer_email = 'ann.' || id || '@example.com', status = 'Paid'"
+            )
+            cur.execute("UPDATE orders SET synced = true")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    value = f"test:ongoing:{uuid.uuid4().hex}"
+    yield value
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{value}:*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def ongoing(legacy_db: Settings, zohosim: SimProcess, redis_prefix: str) -> Iterator[Ongoing]:
+    settings = replace(
+        legacy_db,
+        zoho=sim_zoho(zohosim, redis_prefix),
+        redis_url=REDIS_URL,
+        realtime_max_delay=MAX_DELAY,
+        realtime_check=0.5,
+        mode=SyncMode.REALTIME,
+    )
+    valid_and_synced(settings)
+    client = ZohoClient.from_settings(settings)
+    try:
+        yield Ongoing(settings, zohosim, client)
+    finally:
+        client.close()
