@@ -14,6 +14,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "plan",
     "db",
     "demo",
+    "sync",
+    "status",
+    "processes",
 )
 
 

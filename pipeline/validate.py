@@ -1,0 +1,226 @@
+"""The module's field rules, checked in SQL before a sync: which pending rows Zoho would refuse.
+
+``ordersync sync initial --dry-run`` uses :func:`check_pending` to show, per field and rule,
+how many pending rows break it and the first keys that do. The checks run in PostgreSQL over
+the same canonical text the sync sends (``pipeline.serialize.text_expression``), in one scan of
+the pending rows; Python only receives the counts and a few keys, never the table.
+
+Rules, per :class:`~pipeline.mapping.FieldSpec` (Zoho's answer in brackets):
+
+* ``mandatory``: a mandatory field is empty [``MANDATORY_NOT_FOUND``];
+* ``max_length``: text longer than the field allows (``max_length``, else Zoho's default for
+  the type) [``INVALID_DATA``];
+* ``email``: not an address by :data:`EMAIL_REGEX` (the pattern zohosim uses, close to Zoho's)
+  [``INVALID_DATA``];
+* ``picklist``: not one of ``allowed`` (when the mapping lists them) [``INVALID_DATA``];
+* ``integer_range``: an integer with more than 9 digits [``INVALID_DATA``];
+* ``decimal_range``: a decimal or currency with more than 16 digits before the point
+  [``INVALID_DATA``].
+
+Dates, datetimes and booleans come from typed columns and are always well-formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from pipeline.legacy.names import Names
+from pipeline.mapping import FieldSpec, FieldType
+from pipeline.serialize import text_expression
+from pipeline.settings import Settings
+
+# zohosim/schema.py EMAIL_RE, in PostgreSQL's regex dialect.
+EMAIL_REGEX = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+# Zoho's default lengths where the mapping gives none.
+DEFAULT_MAX_LENGTH: dict[FieldType, int] = {
+    FieldType.TEXT: 255,
+    FieldType.MULTILINE: 32_000,
+    FieldType.EMAIL: 100,
+    FieldType.PICKLIST: 120,
+}
+INTEGER_MAX_DIGITS = 9
+DECIMAL_MAX_WHOLE_DIGITS = 16
+DEFAULT_SAMPLE = 10
+
+
+class Rule(StrEnum):
+    """A field rule Zoho enforces on every record."""
+
+    MANDATORY = "mandatory"
+    MAX_LENGTH = "max_length"
+    EMAIL = "email"
+    PICKLIST = "picklist"
+    INTEGER_RANGE = "integer_range"
+    DECIMAL_RANGE = "decimal_range"
+
+    @property
+    def code(self) -> str:
+        """The code Zoho answers a row breaking this rule with."""
+        return "MANDATORY_NOT_FOUND" if self is Rule.MANDATORY else "INVALID_DATA"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule on one field, as a SQL predicate over the canonical text ``v``."""
+
+    spec: FieldSpec
+    rule: Rule
+    limit: int | None = None  # the length or digit count, for the message
+
+    @property
+    def label(self) -> str:
+        """``<api_name>.<rule>``: the name under which offenders are counted."""
+        return f"{self.spec.api_name}.{self.rule}"
+
+    def describe(self) -> str:
+        """What the rule demands, for people."""
+        if self.rule is Rule.MANDATORY:
+            return "must not be empty"
+        if self.rule is Rule.MAX_LENGTH:
+            return f"at most {self.limit} characters"
+        if self.rule is Rule.EMAIL:
+            return "an email address"
+        if self.rule is Rule.PICKLIST:
+            return "one of " + ", ".join(self.spec.allowed)
+        if self.rule is Rule.INTEGER_RANGE:
+            return f"at most {self.limit} digits"
+        return f"at most {self.limit} digits before the point"
+
+    def predicate(self, value: sql.Composable) -> sql.Composable:
+        """True for a row that breaks the rule (never NULL)."""
+        if self.rule is Rule.MANDATORY:
+            return sql.SQL("({} IS NULL)").format(value)
+        if self.rule is Rule.MAX_LENGTH:
+            return sql.SQL("coalesce(char_length({}) > {}, false)").format(
+                value, sql.Literal(self.limit)
+            )
+        if self.rule is Rule.EMAIL:
+            return sql.SQL("coalesce({} !~ {}, false)").format(value, sql.Literal(EMAIL_REGEX))
+        if self.rule is Rule.PICKLIST:
+            return sql.SQL("coalesce({} <> ALL({}::text[]), false)").format(
+                value, sql.Literal(list(self.spec.allowed))
+            )
+        if self.rule is Rule.INTEGER_RANGE:
+            return sql.SQL("coalesce(length(ltrim({}, '-')) > {}, false)").format(
+                value, sql.Literal(self.limit)
+            )
+        return sql.SQL("coalesce(length(split_part(ltrim({}, '-'), '.', 1)) > {}, false)").format(
+            value, sql.Literal(self.limit)
+        )
+
+
+def checks_for(spec: FieldSpec) -> list[Check]:
+    """The rules Zoho applies to one mapped field."""
+    found: list[Check] = []
+    if spec.mandatory:
+        found.append(Check(spec, Rule.MANDATORY))
+    if spec.type in DEFAULT_MAX_LENGTH:
+        found.append(Check(spec, Rule.MAX_LENGTH, spec.max_length or DEFAULT_MAX_LENGTH[spec.type]))
+    if spec.type is FieldType.EMAIL:
+        found.append(Check(spec, Rule.EMAIL))
+    if spec.type is FieldType.PICKLIST and spec.allowed:
+        found.append(Check(spec, Rule.PICKLIST))
+    if spec.type is FieldType.INTEGER:
+        found.append(Check(spec, Rule.INTEGER_RANGE, INTEGER_MAX_DIGITS))
+    if spec.type in (FieldType.DECIMAL, FieldType.CURRENCY):
+        found.append(Check(spec, Rule.DECIMAL_RANGE, DECIMAL_MAX_WHOLE_DIGITS))
+    return found
+
+
+@dataclass(frozen=True)
+class Violation:
+    """How many checked rows break one rule of one field, and the first keys (in key order)."""
+
+    field: str
+    column: str
+    rule: Rule
+    rows: int
+    first_keys: tuple[str, ...]
+    requirement: str
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "field": self.field,
+            "column": self.column,
+            "rule": str(self.rule),
+            "code": self.rule.code,
+            "rows": self.rows,
+            "first_keys": list(self.first_keys),
+            "requirement": self.requirement,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The outcome of :func:`check_pending`: rows checked, rows breaking any rule, by rule."""
+
+    checked: int
+    bad_rows: int
+    violations: tuple[Violation, ...]
+
+
+def check_pending(
+    conn: Connection, settings: Settings, *, sample: int = DEFAULT_SAMPLE
+) -> ValidationReport:
+    """Check every pending row against the mapping's field rules, in one read-only scan.
+
+    ``sample`` bounds the keys kept per rule (the first ones in key order). Rules that no row
+    breaks are left out of ``violations``. Runs in the caller's transaction; writes nothing.
+    """
+    n = Names(settings)
+    checks = [c for spec in settings.mapping.fields for c in checks_for(spec)]
+    if not checks:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE NOT {}").format(n.table, n.synced))
+            return ValidationReport(int(cur.fetchone()[0]), 0, ())  # type: ignore[index]
+    labels = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN {} THEN {} END").format(
+            c.predicate(text_expression(c.spec, "t")), sql.Literal(i)
+        )
+        for i, c in enumerate(checks)
+    )
+    # One scan: each pending row carries the indexes of the checks it fails.
+    statement = sql.SQL(
+        """WITH s AS MATERIALIZED (
+               SELECT t.{key}::text AS row_key, t.{key} AS sort_key,
+                      array_remove(ARRAY[{labels}]::int[], NULL) AS failed
+               FROM {table} t WHERE NOT t.{synced}),
+           per_rule AS (
+               SELECT f.i, count(*) AS rows,
+                      (array_agg(s.row_key ORDER BY s.sort_key))[1:{sample}] AS keys
+               FROM s CROSS JOIN LATERAL unnest(s.failed) AS f(i)
+               GROUP BY f.i)
+           SELECT -1, (SELECT count(*) FROM s), (SELECT count(*) FROM s WHERE failed <> '{{}}'),
+                  NULL::text[]
+           UNION ALL
+           SELECT i, rows, NULL, keys FROM per_rule"""
+    ).format(key=n.key, labels=labels, table=n.table, synced=n.synced, sample=sql.Literal(sample))
+    with conn.cursor() as cur:
+        cur.execute(statement)  # no parameters: literals may hold "%"
+        fetched = cur.fetchall()
+    checked = bad = 0
+    violations: list[Violation] = []
+    for index, count, bad_count, keys in fetched:
+        if index == -1:
+            checked, bad = int(count), int(bad_count)
+            continue
+        check = checks[index]
+        violations.append(
+            Violation(
+                field=check.spec.api_name,
+                column=check.spec.column,
+                rule=check.rule,
+                rows=int(count),
+                first_keys=tuple(keys or ()),
+                requirement=check.describe(),
+            )
+        )
+    violations.sort(
+        key=lambda v: (settings.mapping.api_names.index(v.field), list(Rule).index(v.rule))
+    )
+    return ValidationReport(checked, bad, tuple(violations))
