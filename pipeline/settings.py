@@ -71,6 +71,8 @@ class Settings:
     interval_crontab: str = "0 */12 * * *"
     mode: SyncMode = SyncMode.BOTH
     max_attempts: int = 3  # before a row is quarantined
+    job_callback_wait: float = 300.0  # seconds to await a callback before re-creating a job
+    stall_after: float = 300.0  # seconds without progress before the sweeper re-enqueues a step
     work_dir: Path = Path("var/ordersync")  # zips and result files
     org_timezone: str = "UTC"
 

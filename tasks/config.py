@@ -50,6 +50,7 @@ from kombu import Queue as KombuQueue
 
 from pipeline.settings import Settings, load_settings
 from tasks.base import MAX_COUNTDOWN, SOFT_TIME_LIMIT, TIME_LIMIT, OrdersyncTask
+from tasks.schedule import BEAT_SCHEDULE
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +79,18 @@ class Queue(StrEnum):
 ROUTES: dict[str, Queue] = {
     "ordersync.probe": Queue.DB,
     "ordersync.poll": Queue.ZOHO,
+    # the initial sync's batch chain (tasks.initial): Zoho calls apart from database work
+    "ordersync.initial.start": Queue.DB,
+    "ordersync.extract": Queue.DB,
+    "ordersync.render": Queue.DB,
+    "ordersync.upload": Queue.ZOHO,
+    "ordersync.create_job": Queue.ZOHO,
+    "ordersync.reconcile": Queue.ZOHO,
+    "ordersync.sweep": Queue.DB,
 }
 
 # Modules the worker imports to register tasks.
-TASK_MODULES: tuple[str, ...] = ("tasks.probe",)
+TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial")
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,7 @@ def celery_config(broker_url: str, options: CeleryOptions) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "include": list(TASK_MODULES),
+        "beat_schedule": dict(BEAT_SCHEDULE),
     }
 
 

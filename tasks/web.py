@@ -36,6 +36,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import psycopg2
 from celery import Celery
 from kombu import Connection
+from psycopg2 import sql
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ CHECK_TIMEOUT = 3.0  # seconds, per health check
 MAX_DRAINED_BODY = 1 << 20  # we read (and drop) at most this much of a callback body
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 _CALLBACK_RE = re.compile(re.escape(CALLBACK_PREFIX) + r"([^/]*)")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+HintRecorder = Callable[[BatchId, str], None]
 
 
 def new_callback_token() -> str:
@@ -80,11 +83,52 @@ def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None
 
 
 def lookup_batch_by_token(dsn: str, ledger_schema: str, token: str) -> BatchId | None:
-    """The batch whose callback token this is, if it is waiting on a Zoho job; else None.
+    """The unfinished batch whose callback token this is (found by the token's digest), or None.
 
-    To be written with the ledger (``<ledger_schema>.batches``), e.g. by the token's digest.
+    The ledger stores only :func:`callback_token_digest` of each batch's token
+    (``batches.callback_digest``, set by ``pipeline.initial_sync.create_job``).
     """
-    raise NotImplementedError("callback token lookup needs the ledger's batches table")
+    conn = psycopg2.connect(
+        dsn, connect_timeout=int(CHECK_TIMEOUT), application_name="ordersync.web"
+    )
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT id FROM {} WHERE callback_digest = %s"
+                    " AND state NOT IN ('reconciled', 'failed')"
+                ).format(sql.Identifier(ledger_schema, "batches")),
+                (callback_token_digest(token),),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return None if row is None else int(row[0])
+
+
+def job_id_in(body: bytes) -> str | None:
+    """The job id a callback body names (``id`` or ``data[0].id``), if it looks like one.
+
+    Only a hint: the poll task keeps it only after a GET shows that job calls back with the
+    batch's token.
+    """
+    try:
+        parsed = json.loads(body.decode("utf-8")) if body else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(parsed, dict) and isinstance(parsed.get("data"), list) and parsed["data"]:
+        parsed = parsed["data"][0]
+    job_id = parsed.get("id") if isinstance(parsed, dict) else None
+    text = str(job_id) if isinstance(job_id, str | int) else ""
+    return text if _JOB_ID_RE.fullmatch(text) else None
+
+
+def record_callback_hint(settings: Any, batch_id: BatchId, job_id: str) -> None:
+    """Keep a callback's job id on its batch (see ``pipeline.initial_sync.record_job_hint``)."""
+    from pipeline.initial_sync import record_job_hint
+
+    if record_job_hint(settings, int(batch_id), job_id):
+        logger.info("callback named job %s for batch %s (to be verified)", job_id, batch_id)
 
 
 def check_database(dsn: str) -> None:
@@ -117,24 +161,36 @@ def _json(start_response: StartResponse, status: str, body: Mapping[str, Any]) -
     return [data]
 
 
-def _drain(environ: Mapping[str, Any]) -> None:
-    """Read and drop the request body (bounded) so the client sees a clean answer."""
+def _drain(environ: Mapping[str, Any]) -> bytes:
+    """Read the request body (bounded) so the client sees a clean answer; the first 64 KiB."""
     try:
         length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_DRAINED_BODY)
     except ValueError:
-        return
+        return b""
     stream = environ["wsgi.input"]
+    kept = bytearray()
     while length > 0:
         chunk = stream.read(min(length, 65536))
         if not chunk:
-            return
+            break
+        if len(kept) < 65536:
+            kept += chunk[: 65536 - len(kept)]
         length -= len(chunk)
+    return bytes(kept)
 
 
 def make_wsgi_app(
-    *, lookup: TokenLookup, enqueue: Enqueue, checks: Mapping[str, HealthCheck]
+    *,
+    lookup: TokenLookup,
+    enqueue: Enqueue,
+    checks: Mapping[str, HealthCheck],
+    record_hint: HintRecorder | None = None,
 ) -> WsgiApp:
-    """The WSGI application: ``lookup`` maps a token to a batch id, ``enqueue`` wakes its poll."""
+    """The WSGI application: ``lookup`` maps a token to a batch id, ``enqueue`` wakes its poll.
+
+    ``record_hint(batch_id, job_id)``, if given, keeps the job id the body names for a batch that
+    sent create-job without learning the id (verified by the poll task with a GET).
+    """
 
     def healthz(start_response: StartResponse) -> list[bytes]:
         results: dict[str, str] = {}
@@ -152,10 +208,16 @@ def make_wsgi_app(
         return _json(start_response, status, body)
 
     def callback(environ: dict[str, Any], start_response: StartResponse, token: str) -> list[bytes]:
-        _drain(environ)
+        body = _drain(environ)
         batch_id = lookup(token) if _TOKEN_RE.fullmatch(token) else None
         if batch_id is None:
             return _json(start_response, "404 Not Found", {"error": "not found"})
+        job_id = job_id_in(body) if record_hint is not None else None
+        if record_hint is not None and job_id is not None:
+            try:
+                record_hint(batch_id, job_id)
+            except Exception:  # noqa: BLE001 - a hint is optional; the poll still runs
+                logger.exception("could not keep the job id of batch %s's callback", batch_id)
         enqueue(batch_id)
         logger.info("callback for batch %s: poll enqueued", batch_id)
         return _json(start_response, "200 OK", {"status": "accepted"})
@@ -230,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lookup=partial(lookup_batch_by_token, dsn, settings.source.ledger_schema),
         enqueue=partial(enqueue_poll, celery_app=celery_app),
         checks={"db": partial(check_database, dsn), "broker": partial(check_broker, celery_app)},
+        record_hint=partial(record_callback_hint, settings),
     )
     server = make_http_server(application, args.host, args.port)
     logger.info("listening on http://%s:%s", args.host, server.server_port)

@@ -219,6 +219,7 @@ class BulkJob:
     download_url: str | None = None
     file_name: str | None = None
     resource_code: str | None = None
+    callback_url: str | None = None  # the URL the job will POST to when it ends, if any
 
     @property
     def terminal(self) -> bool:
@@ -256,6 +257,11 @@ def parse_job(body: Mapping[str, Any]) -> BulkJob:
         download_url=(result or {}).get("download_url") or None,
         file_name=file.get("name"),
         resource_code=res.get("code") if isinstance(res, dict) else None,
+        callback_url=(
+            str(body["callback"].get("url") or "") or None
+            if isinstance(body.get("callback"), dict)
+            else None
+        ),
     )
 
 

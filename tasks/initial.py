@@ -1,0 +1,143 @@
+"""The initial sync's tasks: one thin task per step of a bulk batch, chained by hand.
+
+Each task takes ids only (``run_id`` or ``batch_id``, as keywords so they reach the log lines),
+calls one function of :mod:`pipeline.initial_sync` (which checks the batch's state in the ledger
+and does nothing if its step is done), and sends the step the outcome names. The chain is built
+by hand, one message at a time, rather than as a Celery ``chain``: each message carries only the
+batch id, the ledger says where the batch stands, and the sweeper can restart a batch at any
+step by sending that one task. A chain object would carry the remaining steps in the message
+and be lost with it.
+
+Queues: claiming and rendering are database work (``Queue.DB``); upload, create job, poll and
+reconcile (which starts with the result download) call Zoho (``Queue.ZOHO``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg2.extensions import connection as Connection
+
+from pipeline import initial_sync as sync
+from pipeline.initial_sync import Outcome, Step
+from pipeline.legacy.connection import connect
+from pipeline.settings import Settings, load_settings
+from pipeline.zoho.client import ZohoClient
+from tasks.app import app
+
+logger = logging.getLogger(__name__)
+
+TASK_NAMES: dict[Step, str] = {step: f"ordersync.{step.value}" for step in Step}
+START = "ordersync.initial.start"
+SWEEP = "ordersync.sweep"
+
+_process: dict[str, Any] = {}
+
+
+def _settings() -> Settings:
+    if "settings" not in _process:
+        _process["settings"] = load_settings()
+    return _process["settings"]  # type: ignore[no-any-return]
+
+
+def _client() -> ZohoClient:
+    """One client per process (a forked pool child makes its own)."""
+    if _process.get("client_pid") != os.getpid():
+        _process["client"] = ZohoClient.from_settings(_settings())
+        _process["client_pid"] = os.getpid()
+    return _process["client"]  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _db() -> Iterator[Connection]:
+    conn = connect(_settings(), application="ordersync-worker")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def send_step(
+    step: Step, *, run_id: int | None = None, batch_id: int | None = None, countdown: float = 0.0
+) -> None:
+    """Send one step: EXTRACT takes the run id, the others the batch id."""
+    kwargs = {"run_id": run_id} if step is Step.EXTRACT else {"batch_id": batch_id}
+    app.send_task(TASK_NAMES[step], kwargs=kwargs, countdown=countdown or None)
+
+
+def hand_on(outcome: Outcome) -> dict[str, Any]:
+    """Send what the outcome names; a small dict for the task's result and logs."""
+    if outcome.next_step is not None:
+        send_step(outcome.next_step, run_id=outcome.run_id, batch_id=outcome.batch_id,
+                  countdown=outcome.countdown)  # fmt: skip
+    if outcome.more and outcome.run_id is not None:
+        send_step(Step.EXTRACT, run_id=outcome.run_id)
+    next_step = outcome.next_step.value if outcome.next_step else None
+    return {"batch_id": outcome.batch_id, "next": next_step, "note": outcome.note}
+
+
+@app.task(name=START)
+def start(*, run_id: int) -> dict[str, Any]:
+    """Begin a run created by ``pipeline.initial_sync.start_initial_run``: its first claim."""
+    return hand_on(Outcome(None, Step.EXTRACT, run_id=run_id))
+
+
+@app.task(name=TASK_NAMES[Step.EXTRACT])
+def extract(*, run_id: int) -> dict[str, Any]:
+    with _db() as conn:
+        return hand_on(sync.extract(conn, _settings(), run_id))
+
+
+@app.task(name=TASK_NAMES[Step.RENDER])
+def render(*, batch_id: int) -> dict[str, Any]:
+    with _db() as conn:
+        return hand_on(sync.render(conn, _settings(), batch_id))
+
+
+@app.task(name=TASK_NAMES[Step.UPLOAD])
+def upload(*, batch_id: int) -> dict[str, Any]:
+    with _db() as conn:
+        return hand_on(sync.upload(conn, _settings(), _client(), batch_id))
+
+
+@app.task(name=TASK_NAMES[Step.CREATE_JOB])
+def create_job(*, batch_id: int) -> dict[str, Any]:
+    with _db() as conn:
+        return hand_on(sync.create_job(conn, _settings(), _client(), batch_id))
+
+
+@app.task(bind=True, name=TASK_NAMES[Step.POLL])
+def poll(self: Any, *, batch_id: int) -> dict[str, Any]:
+    """Poll the batch's job; not finished → this task again after a growing countdown."""
+    with _db() as conn:
+        outcome = sync.poll(conn, _settings(), _client(), batch_id)
+    if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
+        self.schedule_again(outcome.countdown, batch_id=batch_id)
+        return {"batch_id": batch_id, "next": "poll", "note": f"in {outcome.countdown}s"}
+    return hand_on(outcome)
+
+
+@app.task(name=TASK_NAMES[Step.RECONCILE])
+def reconcile(*, batch_id: int) -> dict[str, Any]:
+    with _db() as conn:
+        return hand_on(sync.reconcile(conn, _settings(), _client(), batch_id))
+
+
+@app.task(name=SWEEP)
+def sweep(*, older_than: float | None = None) -> dict[str, Any]:
+    """Re-enqueue the step of every stalled batch and the claim of every stalled run."""
+    settings = _settings()
+    threshold = settings.stall_after if older_than is None else float(older_than)
+    batches = sync.stalled_batches(settings, threshold)
+    for batch_id, step in batches:
+        logger.warning("batch %s stalled: re-enqueueing %s", batch_id, step)
+        send_step(step, batch_id=batch_id)
+    runs = sync.stalled_runs(settings, threshold)
+    for run_id in runs:
+        logger.warning("run %s stalled: re-enqueueing its next claim", run_id)
+        send_step(Step.EXTRACT, run_id=run_id)
+    return {"batches": [b for b, _ in batches], "runs": runs}
