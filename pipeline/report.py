@@ -30,6 +30,13 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _finished() -> sql.Composable:
     return sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES)
 
@@ -52,9 +59,10 @@ def batch_states(conn: Connection, settings: Settings, run_id: int | None = None
 def recent_runs(
     conn: Connection, settings: Settings, limit: int = DEFAULT_RUNS
 ) -> list[dict[str, Any]]:
-    """The latest ``limit`` runs, newest first, with their batches by state and rows done.
+    """The latest ``limit`` runs, newest first, with their batches by state.
 
-    ``rows_in_batches`` counts rows of every batch of the run, ``rows_done`` those of its
+    ``rows_total`` is what the run set out to send (its ``stats``, None if it did not say),
+    ``rows_in_batches`` counts rows of every batch of the run, ``rows_reconciled`` those of its
     reconciled batches (sent and answered by Zoho, whatever each row's outcome).
     """
     n = Names(settings)
@@ -101,8 +109,9 @@ def recent_runs(
                 "finished_at": _iso(finished),
                 "error": error,
                 "batches": {s.value: int(by_state.get(s.value, 0)) for s in BatchState},
+                "rows_total": _int_or_none((stats or {}).get("rows_total")),
                 "rows_in_batches": int(in_batches),
-                "rows_done": int(done),
+                "rows_reconciled": int(done),
                 "stats": stats or {},
             }
         )

@@ -193,6 +193,10 @@ def _when(value: str | None) -> str:
     return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S%z")
 
 
+def _of(done: int, total: int | None) -> str:
+    return f"{done:,}" if total is None else f"{done:,} of {total:,}"
+
+
 def _states(by_state: dict[str, int]) -> str:
     shown = [f"{state} {count:,}" for state, count in by_state.items() if count]
     return ", ".join(shown) or "none"
@@ -235,12 +239,12 @@ def format_status(document: dict[str, Any]) -> str:
         lines.append("runs       none yet")
     else:
         lines.append(
-            f"{'run':>6}  {'kind':<9} {'state':<8} {'started':<24} {'rows done':>10}  batches"
+            f"{'run':>6}  {'kind':<9} {'state':<8} {'started':<24} {'reconciled':>21}  batches"
         )
         for run in document["runs"]:
             lines.append(
                 f"{run['id']:>6}  {run['kind']:<9} {run['state']:<8} {_when(run['started_at']):<24}"
-                f" {run['rows_done']:>10,}  {_states(run['batches'])}"
+                f" {_of(run['rows_reconciled'], run['rows_total']):>21}  {_states(run['batches'])}"
                 + (f"  error: {run['error']}" if run["error"] else "")
             )
     return "\n".join(lines)

@@ -145,7 +145,7 @@ def run_initial(args: argparse.Namespace) -> int:
         running = _run_id_of(exc)
         print(f"refused: initial run {running} is in progress", file=sys.stderr)
         try:
-            progress = initial_sync.run_progress(settings, running)
+            progress = getattr(exc, "summary", None) or initial_sync.run_progress(settings, running)
             for line in format_progress(progress):
                 print(line)
         except (psycopg2.Error, LookupError) as read_error:

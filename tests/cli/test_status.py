@@ -122,7 +122,8 @@ def test_status_counts_runs_batches_errors_and_credits(legacy_db: Settings) -> N
     assert document["running_run_ids"] == [run_id]
     (run,) = document["runs"]
     assert (run["id"], run["kind"], run["state"]) == (run_id, "manual", "running")
-    assert run["rows_in_batches"] == 100 and run["rows_done"] == 50
+    assert run["rows_in_batches"] == 100 and run["rows_reconciled"] == 50
+    assert run["rows_total"] is None  # a run that did not say
     assert run["batches"]["reconciled"] == 1 and run["batches"]["uploaded"] == 1
     # two extra reconciled batches were written by add_errors
     assert document["batches"]["reconciled"] == 3 and document["batches"]["uploaded"] == 1
