@@ -56,3 +56,14 @@ def test_same_value_update_changes_nothing(legacy_db: Settings) -> None:
     assert query(
         legacy_db, "SELECT count(*) FROM orders WHERE NOT synced OR sync_version <> 1"
     ) == [(0,)]
+
+
+def test_pending_since_marks_the_first_change(legacy_db: Settings) -> None:
+    query(legacy_db, "UPDATE orders SET synced = true, sync_pending_since = NULL")
+    query(legacy_db, "UPDATE orders SET amount = amount + 1 WHERE id IN (7, 8)")
+    first = query(legacy_db, "SELECT sync_pending_since FROM orders WHERE id = 7")[0][0]
+    assert first is not None
+    query(legacy_db, "UPDATE orders SET notes = 'again' WHERE id = 7")  # already pending
+    assert query(legacy_db, "SELECT sync_pending_since FROM orders WHERE id = 7")[0][0] == first
+    query(legacy_db, "UPDATE orders SET warehouse_note = 'x' WHERE id = 9")  # unmapped
+    assert query(legacy_db, "SELECT sync_pending_since FROM orders WHERE id = 9") == [(None,)]
