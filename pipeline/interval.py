@@ -1,0 +1,153 @@
+"""Interval mode: every 12 or 24 hours, send all pending rows by the plan that costs least.
+
+One run (:func:`run_interval`, the beat task ``ordersync.interval.run``):
+
+1. count the rows an interval run may take: pending, not claimed by an unfinished batch, not
+   quarantined at their version (rows resting after a refusal are included: they are retried);
+2. ask the planner for the cheapest mix of Bulk Write jobs and Upsert calls within the credits
+   the budget has left (``CreditLedger.remaining()``): 26,000 rows → one bulk job and ten
+   upserts, 600 credits;
+3. send the upsert part at once (batches of 100, claimed, reconciled like near-real-time
+   batches), then hand the bulk part to the initial-sync chain (``start_bulk``: bulk batches
+   are extracted, uploaded, polled and reconciled by their own tasks);
+4. what the budget cannot pay waits: the rows stay pending and the run's
+   ``stats["waiting"]`` (:data:`pipeline.realtime.WAITING_KEY`) says why, for ``ordersync
+   status`` (:func:`pipeline.realtime.waiting`).
+
+Upserts go first: they claim the lowest free keys, and the bulk batches then claim the rest, so
+the split the planner chose holds even while the application keeps writing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2.extensions import connection as Connection
+
+from pipeline import ledger, planner
+from pipeline.ledger import RunKind, RunState
+from pipeline.legacy.connection import connect
+from pipeline.planner import Plan
+from pipeline.realtime import (
+    WAITING_KEY,
+    BatchResult,
+    pending_state,
+    release_abandoned,
+    send_batch,
+    set_run_stats,
+    waiting_stats,
+)
+from pipeline.settings import Settings
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.errors import CreditBudgetExceeded
+
+log = logging.getLogger(__name__)
+
+# Hands the bulk part of a plan to the bulk chain: (interval run id, rows of each bulk job).
+BulkStarter = Callable[[int, tuple[int, ...]], Any]
+
+
+@dataclass(frozen=True)
+class IntervalResult:
+    """What an interval run did: the plan, the upsert batches sent, the bulk jobs handed on."""
+
+    run_id: int | None
+    pending: int
+    plan: Plan
+    upserts: tuple[BatchResult, ...]
+    bulk_rows: tuple[int, ...]  # rows of each bulk job handed to the bulk chain
+    waiting_reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what the Celery task returns)."""
+        return {
+            "run_id": self.run_id,
+            "pending": self.pending,
+            "plan": self.plan.as_dict(),
+            "upsert_sizes": [b.sent for b in self.upserts],
+            "upsert_credits": sum(b.credits for b in self.upserts),
+            "bulk_rows": list(self.bulk_rows),
+            "waiting_reason": self.waiting_reason,
+        }
+
+
+def run_interval(
+    settings: Settings,
+    client: ZohoClient,
+    *,
+    start_bulk: BulkStarter | None,
+    conn: Connection | None = None,
+) -> IntervalResult:
+    """One interval run (see the module docstring). ``start_bulk=None`` plans upserts only.
+
+    Records an ``interval`` run (with ``stats["plan"]``) only when rows are pending.
+    """
+    own = conn is None
+    conn = connect(settings, application="ordersync-interval") if conn is None else conn
+    try:
+        release_abandoned(conn, settings)
+        pending = pending_state(conn, settings).free
+        if pending == 0:
+            return IntervalResult(None, 0, planner.plan(0), (), ())
+        budget = client.credits.remaining()
+        the_plan = planner.plan(
+            pending, allow_bulk=start_bulk is not None, credits_available=budget
+        )
+        with conn:
+            run_id = ledger.create_run(conn, settings, RunKind.INTERVAL)
+            stats: dict[str, Any] = {"pending": pending, "plan": the_plan.as_dict()}
+            if the_plan.waiting_rows:
+                stats[WAITING_KEY] = waiting_stats(the_plan.waiting_rows, the_plan.waiting_reason)
+            set_run_stats(conn, settings, run_id, stats)
+        log.info("interval run %s: %d pending; plan %s, %d credits",
+                 run_id, pending, the_plan.describe(), the_plan.credits)  # fmt: skip
+
+        upserts: list[BatchResult] = []
+        waiting = the_plan.waiting_reason
+        refused = False  # the budget refused a call the plan counted on
+        try:
+            for size in the_plan.upsert_sizes:
+                try:
+                    result = send_batch(conn, settings, client, limit=size, run_id=run_id)
+                except CreditBudgetExceeded as exc:
+                    refused, waiting = True, f"credit budget: {exc.message}"
+                    left = the_plan.upsert_rows - sum(b.sent for b in upserts)
+                    with conn:
+                        set_run_stats(
+                            conn, settings, run_id,
+                            {WAITING_KEY: waiting_stats(left + the_plan.waiting_rows, waiting,
+                                                        exc.retry_after)},
+                        )  # fmt: skip
+                    break
+                if result is None:
+                    break
+                upserts.append(result)
+            bulk_rows = the_plan.bulk_rows
+            if bulk_rows and start_bulk is not None and not refused:
+                start_bulk(run_id, bulk_rows)
+            elif bulk_rows:
+                bulk_rows = ()
+        except Exception as exc:
+            with conn:
+                ledger.finish_run(conn, settings, run_id, RunState.FAILED, str(exc))
+            raise
+        with conn:
+            set_run_stats(
+                conn,
+                settings,
+                run_id,
+                {
+                    "upsert_sizes": [b.sent for b in upserts],
+                    "upsert_credits": sum(b.credits for b in upserts),
+                    "refused": sum(b.refused for b in upserts),
+                    "bulk_rows": list(bulk_rows),
+                },
+            )
+            ledger.finish_run(conn, settings, run_id, RunState.DONE)
+        return IntervalResult(run_id, pending, the_plan, tuple(upserts), bulk_rows, waiting)
+    finally:
+        if own:
+            conn.close()

@@ -1,0 +1,129 @@
+"""The ongoing sync's tasks and beat entries: near-real-time checks and interval runs.
+
+``ordersync.realtime.check``  every ``realtime_check`` seconds: flush what is due
+                              (``pipeline.realtime.flush``)
+``ordersync.interval.run``    on ``interval_crontab``: plan and send all pending rows
+                              (``pipeline.interval.run_interval``); bulk jobs go through the
+                              initial-sync chain
+
+:func:`beat_schedule` gives the entries of the configured mode (``realtime``, ``interval`` or
+``both``); ``tasks.config.create_app`` puts them in the app's ``beat_schedule``. Both tasks are
+safe to run twice at once (rows are claimed in PostgreSQL), so a late or repeated message
+costs nothing but a query; ``expires`` drops a check that waited longer than its period.
+
+This module must not import ``tasks.app`` (``create_app`` imports it): the tasks are
+``shared_task``s, bound to the app that includes this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import redis
+from celery import shared_task
+from celery.schedules import crontab
+
+from pipeline import interval, realtime
+from pipeline.realtime import Reason
+from pipeline.settings import Settings, SyncMode, load_settings
+from pipeline.zoho.client import ZohoClient
+from tasks.base import OrdersyncTask
+
+logger = logging.getLogger(__name__)
+
+REALTIME_CHECK = "ordersync.realtime.check"
+INTERVAL_RUN = "ordersync.interval.run"
+# A missed interval run (beat or workers down) is dropped after this long; the next one comes.
+INTERVAL_EXPIRES = 3600
+# While an interval run asked for by a near-real-time check (a backlog cheaper by bulk) is on
+# its way, checks do not ask again.
+BACKLOG_REQUEST_TTL = 600
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The beat entries of ``settings.mode``: data, every entry with ``expires``."""
+    entries: dict[str, dict[str, Any]] = {}
+    if settings.mode in (SyncMode.REALTIME, SyncMode.BOTH):
+        entries[REALTIME_CHECK] = {
+            "task": REALTIME_CHECK,
+            "schedule": settings.realtime_check,
+            "options": {"expires": settings.realtime_check},
+        }
+    if settings.mode in (SyncMode.INTERVAL, SyncMode.BOTH):
+        minute, hour, day_of_month, month, day_of_week = settings.interval_crontab.split()
+        entries[INTERVAL_RUN] = {
+            "task": INTERVAL_RUN,
+            "schedule": crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month,
+                day_of_week=day_of_week,
+            ),
+            "options": {"expires": INTERVAL_EXPIRES},
+        }
+    return entries
+
+
+@functools.cache
+def _settings() -> Settings:
+    return load_settings()
+
+
+@functools.cache
+def _client() -> ZohoClient:
+    """One client per worker process (created after the fork, on first use)."""
+    return ZohoClient.from_settings(_settings())
+
+
+def _start_bulk(run_id: int, bulk_rows: tuple[int, ...]) -> None:
+    """Hand the bulk part of an interval plan to the initial-sync chain.
+
+    BULK DELEGATION: calls into the initial-sync chain (``pipeline.initial_sync`` /
+    ``tasks.initial``, written by another helper); see :func:`_bulk_starter`.
+    """
+    starter = _bulk_starter()
+    if starter is None:
+        raise RuntimeError("the initial-sync chain (tasks.initial) is not installed")
+    starter(run_id, bulk_rows)
+
+
+def _bulk_starter() -> interval.BulkStarter | None:
+    try:
+        from tasks import initial  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(initial, "start_bulk_batches", None)
+
+
+@shared_task(name=REALTIME_CHECK, base=OrdersyncTask, bind=True)
+def realtime_check(self: OrdersyncTask) -> dict[str, Any]:
+    """Flush the near-real-time buffer if due; ask for an interval run on a bulk-sized backlog."""
+    settings = _settings()
+    result = realtime.flush(settings, _client())
+    if result.decision.reason is Reason.BACKLOG and _first_backlog_request(settings):
+        logger.info("%d rows ready: cheaper by bulk, interval run requested",
+                    result.decision.ready)  # fmt: skip
+        interval_run.apply_async()
+    if result.more:
+        self.schedule_again(0)
+    return result.as_dict()
+
+
+def _first_backlog_request(settings: Settings) -> bool:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        key = f"{settings.zoho.redis_prefix}:interval:requested"
+        return bool(client.set(key, "1", nx=True, ex=BACKLOG_REQUEST_TTL))
+    finally:
+        client.close()
+
+
+@shared_task(name=INTERVAL_RUN, base=OrdersyncTask, bind=True)
+def interval_run(self: OrdersyncTask) -> dict[str, Any]:
+    """Plan and send every pending row: upserts here, bulk jobs through the initial-sync chain."""
+    settings = _settings()
+    start = _start_bulk if _bulk_starter() is not None else None
+    return interval.run_interval(settings, _client(), start_bulk=start).as_dict()

@@ -1,0 +1,119 @@
+"""The ongoing sync through Celery: a real worker and beat, PostgreSQL, zohosim over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from celery.schedules import crontab
+
+from pipeline import demo
+from pipeline.legacy.connection import connect
+from pipeline.settings import Settings, SyncMode
+from tasks.ongoing import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
+from tests.fixtures.celery import BeatProcess, WorkerFactory
+from tests.ongoing.conftest import MAX_DELAY, Ongoing
+
+
+def worker_env(ongoing: Ongoing, **sync: str) -> dict[str, str]:
+    """ORDERSYNC_* variables that give a worker (or beat) the test's settings."""
+    s, z = ongoing.settings, ongoing.settings.zoho
+    env = {
+        "ORDERSYNC_SOURCE_DSN": s.source.dsn.reveal(),
+        "ORDERSYNC_ZOHO_ACCOUNTS_URL": str(z.accounts_url),
+        "ORDERSYNC_ZOHO_API_URL": str(z.api_url),
+        "ORDERSYNC_ZOHO_UPLOAD_URL": str(z.upload_url),
+        "ORDERSYNC_ZOHO_CLIENT_ID": z.client_id,
+        "ORDERSYNC_ZOHO_CLIENT_SECRET": z.client_secret.reveal(),
+        "ORDERSYNC_ZOHO_REFRESH_TOKEN": z.refresh_token.reveal(),
+        "ORDERSYNC_ZOHO_REDIS_PREFIX": z.redis_prefix,
+        "ORDERSYNC_ZOHO_RETRY_BACKOFF": "0.05",
+        "ORDERSYNC_ZOHO_RETRY_BACKOFF_MAX": "0.2",
+        "ORDERSYNC_SYNC_REDIS_URL": s.redis_url,
+        "ORDERSYNC_SYNC_WORK_DIR": str(s.work_dir),
+        "ORDERSYNC_SYNC_REALTIME_MAX_DELAY": str(MAX_DELAY),
+        "ORDERSYNC_SYNC_REALTIME_CHECK": "0.5",
+        "ORDERSYNC_SYNC_MODE": "realtime",
+    }
+    env.update({f"ORDERSYNC_SYNC_{k.upper()}": v for k, v in sync.items()})
+    return env
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll until ``predicate()`` is true; returns the time.time() it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.time()
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_beat_schedule_follows_the_mode() -> None:
+    realtime = beat_schedule(Settings(mode=SyncMode.REALTIME, realtime_check=15.0))
+    assert list(realtime) == [REALTIME_CHECK]
+    assert realtime[REALTIME_CHECK]["schedule"] == 15.0
+    assert realtime[REALTIME_CHECK]["options"] == {"expires": 15.0}
+
+    interval = beat_schedule(Settings(mode=SyncMode.INTERVAL, interval_crontab="30 2 * * *"))
+    assert list(interval) == [INTERVAL_RUN]
+    schedule = interval[INTERVAL_RUN]["schedule"]
+    assert isinstance(schedule, crontab)
+    assert schedule == crontab(minute="30", hour="2")
+    assert interval[INTERVAL_RUN]["options"]["expires"] > 0
+
+    assert set(beat_schedule(Settings(mode=SyncMode.BOTH))) == {REALTIME_CHECK, INTERVAL_RUN}
+
+
+def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_within_max_delay(
+    ongoing: Ongoing,
+    celery_worker_factory: WorkerFactory,
+    celery_beat_factory: Callable[..., BeatProcess],
+) -> None:
+    env = worker_env(ongoing)
+    celery_worker_factory(extra_env=env)
+    beat = celery_beat_factory(extra_env=env)
+
+    ongoing.change(range(1, 201))
+    conn = connect(ongoing.settings)
+    try:
+        demo.seed(conn, ongoing.settings, 50, seed=5)
+    finally:
+        conn.close()
+
+    wait_until(lambda: ongoing.sim_upsert_credits() >= 20, 15, "the two full batches")
+    time.sleep(0.3)
+    assert ongoing.upsert_sizes() == [100, 100]
+    assert ongoing.pending() == 50
+    wait_until(lambda: ongoing.sim_upsert_credits() == 25, MAX_DELAY + 10, "the last 50")
+    assert ongoing.upsert_sizes() == [100, 100, 50]
+    (waited,) = ongoing.query(
+        "SELECT extract(epoch FROM max(c.at) - (SELECT min(o.sync_pending_since) FROM orders o"
+        " WHERE o.id > 200)) FROM ordersync.credit_ledger c WHERE c.api = 'upsert'"
+    )[0]
+    assert float(waited) >= MAX_DELAY  # the partial batch went only once it was due
+    assert ongoing.pending() == 0
+    assert len(ongoing.sim_records()) == 250
+
+    changed_at = time.time()
+    ongoing.query("UPDATE orders SET notes = 'call first' WHERE id = 123")
+    arrived_at = wait_until(
+        lambda: ongoing.sim_records()["123"].get("Notes") == "call first",
+        MAX_DELAY + 10,
+        "the single change in zohosim",
+    )
+    assert arrived_at - changed_at <= MAX_DELAY + 0.5 + 1.0  # max_delay + one check + slack
+    assert ongoing.sim_upsert_credits() == 26
+    assert "ordersync.realtime.check" in beat.log()
+
+
+def test_interval_run_through_the_worker_sends_by_upsert_without_a_bulk_chain(
+    ongoing: Ongoing, celery_worker_factory: WorkerFactory, celery_sender: object
+) -> None:
+    ongoing.change(range(1, 151))
+    celery_worker_factory(extra_env=worker_env(ongoing, mode="interval"))
+    celery_sender.send_task(INTERVAL_RUN)  # type: ignore[attr-defined]
+    wait_until(lambda: ongoing.pending() == 0, 20, "the interval run")
+    assert ongoing.upsert_sizes() == [100, 50]
+    (stats,) = ongoing.query("SELECT stats FROM ordersync.runs WHERE kind = 'interval'")[0]
+    assert stats["plan"]["upsert_calls"] == 2 and stats["upsert_sizes"] == [100, 50]
