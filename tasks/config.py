@@ -87,10 +87,12 @@ ROUTES: dict[str, Queue] = {
     "ordersync.create_job": Queue.ZOHO,
     "ordersync.reconcile": Queue.ZOHO,
     "ordersync.sweep": Queue.DB,
+    "ordersync.realtime.check": Queue.ZOHO,  # tasks/ongoing.py: upserts
+    "ordersync.interval.run": Queue.ZOHO,
 }
 
 # Modules the worker imports to register tasks.
-TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial")
+TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial", "tasks.ongoing")
 
 
 @dataclass(frozen=True)
@@ -213,4 +215,7 @@ def create_app(
         redbeat_key_prefix=":".join(filter(None, (options.namespace, "ordersync:redbeat"))),
         redbeat_lock_timeout=60,
     )
+    from tasks.ongoing import beat_schedule  # the sync mode's entries (imports no app)
+
+    celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, **beat_schedule(settings)}
     return celery_app
