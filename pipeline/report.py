@@ -118,6 +118,19 @@ def recent_runs(
     return runs
 
 
+def run_error(conn: Connection, settings: Settings, run_id: int) -> str | None:
+    """Why a run failed (its ``error``), or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT error FROM {} WHERE id = %s").format(
+                Names(settings).ledger_table("runs")
+            ),
+            (run_id,),
+        )
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 def running_run_ids(conn: Connection, settings: Settings) -> list[int]:
     """Ids of runs in state ``running``, oldest first."""
     with conn.cursor() as cur:

@@ -166,7 +166,7 @@ def run_initial(args: argparse.Namespace) -> int:
     if not follow:
         print(f"follow it with: ordersync sync follow {run_id}")
         return EXIT_OK
-    return follow_run(settings, run_id, initial_sync.run_progress, interval=args.interval)
+    return follow_run(settings, run_id, _reader(initial_sync.run_progress), interval=args.interval)
 
 
 def run_follow(args: argparse.Namespace) -> int:
@@ -191,7 +191,24 @@ def run_follow(args: argparse.Namespace) -> int:
             print("no run is in progress", file=sys.stderr)
             return EXIT_ERROR
         run_id = running[0]
-    return follow_run(settings, run_id, initial_sync.run_progress, interval=args.interval)
+    return follow_run(settings, run_id, _reader(initial_sync.run_progress), interval=args.interval)
+
+
+def _reader(progress_of: ProgressReader) -> ProgressReader:
+    """``run_progress`` plus, once the run has ended, its ``error``."""
+
+    def read(settings: Settings, run_id: int) -> dict[str, Any]:
+        progress = progress_of(settings, run_id)
+        if progress.get("state") != RunState.RUNNING.value and "error" not in progress:
+            conn = connect(settings, application="ordersync-cli")
+            try:
+                with conn:
+                    progress = {**progress, "error": report.run_error(conn, settings, run_id)}
+            finally:
+                conn.close()
+        return progress
+
+    return read
 
 
 def _run_id_of(exc: Exception) -> int:

@@ -114,3 +114,39 @@ def add_errors(
                 record_row_errors(conn, recording, batch, errors)
         finally:
             conn.close()
+
+
+def start_cli(
+    settings: Settings, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start ``python -m pipeline.cli <args>`` in the background (stdout piped, line-buffered)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=cli_env(settings, env),
+        cwd=settings.work_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+
+
+def add_run(settings: Settings, *, kind: str = "initial", rows_total: int | None = None) -> int:
+    """A running run in the ledger; its id."""
+    stats = "{}" if rows_total is None else json.dumps({"rows_total": rows_total})
+    rows = query(
+        settings,
+        "INSERT INTO ordersync.runs (kind, stats) VALUES (%s, %s::jsonb) RETURNING id",
+        (kind, stats),
+    )
+    return int(rows[0][0])
+
+
+def finish_run(settings: Settings, run_id: int, state: str = "done") -> None:
+    """End a run as the workers would."""
+    query(
+        settings,
+        "UPDATE ordersync.runs SET state = %s, finished_at = now(), updated_at = now()"
+        " WHERE id = %s",
+        (state, run_id),
+    )
