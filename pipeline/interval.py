@@ -8,26 +8,32 @@ One run (:func:`run_interval`, the beat task ``ordersync.interval.run``):
    the budget has left (``CreditLedger.remaining()``): 26,000 rows → one bulk job and ten
    upserts, 600 credits;
 3. send the upsert part at once (batches of 100, claimed, reconciled like near-real-time
-   batches), then hand the bulk part to the initial-sync chain (``start_bulk``: bulk batches
-   are extracted, uploaded, polled and reconciled by their own tasks);
+   batches), then claim the bulk part as batches of the run with the initial-sync chain's own
+   step (``pipeline.initial_sync.extract``); the caller (the task) sends each claimed batch on
+   to that chain's ``render`` step, and the chain uploads, polls and reconciles it;
 4. what the budget cannot pay waits: the rows stay pending and the run's
    ``stats["waiting"]`` (:data:`pipeline.realtime.WAITING_KEY`) says why, for ``ordersync
    status`` (:func:`pipeline.realtime.waiting`).
 
 Upserts go first: they claim the lowest free keys, and the bulk batches then claim the rest, so
 the split the planner chose holds even while the application keeps writing.
+
+The run ends ``done`` once its bulk batches are claimed: the chain's next claim for the run
+(sent when a batch is reconciled) then finds the run finished and claims nothing, so rows
+changed since the plan never make a 500-credit bulk job of their own; they wait for the next
+check or run. Only a plan with more bulk jobs than ``batches_in_flight`` leaves the run
+``running``, for the chain to claim the rest of that backlog as batches finish.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from pipeline import ledger, planner
+from pipeline import initial_sync, ledger, planner
 from pipeline.ledger import RunKind, RunState
 from pipeline.legacy.connection import connect
 from pipeline.planner import Plan
@@ -46,20 +52,22 @@ from pipeline.zoho.errors import CreditBudgetExceeded
 
 log = logging.getLogger(__name__)
 
-# Hands the bulk part of a plan to the bulk chain: (interval run id, rows of each bulk job).
-BulkStarter = Callable[[int, tuple[int, ...]], Any]
-
 
 @dataclass(frozen=True)
 class IntervalResult:
-    """What an interval run did: the plan, the upsert batches sent, the bulk jobs handed on."""
+    """What an interval run did: the plan, the upsert batches sent, the bulk batches claimed.
+
+    ``bulk_batches`` are claimed (``extracted``) bulk batches of the run: send each to the
+    initial-sync chain's ``render`` step. ``run_open``: the run stays ``running`` for the chain.
+    """
 
     run_id: int | None
     pending: int
     plan: Plan
     upserts: tuple[BatchResult, ...]
-    bulk_rows: tuple[int, ...]  # rows of each bulk job handed to the bulk chain
+    bulk_batches: tuple[int, ...]
     waiting_reason: str = ""
+    run_open: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what the Celery task returns)."""
@@ -69,8 +77,9 @@ class IntervalResult:
             "plan": self.plan.as_dict(),
             "upsert_sizes": [b.sent for b in self.upserts],
             "upsert_credits": sum(b.credits for b in self.upserts),
-            "bulk_rows": list(self.bulk_rows),
+            "bulk_batches": list(self.bulk_batches),
             "waiting_reason": self.waiting_reason,
+            "run_open": self.run_open,
         }
 
 
@@ -78,10 +87,10 @@ def run_interval(
     settings: Settings,
     client: ZohoClient,
     *,
-    start_bulk: BulkStarter | None,
+    allow_bulk: bool = True,
     conn: Connection | None = None,
 ) -> IntervalResult:
-    """One interval run (see the module docstring). ``start_bulk=None`` plans upserts only.
+    """One interval run (see the module docstring). ``allow_bulk=False`` plans upserts only.
 
     Records an ``interval`` run (with ``stats["plan"]``) only when rows are pending.
     """
@@ -93,9 +102,7 @@ def run_interval(
         if pending == 0:
             return IntervalResult(None, 0, planner.plan(0), (), ())
         budget = client.credits.remaining()
-        the_plan = planner.plan(
-            pending, allow_bulk=start_bulk is not None, credits_available=budget
-        )
+        the_plan = planner.plan(pending, allow_bulk=allow_bulk, credits_available=budget)
         with conn:
             run_id = ledger.create_run(conn, settings, RunKind.INTERVAL)
             stats: dict[str, Any] = {"pending": pending, "plan": the_plan.as_dict()}
@@ -125,11 +132,9 @@ def run_interval(
                 if result is None:
                     break
                 upserts.append(result)
-            bulk_rows = the_plan.bulk_rows
-            if bulk_rows and start_bulk is not None and not refused:
-                start_bulk(run_id, bulk_rows)
-            elif bulk_rows:
-                bulk_rows = ()
+            bulk_batches: list[int] = []
+            if the_plan.bulk_jobs and not refused:
+                bulk_batches = _claim_bulk(conn, settings, run_id, the_plan.bulk_jobs)
         except Exception as exc:
             with conn:
                 ledger.finish_run(conn, settings, run_id, RunState.FAILED, str(exc))
@@ -143,11 +148,26 @@ def run_interval(
                     "upsert_sizes": [b.sent for b in upserts],
                     "upsert_credits": sum(b.credits for b in upserts),
                     "refused": sum(b.refused for b in upserts),
-                    "bulk_rows": list(bulk_rows),
+                    "bulk_batches": bulk_batches,
                 },
             )
-            ledger.finish_run(conn, settings, run_id, RunState.DONE)
-        return IntervalResult(run_id, pending, the_plan, tuple(upserts), bulk_rows, waiting)
+            run_open = len(bulk_batches) < the_plan.bulk_jobs and bool(bulk_batches)
+            if not run_open:
+                ledger.finish_run(conn, settings, run_id, RunState.DONE)
+        return IntervalResult(
+            run_id, pending, the_plan, tuple(upserts), tuple(bulk_batches), waiting, run_open
+        )
     finally:
         if own:
             conn.close()
+
+
+def _claim_bulk(conn: Connection, settings: Settings, run_id: int, jobs: int) -> list[int]:
+    """Claim up to ``jobs`` bulk batches for the run (the chain's window permitting)."""
+    claimed: list[int] = []
+    for _ in range(jobs):
+        outcome = initial_sync.extract(conn, settings, run_id)
+        if outcome.batch_id is None:
+            break
+        claimed.append(outcome.batch_id)
+    return claimed

@@ -3,8 +3,8 @@
 ``ordersync.realtime.check``  every ``realtime_check`` seconds: flush what is due
                               (``pipeline.realtime.flush``)
 ``ordersync.interval.run``    on ``interval_crontab``: plan and send all pending rows
-                              (``pipeline.interval.run_interval``); bulk jobs go through the
-                              initial-sync chain
+                              (``pipeline.interval.run_interval``); the bulk batches it claims
+                              go on to the initial-sync chain (``ordersync.render`` …)
 
 :func:`beat_schedule` gives the entries of the configured mode (``realtime``, ``interval`` or
 ``both``); ``tasks.config.create_app`` puts them in the app's ``beat_schedule``. Both tasks are
@@ -78,26 +78,6 @@ def _client() -> ZohoClient:
     return ZohoClient.from_settings(_settings())
 
 
-def _start_bulk(run_id: int, bulk_rows: tuple[int, ...]) -> None:
-    """Hand the bulk part of an interval plan to the initial-sync chain.
-
-    BULK DELEGATION: calls into the initial-sync chain (``pipeline.initial_sync`` /
-    ``tasks.initial``, written by another helper); see :func:`_bulk_starter`.
-    """
-    starter = _bulk_starter()
-    if starter is None:
-        raise RuntimeError("the initial-sync chain (tasks.initial) is not installed")
-    starter(run_id, bulk_rows)
-
-
-def _bulk_starter() -> interval.BulkStarter | None:
-    try:
-        from tasks import initial  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(initial, "start_bulk_batches", None)
-
-
 @shared_task(name=REALTIME_CHECK, base=OrdersyncTask, bind=True)
 def realtime_check(self: OrdersyncTask) -> dict[str, Any]:
     """Flush the near-real-time buffer if due; ask for an interval run on a bulk-sized backlog."""
@@ -123,7 +103,11 @@ def _first_backlog_request(settings: Settings) -> bool:
 
 @shared_task(name=INTERVAL_RUN, base=OrdersyncTask, bind=True)
 def interval_run(self: OrdersyncTask) -> dict[str, Any]:
-    """Plan and send every pending row: upserts here, bulk jobs through the initial-sync chain."""
-    settings = _settings()
-    start = _start_bulk if _bulk_starter() is not None else None
-    return interval.run_interval(settings, _client(), start_bulk=start).as_dict()
+    """Plan and send every pending row: upserts here, bulk batches on to the initial-sync chain."""
+    from pipeline.initial_sync import Step
+    from tasks.initial import send_step  # imports tasks.app: not at module level
+
+    result = interval.run_interval(_settings(), _client())
+    for batch_id in result.bulk_batches:
+        send_step(Step.RENDER, batch_id=batch_id)
+    return result.as_dict()

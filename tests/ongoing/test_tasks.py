@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from celery import Celery
 from celery.schedules import crontab
 
 from pipeline import demo
@@ -107,13 +108,32 @@ def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_with
     assert "ordersync.realtime.check" in beat.log()
 
 
-def test_interval_run_through_the_worker_sends_by_upsert_without_a_bulk_chain(
-    ongoing: Ongoing, celery_worker_factory: WorkerFactory, celery_sender: object
+def test_interval_run_of_26000_changes_uses_one_bulk_job_and_10_upserts(
+    ongoing: Ongoing, celery_worker_factory: WorkerFactory, celery_sender: Celery
 ) -> None:
-    ongoing.change(range(1, 151))
+    ongoing.change(range(1, 201))
+    conn = connect(ongoing.settings)
+    try:
+        demo.seed(conn, ongoing.settings, 25_800, seed=9)
+    finally:
+        conn.close()
+    assert ongoing.pending() == 26_000
     celery_worker_factory(extra_env=worker_env(ongoing, mode="interval"))
-    celery_sender.send_task(INTERVAL_RUN)  # type: ignore[attr-defined]
-    wait_until(lambda: ongoing.pending() == 0, 20, "the interval run")
-    assert ongoing.upsert_sizes() == [100, 50]
-    (stats,) = ongoing.query("SELECT stats FROM ordersync.runs WHERE kind = 'interval'")[0]
-    assert stats["plan"]["upsert_calls"] == 2 and stats["upsert_sizes"] == [100, 50]
+
+    celery_sender.send_task(INTERVAL_RUN)
+    wait_until(lambda: ongoing.pending() == 0, 180, "the interval run and its bulk job")
+
+    credits = ongoing.sim.admin.credits()
+    assert credits["calls_by_api"]["bulk_create"] == 1
+    assert credits["calls_by_api"]["upsert"] == 10
+    assert credits["by_api"]["bulk_create"] + credits["by_api"]["upsert"] == 600
+    assert ongoing.upsert_sizes() == [100] * 10
+    assert len(ongoing.sim_records()) == 26_000
+    ((state, stats),) = ongoing.query("SELECT state, stats FROM ordersync.runs")
+    assert state == "done"
+    assert stats["plan"]["bulk_jobs"] == 1 and stats["plan"]["upsert_calls"] == 10
+    assert stats["plan"]["credits"] == 600
+    ((rows, batch_state),) = ongoing.query(
+        "SELECT row_count, state FROM ordersync.batches WHERE kind = 'bulk'"
+    )
+    assert (rows, batch_state) == (25_000, "reconciled")
