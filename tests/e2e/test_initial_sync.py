@@ -1,0 +1,63 @@
+"""The initial sync end to end: real worker processes, Redis, PostgreSQL and zohosim over HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.initial_sync import RunInProgress, start_initial_run
+from tests.e2e.conftest import MakeE2E, wait_until
+
+BULK_JOB_CREDITS = 500
+
+
+def test_60000_rows_in_three_batches_land_in_zoho_exactly(make_e2e: MakeE2E) -> None:
+    world = make_e2e(rows=60_000, batch_size=20_000, in_flight=3, concurrency=2)
+    started = time.monotonic()
+    run_id = world.start_run()
+    progress = world.wait_done(run_id, timeout=180)
+    elapsed = time.monotonic() - started
+
+    assert progress["state"] == "done"
+    assert progress["rows_total"] == progress["rows_synced"] == progress["rows_done"] == 60_000
+    assert progress["batches"] == {"reconciled": 3}
+    assert progress["credits_spent"] == 3 * BULK_JOB_CREDITS
+    world.assert_zoho_holds_legacy()
+    assert world.unsynced() == 0
+    credits = world.sim.admin.credits()
+    assert credits["by_api"]["bulk_create"] == 3 * BULK_JOB_CREDITS
+    # every credit explained: three jobs and the one GET org for the org's zgid
+    assert credits["by_api"] == {"bulk_create": 1500, "org": 1}
+    assert credits["used_24h"] == 1501
+    assert credits["calls_by_api"]["upload"] == 3
+    assert credits["calls_by_api"]["bulk_create"] == 3
+    print(f"60,000 rows in {elapsed:.1f} s")
+
+
+def test_a_second_initial_sync_is_refused_while_one_runs(make_e2e: MakeE2E) -> None:
+    world = make_e2e(rows=100, batch_size=100, workers=0)
+    run_id = start_initial_run(world.settings)
+    with pytest.raises(RunInProgress) as refused:
+        start_initial_run(world.settings)
+    assert refused.value.run_id == run_id
+    assert refused.value.summary["state"] == "running"
+    assert refused.value.summary["rows_total"] == 100
+
+
+def test_rows_zoho_rejects_are_recorded_and_do_not_stop_the_rest(make_e2e: MakeE2E) -> None:
+    world = make_e2e(rows=3_000, batch_size=1_000, bad_rows=12)
+    run_id = world.start_run()
+    progress = world.wait_done(run_id)
+
+    assert progress["state"] == "done"
+    errors = world.query(
+        "SELECT row_key, code, field, attempts, quarantined FROM ordersync.row_errors"
+    )
+    bad = {key for key, *_ in errors}
+    assert len(bad) == 12
+    assert all(code and quarantined for _, code, _, _, quarantined in errors)
+    assert {attempts for *_, attempts, _ in errors} == {world.settings.max_attempts}
+    unsynced = {str(r[0]) for r in world.query("SELECT id FROM orders WHERE NOT synced")}
+    assert unsynced == bad
+    world.assert_zoho_holds_legacy(except_keys=frozenset(bad))
