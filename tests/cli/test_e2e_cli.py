@@ -1,0 +1,66 @@
+"""The operator's loop end to end: ``sync initial --follow`` with a real worker and zohosim,
+then ``status``, ``errors``, ``sync initial --dry-run`` and ``retry`` on what it left."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tests.cli.helpers import cli_json, run_cli
+from tests.e2e.conftest import E2E, MakeE2E, make_e2e  # noqa: F401 (the fixture)
+from tests.fixtures.celery import CeleryTestEnv
+
+ROWS, BAD_ROWS = 200, 4
+
+
+def _env(world: E2E, celery_env: CeleryTestEnv) -> dict[str, str]:
+    broker = {k: v for k, v in celery_env.env().items() if k.startswith("ORDERSYNC_")}
+    return {**world.env, **broker}
+
+
+def test_operator_loop(  # noqa: F811 (make_e2e is the imported fixture)
+    make_e2e: MakeE2E, celery_env: CeleryTestEnv, celery_sender: Celery
+) -> None:
+    world = make_e2e(rows=ROWS, batch_size=100, bad_rows=BAD_ROWS)
+    env = _env(world, celery_env)
+
+    before = cli_json(world.settings, "sync", "initial", "--dry-run", "--json", env=env)
+    assert before["validation"]["bad_rows"] == BAD_ROWS and before["batches"] == 2
+
+    result = run_cli(
+        world.settings, "sync", "initial", "--follow", "--interval", "0.2", env=env, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    run_id = int(lines[0].split()[2])
+    assert lines[0] == f"initial run {run_id} started (ordersync.initial.start sent)"
+    assert lines[-1] == f"run {run_id} done"
+    final = lines[-2]
+    assert f"run {run_id} done: {ROWS:,} of {ROWS:,} rows (100.0%)" in final
+    assert f"synced {ROWS - BAD_ROWS}" in final
+
+    status = cli_json(world.settings, "status", "--json", env=env)
+    assert status["runs"][0]["id"] == run_id and status["runs"][0]["state"] == "done"
+    assert status["running_run_ids"] == []
+    rows = status["rows"]
+    assert (rows["synced"], rows["pending"], rows["claimed"]) == (ROWS - BAD_ROWS, BAD_ROWS, 0)
+    assert (rows["in_error"], rows["quarantined"], rows["sendable"]) == (BAD_ROWS, BAD_ROWS, 0)
+    assert status["credits"]["spent_24h"] > 0
+    assert status["credits"]["left"] == 50_000 - 1_000 - status["credits"]["spent_24h"]
+    assert status["batches"]["failed"] == 0 and status["batches"]["reconciled"] >= 2
+
+    errors = cli_json(world.settings, "errors", "--json", env=env)
+    assert errors["total"] == BAD_ROWS
+    assert all(e["quarantined"] and e["attempts"] == 3 for e in errors["errors"])
+    assert set(errors["by_code"]) <= {"INVALID_DATA", "MANDATORY_NOT_FOUND"}
+    missing = cli_json(world.settings, "errors", "--code", "MANDATORY_NOT_FOUND", "--json", env=env)
+    assert missing["total"] == errors["by_code"].get("MANDATORY_NOT_FOUND", 0) >= 1
+    assert all(e["field"] == "Name" for e in missing["errors"])
+
+    # the dry run now names exactly the rows Zoho refused
+    after = cli_json(world.settings, "sync", "initial", "--dry-run", "--json", env=env)
+    flagged = {k for v in after["validation"]["violations"] for k in v["first_keys"]}
+    assert flagged == {e["row_key"] for e in errors["errors"]}
+
+    released = cli_json(world.settings, "retry", "--quarantined", "--json", env=env)
+    assert released == {"retried": BAD_ROWS, "unquarantined": BAD_ROWS, "made_pending": 0}
+    assert cli_json(world.settings, "status", "--json", env=env)["rows"]["sendable"] == BAD_ROWS
