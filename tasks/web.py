@@ -3,6 +3,7 @@
 Routes::
 
     GET  /healthz               200 {"status": "ok", "checks": {…}}, or 503 naming what failed
+    GET  /metrics               Prometheus metrics read from the ledger (``pipeline.metrics``)
     POST /zoho/callback/<token> 200 {"status": "accepted"} and the batch's poll task is enqueued;
                                 404 for any token that is not a live batch's
 
@@ -185,6 +186,7 @@ def make_wsgi_app(
     enqueue: Enqueue,
     checks: Mapping[str, HealthCheck],
     record_hint: HintRecorder | None = None,
+    metrics: WsgiApp | None = None,
 ) -> WsgiApp:
     """The WSGI application: ``lookup`` maps a token to a batch id, ``enqueue`` wakes its poll.
 
@@ -230,6 +232,8 @@ def make_wsgi_app(
                 if method not in ("GET", "HEAD"):
                     return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
                 return healthz(start_response)
+            if path == "/metrics" and metrics is not None:  # pipeline.metrics: read the ledger
+                return metrics(environ, start_response)
             match = _CALLBACK_RE.fullmatch(path)
             if match:
                 if method != "POST":
@@ -275,6 +279,7 @@ def make_http_server(app: WsgiApp, host: str = "127.0.0.1", port: int = 0) -> WS
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``ordersync web``: serve the callback receiver and /healthz until interrupted."""
+    from pipeline.metrics import wsgi_app as metrics_app
     from pipeline.settings import load_settings
     from tasks.app import app as celery_app
 
@@ -293,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         enqueue=partial(enqueue_poll, celery_app=celery_app),
         checks={"db": partial(check_database, dsn), "broker": partial(check_broker, celery_app)},
         record_hint=partial(record_callback_hint, settings),
+        metrics=metrics_app(settings),
     )
     server = make_http_server(application, args.host, args.port)
     logger.info("listening on http://%s:%s", args.host, server.server_port)
