@@ -17,8 +17,10 @@ def _env(world: E2E, celery_env: CeleryTestEnv) -> dict[str, str]:
     return {**world.env, **broker}
 
 
-def test_operator_loop(  # noqa: F811 (make_e2e is the imported fixture)
-    make_e2e: MakeE2E, celery_env: CeleryTestEnv, celery_sender: Celery
+def test_operator_loop(
+    make_e2e: MakeE2E,  # noqa: F811 (the imported fixture)
+    celery_env: CeleryTestEnv,
+    celery_sender: Celery,
 ) -> None:
     world = make_e2e(rows=ROWS, batch_size=100, bad_rows=BAD_ROWS)
     env = _env(world, celery_env)
