@@ -1,0 +1,269 @@
+"""Near-real-time mode under a steady legacy write load: change→Zoho latency and credits.
+
+The legacy application is ``pipeline.demo.churn`` (single-row inserts, updates of mapped columns
+and updates of unmapped columns, each its own transaction) at ``--rate`` writes per second for
+``--seconds``, on a table of ``--rows`` orders that start synced (as after the initial load).
+Meanwhile the near-real-time check (``pipeline.realtime.flush``, what the beat task
+``ordersync.realtime.check`` runs) is invoked every ``--check`` seconds with
+``realtime_max_delay`` shortened to ``--max-delay``; after the churn stops, checks go on until
+every change has reached zohosim (a real HTTP server; ``--latency-ms`` adds service time).
+
+Measured, from the same run:
+
+* latency of each mapped change: the change's commit time (a bench-only trigger logs every
+  version bump with ``clock_timestamp()``) to the reconciliation of the first upsert batch
+  that carried that version or a later one (the batch's ``finished_at``: after Zoho answered);
+  p50 / p95 / max;
+* credits and upsert calls spent (zohosim's own count);
+* beside: the naive cost of one upsert per mapped change (1 credit each; per legacy write it
+  would be every write, unmapped ones included), and of 100-record batches that do not coalesce
+  repeated changes to the same order (⌈changes / 10⌉ credits).
+
+    .venv/bin/python bench/realtime.py [--rate 40] [--seconds 60] [--rows 500]
+                                       [--max-delay 10] [--check 1] [--latency-ms 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+
+# The repository first: bench/zohosim.py must not shadow the zohosim package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline import demo, realtime  # noqa: E402
+from pipeline.legacy import schema  # noqa: E402
+from pipeline.legacy.connection import connect  # noqa: E402
+from pipeline.secret import Secret  # noqa: E402
+from pipeline.settings import Settings, SourceSettings, SyncMode  # noqa: E402
+from pipeline.zoho.client import ZohoClient  # noqa: E402
+from pipeline.zoho.config import ZohoSettings  # noqa: E402
+from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits  # noqa: E402
+from zohosim.testing import SimProcess  # noqa: E402
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/1"
+
+# Bench-only: a log of every version bump (mapped change) with its commit-side time.
+CHANGE_LOG_SQL = """
+CREATE TABLE bench_changes (row_key text, version bigint, at timestamptz);
+CREATE FUNCTION bench_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO bench_changes VALUES (NEW.id::text, NEW.sync_version, clock_timestamp());
+RETURN NULL; END $$;
+CREATE TRIGGER bench_log_change AFTER INSERT OR UPDATE ON orders FOR EACH ROW
+WHEN (NOT NEW.synced) EXECUTE FUNCTION bench_log_change();
+"""
+
+LATENCY_SQL = """
+SELECT c.row_key, extract(epoch FROM (
+    SELECT min(b.finished_at) FROM ordersync.batches b,
+           unnest(b.keys, b.versions) AS x(row_key, version)
+    WHERE b.kind = 'realtime' AND b.state = 'reconciled'
+      AND x.row_key = c.row_key AND x.version >= c.version) - c.at)
+FROM bench_changes c ORDER BY c.at
+"""
+
+
+def _admin(statement: str) -> None:
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def _settings(db: str, sim: SimProcess, prefix: str, args: argparse.Namespace) -> Settings:
+    zoho = ZohoSettings(
+        accounts_url=sim.base_url,
+        api_url=sim.base_url,
+        upload_url=sim.base_url,
+        client_id=sim.client_id,
+        client_secret=Secret(sim.client_secret),
+        refresh_token=Secret(sim.refresh_token),
+        redis_prefix=prefix,
+    )
+    return Settings(
+        source=SourceSettings(dsn=Secret(f"{PG}/{db}")),
+        zoho=zoho,
+        redis_url=REDIS_URL,
+        realtime_max_delay=args.max_delay,
+        realtime_check=args.check,
+        mode=SyncMode.REALTIME,
+    )
+
+
+def _prepare(settings: Settings, rows: int) -> None:
+    conn = connect(settings)
+    try:
+        demo.seed(conn, settings, rows, seed=11)
+    finally:
+        conn.close()
+    schema.install(settings)
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE orders SET synced = true")  # as after the initial load
+            cur.execute(CHANGE_LOG_SQL)
+    finally:
+        conn.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _no_coalescing_credits(changes: int) -> int:
+    full, rest = divmod(changes, UPSERT_MAX_RECORDS)
+    return full * upsert_credits(UPSERT_MAX_RECORDS) + (upsert_credits(rest) if rest else 0)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    db = f"ordersync_bench_rt_{uuid.uuid4().hex[:10]}"
+    prefix = f"bench:realtime:{uuid.uuid4().hex}"
+    _admin(f'CREATE DATABASE "{db}"')
+    try:
+        with SimProcess() as sim:
+            if args.latency_ms:
+                sim.admin.configure(latency_ms=args.latency_ms)
+            settings = _settings(db, sim, prefix, args)
+            _prepare(settings, args.rows)
+            client = ZohoClient.from_settings(settings)
+            writes: Counter[str] = Counter()
+
+            def legacy_app() -> None:
+                conn = connect(settings, application="bench-legacy-app")
+                try:
+                    writes.update(
+                        demo.churn(conn, settings, rate=args.rate, seconds=args.seconds, seed=5)
+                    )
+                finally:
+                    conn.close()
+
+            app = threading.Thread(target=legacy_app)
+            started = time.monotonic()
+            app.start()
+            checks = flushes = 0
+            conn = connect(settings, application="bench-check")
+            try:
+                drain_deadline = started + args.seconds + args.max_delay + 30
+                while True:
+                    tick = time.monotonic()
+                    result = realtime.flush(settings, client, conn=conn)
+                    checks += 1
+                    flushes += bool(result.batches)
+                    if not app.is_alive():
+                        state = realtime.pending_state(conn, settings)
+                        if state.free == 0 or time.monotonic() > drain_deadline:
+                            break
+                    time.sleep(max(0.0, args.check - (time.monotonic() - tick)))
+                app.join()
+                with conn, conn.cursor() as cur:
+                    cur.execute(LATENCY_SQL)
+                    measured = cur.fetchall()
+                    cur.execute("SELECT count(*) FROM orders WHERE NOT synced")
+                    left = int(cur.fetchone()[0])
+            finally:
+                conn.close()
+                client.close()
+            credits = sim.admin.credits()
+        elapsed = time.monotonic() - started
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        r = redis.Redis.from_url(REDIS_URL)
+        keys = list(r.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            r.delete(*keys)
+        r.close()
+
+    latencies = [float(s) for _, s in measured if s is not None]
+    changes = len(measured)
+    orders_changed = len({key for key, _ in measured})
+    all_writes = sum(writes.values())
+    upsert_calls = int(credits["calls_by_api"].get("upsert", 0))
+    spent = int(credits["by_api"].get("upsert", 0))
+    return {
+        "rate_per_s": args.rate,
+        "seconds": args.seconds,
+        "rows": args.rows,
+        "max_delay_s": args.max_delay,
+        "check_s": args.check,
+        "latency_ms": args.latency_ms,
+        "writes": dict(writes),
+        "writes_total": all_writes,
+        "mapped_changes": changes,
+        "orders_changed": orders_changed,
+        "delivered": len(latencies),
+        "left_pending": left,
+        "checks": checks,
+        "flushes": flushes,
+        "latency_s": {
+            "p50": round(statistics.median(latencies), 3) if latencies else None,
+            "p95": round(_percentile(latencies, 0.95), 3) if latencies else None,
+            "max": round(max(latencies), 3) if latencies else None,
+        },
+        "ours": {"upsert_calls": upsert_calls, "credits": spent},
+        "naive_per_change": {"upsert_calls": changes, "credits": changes},
+        "naive_per_write": {"upsert_calls": all_writes, "credits": all_writes},
+        "batches_of_100_no_coalescing": {
+            "upsert_calls": math.ceil(changes / UPSERT_MAX_RECORDS),
+            "credits": _no_coalescing_credits(changes),
+        },
+        "elapsed_s": round(elapsed, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=40.0, help="legacy writes per second")
+    ap.add_argument("--seconds", type=float, default=60.0, help="how long the legacy app writes")
+    ap.add_argument("--rows", type=int, default=500, help="orders in the table at the start")
+    ap.add_argument("--max-delay", type=float, default=10.0, help="realtime_max_delay, seconds")
+    ap.add_argument("--check", type=float, default=1.0, help="realtime_check, seconds")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="zohosim service time per call")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    out = run(args)
+    if args.json:
+        print(json.dumps(out))
+        return
+    lat = out["latency_s"]
+    print(
+        f"legacy app: {out['writes_total']} writes in {out['seconds']:.0f} s"
+        f" at {out['rate_per_s']}/s"
+        f" ({out['writes']}); {out['mapped_changes']} mapped changes to"
+        f" {out['orders_changed']} orders"
+    )
+    print(
+        f"near-real-time: max_delay {out['max_delay_s']} s, check every {out['check_s']} s;"
+        f" {out['checks']} checks, {out['flushes']} flushed; delivered {out['delivered']}"
+        f"/{out['mapped_changes']} changes, {out['left_pending']} rows left pending"
+    )
+    print(f"change -> Zoho latency: p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s")
+    rows = [
+        ("ours (coalesced, 100 per call, max_delay)", out["ours"]),
+        ("100-record batches, no coalescing", out["batches_of_100_no_coalescing"]),
+        ("naive: one upsert per mapped change", out["naive_per_change"]),
+        ("naive: one upsert per legacy write", out["naive_per_write"]),
+    ]
+    print(f"{'strategy':<44} {'calls':>7} {'credits':>8}")
+    for name, cost in rows:
+        print(f"{name:<44} {cost['upsert_calls']:>7} {cost['credits']:>8}")
+
+
+if __name__ == "__main__":
+    main()
