@@ -6,8 +6,13 @@ check what the command shows and how it ends.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
+import select
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -19,6 +24,7 @@ from tasks.config import Queue
 from tests.cli.helpers import (
     add_batch,
     add_run,
+    cli_env,
     cli_json,
     finish_run,
     query,
@@ -178,3 +184,41 @@ def test_sync_follow_a_failed_or_interrupted_run(legacy_db: Settings, ending: st
 def test_sync_follow_with_nothing_running(legacy_db: Settings) -> None:
     result = run_cli(legacy_db, "sync", "follow")
     assert result.returncode == 1 and "no run is in progress" in result.stderr
+
+
+def test_on_a_terminal_follow_is_the_default_and_redraws_in_place(
+    legacy_db: Settings, celery_env: CeleryTestEnv
+) -> None:
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "sync", "initial", "--interval", "0.2"],
+        env=cli_env(legacy_db, _broker_env(celery_env)),
+        cwd=legacy_db.work_dir.parent,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(secondary)
+    seen = ""
+    try:
+        deadline = time.monotonic() + 30
+        while "\x1b[2F\x1b[J" not in seen and time.monotonic() < deadline:
+            if select.select([primary], [], [], 0.5)[0]:
+                seen += os.read(primary, 4096).decode()
+        assert "\x1b[2F\x1b[J" in seen, seen  # a redraw: up two lines, clear, draw again
+        ((run_id,),) = query(legacy_db, "SELECT id FROM ordersync.runs")
+        finish_run(legacy_db, run_id)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        with contextlib.suppress(OSError):  # EIO once the child's side is closed
+            while select.select([primary], [], [], 0.5)[0]:
+                chunk = os.read(primary, 4096).decode()
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        os.close(primary)
+    assert f"run {run_id} done" in seen
