@@ -11,6 +11,7 @@ from celery.schedules import crontab
 from pipeline import demo
 from pipeline.legacy.connection import connect
 from pipeline.settings import Settings, SyncMode
+from tasks.config import CeleryOptions, create_app
 from tasks.ongoing import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
 from tests.fixtures.celery import BeatProcess, WorkerFactory
 from tests.ongoing.conftest import MAX_DELAY, Ongoing
@@ -64,6 +65,14 @@ def test_beat_schedule_follows_the_mode() -> None:
     assert interval[INTERVAL_RUN]["options"]["expires"] > 0
 
     assert set(beat_schedule(Settings(mode=SyncMode.BOTH))) == {REALTIME_CHECK, INTERVAL_RUN}
+
+
+def test_the_app_schedules_the_sweeper_and_the_entries_of_its_mode() -> None:
+    app = create_app(Settings(mode=SyncMode.INTERVAL), CeleryOptions(namespace="tschedule"))
+    try:
+        assert set(app.conf.beat_schedule) == {"ordersync.sweep", INTERVAL_RUN}
+    finally:
+        app.close()
 
 
 def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_within_max_delay(
