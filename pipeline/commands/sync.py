@@ -54,6 +54,13 @@ PLAIN_HEARTBEAT = 30.0  # without a terminal, a line at least this often even if
 ProgressReader = Callable[[Settings, int], dict[str, Any]]
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add ``sync initial`` and ``sync follow`` to the ``ordersync`` parser."""
     parser = subparsers.add_parser("sync", help="start the initial sync or follow a run")
@@ -77,7 +84,7 @@ def register(subparsers: Any) -> None:
     )
     initial.add_argument(
         "--interval",
-        type=float,
+        type=_seconds,
         default=DEFAULT_INTERVAL,
         metavar="S",
         help=f"seconds between progress updates (default {DEFAULT_INTERVAL})",
@@ -102,7 +109,7 @@ def register(subparsers: Any) -> None:
     )
     follow.add_argument(
         "--interval",
-        type=float,
+        type=_seconds,
         default=DEFAULT_INTERVAL,
         metavar="S",
         help=f"seconds between progress updates (default {DEFAULT_INTERVAL})",
@@ -136,6 +143,9 @@ def run_initial(args: argparse.Namespace) -> int:
         return code
     if args.dry_run:
         return _dry_run(settings, args)
+    if args.json:
+        print("error: --json goes with --dry-run", file=sys.stderr)
+        return EXIT_ERROR
 
     from pipeline import initial_sync  # written with the initial-sync core
 
