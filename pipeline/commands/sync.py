@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import psycopg2
 
-from pipeline import report, validate
+from pipeline import initial_sync, report, validate
 from pipeline.commands.db import load
 from pipeline.commands.status import human_duration
 from pipeline.ledger import BatchState, RunState
@@ -147,15 +147,13 @@ def run_initial(args: argparse.Namespace) -> int:
         print("error: --json goes with --dry-run", file=sys.stderr)
         return EXIT_ERROR
 
-    from pipeline import initial_sync  # written with the initial-sync core
-
     try:
         run_id = initial_sync.start_initial_run(settings)
     except initial_sync.RunInProgress as exc:
-        running = _run_id_of(exc)
+        running = exc.run_id
         print(f"refused: initial run {running} is in progress", file=sys.stderr)
         try:
-            progress = getattr(exc, "summary", None) or initial_sync.run_progress(settings, running)
+            progress = exc.summary or initial_sync.run_progress(settings, running)
             for line in format_progress(progress):
                 print(line)
         except (psycopg2.Error, LookupError) as read_error:
@@ -187,8 +185,6 @@ def run_follow(args: argparse.Namespace) -> int:
     code = _installed(settings)
     if code != EXIT_OK:
         return code
-    from pipeline import initial_sync  # written with the initial-sync core
-
     run_id = args.run_id
     if run_id is None:
         conn = connect(settings, application="ordersync-cli")
@@ -219,13 +215,6 @@ def _reader(progress_of: ProgressReader) -> ProgressReader:
         return progress
 
     return read
-
-
-def _run_id_of(exc: Exception) -> int:
-    value = getattr(exc, "run_id", None)
-    if value is None and exc.args:
-        value = exc.args[0]
-    return int(value)  # type: ignore[arg-type]
 
 
 def enqueue_initial_run(settings: Settings, run_id: int) -> None:
