@@ -61,3 +61,49 @@ def test_rows_zoho_rejects_are_recorded_and_do_not_stop_the_rest(make_e2e: MakeE
     unsynced = {str(r[0]) for r in world.query("SELECT id FROM orders WHERE NOT synced")}
     assert unsynced == bad
     world.assert_zoho_holds_legacy(except_keys=frozenset(bad))
+
+
+def test_rows_updated_while_their_batch_is_in_flight_reach_zoho_with_their_latest_values(
+    make_e2e: MakeE2E,
+) -> None:
+    world = make_e2e(rows=2_000, batch_size=1_000, in_flight=1)
+    world.sim.admin.fault("upload", "stall", count=1, seconds=2.0)
+    run_id = world.start_run()
+    # batch 1 is rendered (its zip holds the old values) and its upload is stalled: edit rows
+    wait_until(lambda: world.batch_state(1) == "rendered", 30, "batch 1 rendered")
+    edited = world.query(
+        "UPDATE orders SET customer_name = 'Edited In Flight', quantity = quantity + 100"
+        " WHERE id IN (1, 2, 500, 1000) RETURNING id"
+    )
+    assert len(edited) == 4
+    progress = world.wait_done(run_id)
+
+    assert progress["state"] == "done"
+    world.assert_zoho_holds_legacy()
+    stats = world.query("SELECT stats FROM ordersync.batches WHERE id = 1")[0][0]
+    assert stats["stale"] == 4  # sent with the old values, left pending, sent again
+    names = {r["parent_id"]: r["Customer_Name"] for r in world.sim.admin.records()}
+    assert all(names[str(key)] == "Edited In Flight" for (key,) in edited)
+
+
+def test_poll_path_completes_batches_without_a_callback(make_e2e: MakeE2E) -> None:
+    world = make_e2e(rows=2_000, batch_size=1_000, callback=False)
+    world.sim.admin.configure(job_rows_per_second=2_000)  # ~0.5 s a job: a few polls each
+    progress = world.wait_done(world.start_run())
+
+    assert progress["state"] == "done"
+    world.assert_zoho_holds_legacy()
+    assert world.callbacks == []
+    polls = [stats.get("polls", 0) for *_, stats in world.batches()]
+    assert polls and all(p >= 1 for p in polls)
+
+
+def test_callback_path_completes_batches(make_e2e: MakeE2E) -> None:
+    world = make_e2e(rows=2_000, batch_size=1_000, callback=True)
+    world.sim.admin.configure(job_rows_per_second=2_000)
+    progress = world.wait_done(world.start_run())
+
+    assert progress["state"] == "done"
+    world.assert_zoho_holds_legacy()
+    assert sorted(world.callbacks) == [1, 2]  # each job called back on its batch's token
+    assert world.calls("bulk_create") == 2
