@@ -16,6 +16,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The whole thing against zohosim, with a summary (scripts/demo.py; DEMO_ROWS=5000 for a short one).
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tasks zohosim tests bench
 	$(BIN)/mypy pipeline tasks zohosim
