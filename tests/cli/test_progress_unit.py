@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pipeline.commands.processes import command_line
@@ -37,7 +37,7 @@ def progress(state: str = "running", done: int = 0, **more: Any) -> dict[str, An
     return base | more
 
 
-def reader(steps: list[dict[str, Any] | BaseException]) -> Any:
+def reader(steps: Sequence[dict[str, Any] | BaseException]) -> Any:
     feed: Iterator[dict[str, Any] | BaseException] = iter(steps)
 
     def read(settings: Settings, run_id: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,17 +41,21 @@ def _broker_env(celery_env: CeleryTestEnv) -> dict[str, str]:
 
 
 def _read_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
-    """Lines of ``proc``'s stdout up to the first containing ``needle``."""
-    assert proc.stdout is not None
+    """Lines of ``proc``'s stdout up to the first containing ``needle``.
+
+    A watchdog kills the process after ``timeout`` so a silent process cannot hang the test.
+    """
+    assert proc.stdout is not None and proc.stderr is not None
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if needle in line:
-            return lines
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if needle in line:
+                return lines
+    finally:
+        watchdog.cancel()
     raise AssertionError(f"{needle!r} never printed; got {lines}; stderr {proc.stderr.read()}")
 
 
