@@ -39,10 +39,11 @@ class RecordStore:
         self._index_add(record)
 
     def _index_add(self, record: dict[str, Any]) -> None:
-        for f in self.indexed:
+        rid = record["id"]
+        for f, idx in self.index.items():
             v = record.get(f)
             if v is not None:
-                self.index[f].setdefault(norm_key(v), record["id"])
+                idx.setdefault(v.casefold() if type(v) is str else str(v), rid)
 
     def _unindex(self, f: str, record: dict[str, Any]) -> None:
         v = record.get(f)
@@ -90,9 +91,8 @@ class RecordStore:
     def insert(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
         record = {k: v for k, v in values.items() if v is not None}
         record["id"] = rid
-        record["Owner"] = dict(RECORD_USER)
-        record["Created_By"] = dict(RECORD_USER)
-        record["Modified_By"] = dict(RECORD_USER)
+        # one shared, never-mutated user object (records are copied before they are answered)
+        record["Owner"] = record["Created_By"] = record["Modified_By"] = RECORD_USER
         record["Created_Time"] = now
         record["Modified_Time"] = now
         self.records[rid] = record
