@@ -475,14 +475,15 @@ class Rendered:
     size: int
 
 
-def render_zip(conn: Connection, settings: Settings, batch_id: int) -> Rendered:
+def render_zip(conn: Connection, settings: Settings, batch: Batch) -> Rendered:
     """Write the batch's zip from its claimed rows, as they stand at their claimed versions.
 
     A row edited since the claim (its version moved on) is left out: it stays pending and goes
     in a later batch. The zip is written aside and renamed, so it is whole or absent. Runs in
-    its own short transaction (read only).
+    its own short transaction (read only). The key range keeps the join to an index range scan.
     """
     n = Names(settings)
+    batch_id = batch.id
     work = Path(settings.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     final = zip_path(settings, batch_id)
@@ -496,8 +497,11 @@ def render_zip(conn: Connection, settings: Settings, batch_id: int) -> Rendered:
                 """SELECT {exprs} FROM {table} t
                    JOIN (SELECT c.k, c.v FROM {batches} b, unnest(b.keys, b.versions) AS c(k, v)
                          WHERE b.id = {batch}) AS c ON t.{key} = c.k::{kt} AND t.{version} = c.v
+                   WHERE t.{key} BETWEEN {lo}::{kt} AND {hi}::{kt}
                    ORDER BY t.{key}"""
             ).format(
+                lo=sql.Literal(batch.key_lo),
+                hi=sql.Literal(batch.key_hi),
                 exprs=select_list(settings.mapping, "t"),
                 table=n.table,
                 batches=n.ledger_table("batches"),
@@ -539,7 +543,7 @@ def render(conn: Connection, settings: Settings, batch_id: int) -> Outcome:
         batch = _load(conn, settings, batch_id)
         if batch is None or batch.state is not BatchState.EXTRACTED:
             return _nothing(batch_id, batch and batch.state)
-        rendered = render_zip(conn, settings, batch_id)
+        rendered = render_zip(conn, settings, batch)
         stats = {**batch.stats, "claimed": batch.row_count, "sent": rendered.rows}
         if rendered.rows == 0:  # every claimed row changed since: they go in a later batch
             ledger.transition(conn, settings, batch_id, batch.state, stats=stats)
@@ -573,7 +577,7 @@ def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: i
             return _nothing(batch_id, batch and batch.state)
         if not zip_is_intact(batch):
             log.warning("batch %s: zip missing or altered; rendering it again", batch_id)
-            rendered = render_zip(conn, settings, batch_id)
+            rendered = render_zip(conn, settings, batch)
             _set(
                 conn, settings, batch_id, zip_path=str(rendered.path), zip_bytes=rendered.size,
                 checksum=rendered.checksum, stats={**batch.stats, "sent": rendered.rows},

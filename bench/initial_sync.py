@@ -1,0 +1,290 @@
+"""Benchmark: the initial sync (Celery workers, ledger, state machine) against its floor.
+
+For ``--rows`` demo orders (default 1,000,000) against a zohosim process (instant jobs unless
+``--job-speed``), in one run:
+
+* **pipeline** — ``start_initial_run`` + ``ordersync.initial.start`` with one real worker
+  (``--concurrency`` pool processes, ``--in-flight`` batches), until the run is done: wall time,
+  rows/s, bulk credits (must be 500 per 25,000 rows), peak RSS (VmHWM) of the worker's processes;
+* **floor** — the same work by one plain process in sequence, no Celery and no ledger: per batch
+  of ``--batch-size`` rows, keyset ``COPY`` of the serialiser's expressions, zip, upload, create
+  job, wait (polling every 20 ms), download, one set-based version-checked ``UPDATE``;
+* the ratio pipeline / floor.
+
+The pipeline runs first on the freshly seeded table; then every row is made pending again
+(``UPDATE … SET synced = false``, ``VACUUM``) and zohosim is reset, and the floor runs: the
+floor gets the cleaner table, so the ratio is not flattered.
+
+    .venv/bin/python bench/initial_sync.py --rows 1000000 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psycopg2  # noqa: E402
+import redis  # noqa: E402
+
+from pipeline import demo  # noqa: E402
+from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
+from pipeline.legacy import schema  # noqa: E402
+from pipeline.legacy.connection import connect  # noqa: E402
+from pipeline.legacy.render import header_line  # noqa: E402
+from pipeline.serialize import select_list, session_timezone_sql  # noqa: E402
+from pipeline.settings import Settings, load_settings  # noqa: E402
+from pipeline.zoho.client import ZohoClient  # noqa: E402
+from pipeline.zoho.limits import BULK_JOB_CREDITS  # noqa: E402
+from pipeline.zoho.results import JobState, iter_result_rows  # noqa: E402
+from tests.fixtures.celery import (  # noqa: E402
+    WorkerProcess,
+    cleanup_celery_env,
+    make_celery_env,
+)
+from zohosim.testing import SimProcess  # noqa: E402
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/1"
+
+
+def admin(statement: str) -> None:
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def env_for(dsn: str, sim: SimProcess, prefix: str, work: Path, args: argparse.Namespace) -> dict:
+    return {
+        "ORDERSYNC_SOURCE_DSN": dsn,
+        "ORDERSYNC_ZOHO_ACCOUNTS_URL": sim.base_url,
+        "ORDERSYNC_ZOHO_API_URL": sim.base_url,
+        "ORDERSYNC_ZOHO_UPLOAD_URL": sim.base_url,
+        "ORDERSYNC_ZOHO_CLIENT_ID": sim.client_id,
+        "ORDERSYNC_ZOHO_CLIENT_SECRET": sim.client_secret,
+        "ORDERSYNC_ZOHO_REFRESH_TOKEN": sim.refresh_token,
+        "ORDERSYNC_ZOHO_REDIS_PREFIX": prefix,
+        "ORDERSYNC_ZOHO_DAILY_CREDIT_BUDGET": "1000000",
+        "ORDERSYNC_SYNC_REDIS_URL": REDIS_URL,
+        "ORDERSYNC_SYNC_BATCH_SIZE": str(args.batch_size),
+        "ORDERSYNC_SYNC_BATCHES_IN_FLIGHT": str(args.in_flight),
+        "ORDERSYNC_SYNC_WORK_DIR": str(work),
+    }
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set size of a process (VmHWM), MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def run_pipeline(settings: Settings, env: dict, work: Path, args: argparse.Namespace) -> dict:
+    cenv = make_celery_env(extra_env=env)
+    sender = cenv.make_app()
+    worker = WorkerProcess(cenv, work / "worker.log", concurrency=args.concurrency)
+    try:
+        worker.wait_ready(sender)
+        started = time.perf_counter()
+        run_id = start_initial_run(settings)
+        sender.send_task("ordersync.initial.start", kwargs={"run_id": run_id})
+        while True:
+            progress = run_progress(settings, run_id)
+            if progress["state"] != "running":
+                break
+            time.sleep(0.1)
+        wall = time.perf_counter() - started
+        rss = {"main": vm_hwm_mb(worker.pid)}
+        rss.update({f"child-{i}": vm_hwm_mb(p) for i, p in enumerate(worker.child_pids())})
+    finally:
+        worker.stop()
+        sender.close()
+        cleanup_celery_env(cenv)
+    return {"state": progress["state"], "wall_s": wall, "rows": progress["rows_synced"],
+            "batches": progress["batches"], "peak_rss_mb": rss}  # fmt: skip
+
+
+def run_floor(settings: Settings, work: Path, batch_size: int) -> dict:
+    """The same work in one process, in sequence: no Celery, no ledger, no claims."""
+    client = ZohoClient.from_settings(settings)
+    conn = connect(settings)
+    mapping = settings.mapping
+    started = time.perf_counter()
+    last = 0
+    rows_marked = 0
+    jobs = 0
+    try:
+        while True:
+            sink = io.BytesIO()
+            sink.write(header_line(mapping))
+            with conn.cursor() as cur:
+                cur.execute(session_timezone_sql(settings.org_timezone))
+                cur.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS b (id bigint PRIMARY KEY, v bigint);"
+                    " TRUNCATE b;"
+                    " INSERT INTO b SELECT id, sync_version FROM orders"
+                    " WHERE NOT synced AND id > %s ORDER BY id LIMIT %s",
+                    (last, batch_size),
+                )
+                if cur.rowcount == 0:
+                    conn.commit()
+                    break
+                query = (
+                    "SELECT " + select_list(mapping, "t").as_string(conn)
+                    + " FROM orders t JOIN b ON b.id = t.id ORDER BY t.id"
+                )  # fmt: skip
+                cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", sink)
+                cur.execute("SELECT max(id) FROM b")
+                last = int(cur.fetchone()[0])  # type: ignore[index]
+            conn.commit()
+            path = work / f"floor-{last}.zip"
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+                zf.writestr("batch.csv", sink.getvalue())
+            file_id = client.upload(path)
+            job_id = client.create_upsert_job(file_id, mapping)
+            jobs += 1
+            while True:
+                job = client.get_job(job_id)
+                if job.terminal:
+                    break
+                time.sleep(0.02)
+            assert job.state is JobState.COMPLETED and job.download_url
+            result = client.download_result(job.download_url, work / f"floor-{last}-result.zip")
+            keys, ids = [], []
+            for row in iter_result_rows(result, mapping.unique_field):
+                if row.ok:
+                    keys.append(int(row.key))
+                    ids.append(row.record_id)
+            with conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE orders t SET synced = true, zoho_id = u.zid"
+                    " FROM unnest(%s::bigint[], %s::text[]) AS u(id, zid) JOIN b ON b.id = u.id"
+                    " WHERE t.id = u.id AND t.sync_version = b.v",
+                    (keys, ids),
+                )
+                rows_marked += cur.rowcount
+            conn.commit()
+            path.unlink()
+            result.unlink()
+    finally:
+        conn.close()
+        client.close()
+    return {"wall_s": time.perf_counter() - started, "rows": rows_marked, "jobs": jobs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=25_000)
+    parser.add_argument("--in-flight", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
+    parser.add_argument("--job-speed", default="instant", help="zohosim --job-speed")
+    parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    name = f"ordersync_bench_{uuid.uuid4().hex[:10]}"
+    prefix = f"bench:initial:{uuid.uuid4().hex}"
+    admin(f'CREATE DATABASE "{name}"')
+    sim = SimProcess(job_speed=args.job_speed)
+    figures: dict[str, Any] = {"rows": args.rows, "batch_size": args.batch_size,
+                               "in_flight": args.in_flight, "concurrency": args.concurrency,
+                               "job_speed": args.job_speed}  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-initial-") as tmp:
+            work = Path(tmp)
+            dsn = f"{PG}/{name}"
+            env = env_for(dsn, sim, prefix, work / "work", args)
+            broker = {"ORDERSYNC_SYNC_BROKER_URL": Settings().broker_url}
+            settings = load_settings(env={**env, **broker})
+            conn = connect(settings)
+            try:
+                seeded = demo.seed(conn, settings, args.rows, bad_rows=0, seed=42)
+            finally:
+                conn.close()
+            schema.install(settings)
+            figures["seed_s"] = round(seeded.seconds, 1)
+
+            pipe = run_pipeline(settings, env, work, args)
+            credits = sim.admin.credits()
+            bulk = int(credits["by_api"].get("bulk_create", 0))
+            expected = -(-args.rows // args.batch_size) * BULK_JOB_CREDITS
+            figures["pipeline"] = {
+                "state": pipe["state"],
+                "wall_s": round(pipe["wall_s"], 2),
+                "rows_synced": pipe["rows"],
+                "rows_per_s": round(pipe["rows"] / pipe["wall_s"]),
+                "bulk_credits": bulk,
+                "bulk_credits_expected": expected,
+                "credits_ok": bulk == expected,
+                "peak_rss_mb": {k: round(v, 1) for k, v in pipe["peak_rss_mb"].items()},
+                "peak_rss_max_mb": round(max(pipe["peak_rss_mb"].values()), 1),
+            }
+            if not args.skip_floor:
+                conn = connect(settings)
+                conn.autocommit = True
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("UPDATE orders SET synced = false, zoho_id = NULL")
+                        cur.execute("VACUUM ANALYZE orders")
+                finally:
+                    conn.close()
+                sim.admin.reset()
+                floor = run_floor(settings, work / "work", args.batch_size)
+                figures["floor"] = {
+                    "wall_s": round(floor["wall_s"], 2),
+                    "rows_synced": floor["rows"],
+                    "rows_per_s": round(floor["rows"] / floor["wall_s"]),
+                    "jobs": floor["jobs"],
+                }
+                figures["ratio"] = round(pipe["wall_s"] / floor["wall_s"], 3)
+    finally:
+        sim.stop()
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+    if args.json:
+        print(json.dumps(figures, sort_keys=True))
+        return 0
+    p = figures["pipeline"]
+    print(
+        f"initial sync of {args.rows:,} rows, batches of {args.batch_size:,}, {args.in_flight}"
+        f" in flight, worker -c {args.concurrency}, jobs {args.job_speed}"
+    )
+    print(f"  pipeline: {p['wall_s']:8.2f} s  {p['rows_per_s']:>8,} rows/s  state {p['state']}")
+    print(
+        f"            bulk credits {p['bulk_credits']:,} (expected"
+        f" {p['bulk_credits_expected']:,})  peak RSS {p['peak_rss_max_mb']} MB (max of processes)"
+    )
+    if "floor" in figures:
+        f = figures["floor"]
+        print(f"  floor:    {f['wall_s']:8.2f} s  {f['rows_per_s']:>8,} rows/s  (one process, "
+              "COPY/zip/upload/job/wait/download/UPDATE in sequence)")  # fmt: skip
+        print(f"  ratio pipeline/floor: {figures['ratio']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
