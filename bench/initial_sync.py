@@ -118,6 +118,8 @@ def run_pipeline(settings: Settings, env: dict, work: Path, args: argparse.Names
         worker.stop()
         sender.close()
         cleanup_celery_env(cenv)
+        if args.worker_log:
+            Path(args.worker_log).write_text(worker.log())
     return {"state": progress["state"], "wall_s": wall, "rows": progress["rows_synced"],
             "batches": progress["batches"], "peak_rss_mb": rss}  # fmt: skip
 
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
     parser.add_argument("--job-speed", default="instant", help="zohosim --job-speed")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--worker-log", help="copy the worker's log to this file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
