@@ -6,12 +6,12 @@ What it does, all state and logs under ``var/demo/``:
 1. (re)creates the database ``ordersync_demo`` (dropped first if a previous demo left it: it is
    the demo's own), seeds 100,000 orders of which 300 Zoho will reject, ``ordersync db install``;
 2. starts zohosim (``--job-speed realistic``: 25,000 rows a minute per job), a Celery worker on
-   both queues with events (``-E``), beat, the web process (callbacks, ``/metrics``) and Flower
-   with basic auth (a generated password), all with settings from ``var/demo/ordersync.toml``
-   and the secrets from the environment;
-3. ``ordersync sync initial --follow`` (live progress), then ``ordersync demo churn`` for a
-   minute while near-real-time sync runs with ``realtime_max_delay`` 20 s, then waits until the
-   churn's changes have reached zohosim;
+   both queues with events (``-E``), the web process (callbacks, ``/metrics``) and Flower with
+   basic auth (a generated password), all with settings from ``var/demo/ordersync.toml`` and
+   the secrets from the environment;
+3. ``ordersync sync initial --follow`` (live progress); then beat, and ``ordersync demo churn``
+   for a minute while near-real-time sync runs with ``realtime_max_delay`` 20 s; then waits
+   until the churn's changes have reached zohosim;
 4. prints a summary: rows synced, rows rejected by reason, credits spent beside the naive cost,
    where Flower is and how to log in. On a terminal it then keeps everything running until
    Ctrl-C; otherwise (or with ``--exit``) it stops. Ctrl-C at any point stops what it started.
@@ -120,6 +120,7 @@ def free_port(preferred: int) -> int:
     """``preferred`` if nothing listens there, else any free port."""
     for port in (preferred, 0):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
@@ -362,7 +363,7 @@ def summary(
         f"    near-real-time credits   {phases['churn_credits']:>9,}   (max_delay"
         f" {args.max_delay:g} s; drained {phases['drain_seconds']:.0f} s after the churn)",
         f"    naive (1 upsert/write)   {naive_churn:>9,}",
-        f"credits, all told            {ours:>9,}   (zohosim counted {zoho.get('used_24h')})",
+        f"credits, all told            {ours:>9,}   (zohosim counted {zoho.get('used_24h', 0):,})",
         "",
         f"Flower     {flower}   user {FLOWER_USER}  password {password}",
         f"metrics    {web}/metrics",
@@ -419,15 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ordersync(env, "demo", "seed", "--rows", str(args.rows), "--bad-rows", str(args.bad_rows))
         ordersync(env, "db", "install", capture=True)
 
-        say(f"zohosim on {sim} (--job-speed {args.job_speed}), worker, beat, web, Flower")
+        say(f"zohosim on {sim} (--job-speed {args.job_speed}), worker, web, Flower")
         procs.start("zohosim", [str(BIN / "zohosim"), "serve", "--port", str(sim_port),
                                 "--job-speed", args.job_speed], sim_env)  # fmt: skip
         queues = ",".join(f"{NAMESPACE}.{q}" for q in ("ordersync.db", "ordersync.zoho"))
         celery = [str(BIN / "celery"), "-A", "tasks.app"]
         procs.start("worker", [*celery, "worker", "-Q", queues, "-E", "-c", "2", "-l", "INFO",
                                "-n", f"{NAMESPACE}@%h"])  # fmt: skip
-        procs.start("beat", [*celery, "beat", "-S", "redbeat.RedBeatScheduler",
-                             "--max-interval", "5", "-l", "INFO"])  # fmt: skip
         procs.start("web", [str(BIN / "ordersync"), "web", "--port", str(web_port)])
         procs.start(
             "flower",
@@ -448,6 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "initial_credits": credits_spent(dsn),
         }
         procs.check()
+        # Beat (near-real-time checks, sweeper) starts once the initial load is done: while it
+        # runs, a near-real-time check would hand the rows the initial run has not claimed yet
+        # to an interval run, and the initial run's progress would stop short of 100 %.
+        procs.start("beat", [*celery, "beat", "-S", "redbeat.RedBeatScheduler",
+                             "--max-interval", "5", "-l", "INFO"])  # fmt: skip
+        wait_log(logs / "beat.log", "beat: Starting", procs)
 
         say(f"legacy app churn: {args.churn_rate:g} writes/s for {args.churn_seconds:g} s,"
             f" near-real-time sync (max_delay {args.max_delay:g} s)")  # fmt: skip
