@@ -28,7 +28,8 @@ class Names:
     def qualified_table(self) -> str:
         """``schema.table`` as text, for ``to_regclass`` (identifiers double-quoted)."""
         s = self.settings.source
-        return f'"{s.schema}"."{s.table}"'
+        schema, table = (name.replace('"', '""') for name in (s.schema, s.table))
+        return f'"{schema}"."{table}"'
 
     @property
     def key(self) -> sql.Identifier:
