@@ -392,12 +392,25 @@ def flush(
         run_id: int | None = None
         batches: list[BatchResult] = []
         waiting = ""
+        created = False  # a run was started by this flush (finish it)
         decision = due(conn, settings, now)
         try:
             while decision.flush and len(batches) < max_batches:
+                needed = upsert_credits(min(decision.ready, UPSERT_MAX_RECORDS))
+                left = client.credits.remaining()
+                if left < needed:  # checked first: no claim, no failed batch per check
+                    waiting = (
+                        f"credit budget: {left} credits left in the 24 h window, the next batch"
+                        f" needs {needed}; {decision.ready} rows wait"
+                    )
+                    run_id = _note_waiting(
+                        conn, settings, run_id, waiting_stats(decision.ready, waiting)
+                    )
+                    break
                 if run_id is None:
                     with conn:
                         run_id = ledger.create_run(conn, settings, RunKind.REALTIME)
+                    created = True
                 try:
                     result = send_batch(conn, settings, client, run_id=run_id)
                 except CreditBudgetExceeded as exc:
@@ -413,7 +426,7 @@ def flush(
                 batches.append(result)
                 decision = due(conn, settings, now)
         except Exception as exc:
-            if run_id is not None:
+            if run_id is not None and created:
                 with conn:
                     set_run_stats(conn, settings, run_id, _run_stats(batches))
                     ledger.finish_run(conn, settings, run_id, RunState.FAILED, str(exc))
@@ -426,7 +439,7 @@ def flush(
             waiting_reason=waiting,
             released=released,
         )
-        if run_id is not None:
+        if run_id is not None and created:
             with conn:
                 set_run_stats(conn, settings, run_id, _run_stats(batches))
                 ledger.finish_run(conn, settings, run_id, RunState.DONE)
@@ -438,6 +451,24 @@ def flush(
     finally:
         if own:
             conn.close()
+
+
+def _note_waiting(
+    conn: Connection, settings: Settings, run_id: int | None, stats: dict[str, Any]
+) -> int:
+    """Record why a flush waits, on its run; a flush that sent nothing reuses the newest run
+    if that is a realtime run already waiting (not one new run per check while the budget is
+    spent). Returns the run id."""
+    if run_id is None:
+        latest = waiting(conn, settings)
+        if latest is not None and latest["kind"] == RunKind.REALTIME.value:
+            run_id = int(latest["run_id"])
+    with conn:
+        if run_id is None:
+            run_id = ledger.create_run(conn, settings, RunKind.REALTIME)
+            ledger.finish_run(conn, settings, run_id, RunState.DONE)
+        set_run_stats(conn, settings, run_id, {WAITING_KEY: stats})
+    return run_id
 
 
 def _run_stats(batches: Sequence[BatchResult]) -> dict[str, Any]:

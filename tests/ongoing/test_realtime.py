@@ -225,11 +225,17 @@ def test_the_credit_budget_makes_work_wait_with_a_reason(ongoing: Ongoing) -> No
     try:
         ongoing.change(range(1, 201))
         result = realtime.flush(settings, client)
+        again = realtime.flush(settings, client)  # still no budget: nothing claimed, same run
     finally:
         client.close()
     assert [b.sent for b in result.batches] == [100]
     assert result.waiting_reason.startswith("credit budget")
+    assert again.batches == () and again.run_id == result.run_id
     assert ongoing.pending() == 100
+    assert ongoing.query("SELECT state, count(*) FROM ordersync.batches GROUP BY 1") == [
+        ("reconciled", 1)
+    ]
+    assert ongoing.query("SELECT state FROM ordersync.runs") == [("done",)]
     conn = connect(settings)
     try:
         waiting = realtime.waiting(conn, settings)
