@@ -92,11 +92,22 @@ def realtime_check(self: OrdersyncTask) -> dict[str, Any]:
     return result.as_dict()
 
 
+def _backlog_key(settings: Settings) -> str:
+    return f"{settings.zoho.redis_prefix}:interval:requested"
+
+
 def _first_backlog_request(settings: Settings) -> bool:
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        key = f"{settings.zoho.redis_prefix}:interval:requested"
-        return bool(client.set(key, "1", nx=True, ex=BACKLOG_REQUEST_TTL))
+        return bool(client.set(_backlog_key(settings), "1", nx=True, ex=BACKLOG_REQUEST_TTL))
+    finally:
+        client.close()
+
+
+def _backlog_handled(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.delete(_backlog_key(settings))
     finally:
         client.close()
 
@@ -107,7 +118,9 @@ def interval_run(self: OrdersyncTask) -> dict[str, Any]:
     from pipeline.initial_sync import Step
     from tasks.initial import send_step  # imports tasks.app: not at module level
 
-    result = interval.run_interval(_settings(), _client())
+    settings = _settings()
+    result = interval.run_interval(settings, _client())
     for batch_id in result.bulk_batches:
         send_step(Step.RENDER, batch_id=batch_id)
+    _backlog_handled(settings)  # its rows are claimed: a later backlog may ask again
     return result.as_dict()

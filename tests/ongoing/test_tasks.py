@@ -146,3 +146,26 @@ def test_interval_run_of_26000_changes_uses_one_bulk_job_and_10_upserts(
         "SELECT row_count, state FROM ordersync.batches WHERE kind = 'bulk'"
     )
     assert (rows, batch_state) == (25_000, "reconciled")
+
+
+def test_in_mode_both_a_backlog_cheaper_by_bulk_goes_by_one_bulk_job(
+    ongoing: Ongoing,
+    celery_worker_factory: WorkerFactory,
+    celery_beat_factory: Callable[..., BeatProcess],
+) -> None:
+    ongoing.change(range(1, 201))
+    conn = connect(ongoing.settings)
+    try:
+        demo.seed(conn, ongoing.settings, 5_800, seed=4)
+    finally:
+        conn.close()
+    env = worker_env(ongoing, mode="both")
+    celery_worker_factory(extra_env=env)
+    celery_beat_factory(extra_env=env)
+
+    wait_until(lambda: ongoing.pending() == 0, 90, "the backlog")
+    credits = ongoing.sim.admin.credits()
+    assert credits["calls_by_api"].get("upsert", 0) == 0
+    assert credits["calls_by_api"]["bulk_create"] == 1  # 500 credits, not 600 by upsert
+    ((kind, stats),) = ongoing.query("SELECT kind, stats FROM ordersync.runs")
+    assert kind == "interval" and stats["plan"]["bulk_jobs"] == 1
