@@ -11,6 +11,10 @@ For ``--rows`` demo orders (default 1,000,000) against a zohosim process (instan
   job, wait (polling every 20 ms), download, one set-based version-checked ``UPDATE``;
 * the ratio pipeline / floor.
 
+With ``--job-speed realistic`` (25,000 rows a minute; run it on ``--rows 200000
+--skip-floor``) it also prints the ideal: whole jobs back to back, ``--in-flight`` at a time,
+all our own work hidden behind them, and the ratio to it.
+
 The pipeline runs first on the freshly seeded table; then every row is made pending again
 (``UPDATE … SET synced = false``, ``VACUUM``) and zohosim is reset, and the floor runs: the
 floor gets the cleaner table, so the ratio is not flattered.
@@ -52,6 +56,7 @@ from tests.fixtures.celery import (  # noqa: E402
     cleanup_celery_env,
     make_celery_env,
 )
+from zohosim.cli import job_speed  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -241,6 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_rss_mb": {k: round(v, 1) for k, v in pipe["peak_rss_mb"].items()},
                 "peak_rss_max_mb": round(max(pipe["peak_rss_mb"].values()), 1),
             }
+            if args.job_speed != "instant":
+                rate = float(job_speed(args.job_speed))
+                queue = float(sim.initial_config.get("job_queue_seconds", 0.0))
+                batches = -(-args.rows // args.batch_size)
+                # jobs back to back, `in_flight` at a time, everything else hidden behind them
+                rounds = -(-batches // args.in_flight)
+                ideal = rounds * (queue + args.batch_size / rate)
+                figures["ideal_s"] = round(ideal, 2)
+                figures["ratio_to_ideal"] = round(pipe["wall_s"] / ideal, 3)
             if not args.skip_floor:
                 conn = connect(settings)
                 conn.autocommit = True
@@ -281,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         f"            bulk credits {p['bulk_credits']:,} (expected"
         f" {p['bulk_credits_expected']:,})  peak RSS {p['peak_rss_max_mb']} MB (max of processes)"
     )
+    if "ideal_s" in figures:
+        print(
+            f"  ideal:    {figures['ideal_s']:8.2f} s  (jobs back to back, {args.in_flight} in"
+            f" flight)  ratio pipeline/ideal: {figures['ratio_to_ideal']:.2f}"
+        )
     if "floor" in figures:
         f = figures["floor"]
         print(f"  floor:    {f['wall_s']:8.2f} s  {f['rows_per_s']:>8,} rows/s  (one process, "
