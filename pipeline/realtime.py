@@ -5,8 +5,9 @@ in memory, so a crash loses nothing, and a row edited five times before a flush 
 row, sent once (coalescing for free).
 
 A check (every ``realtime_check`` seconds, a beat task) asks :func:`due`: flush when at least
-``realtime_threshold`` rows are *ready*, or when the oldest ready change has waited
-``realtime_max_delay``. A ready row is pending, not claimed by an unfinished batch (bulk range
+``realtime_threshold`` rows are *ready*, or when the oldest ready change would have waited
+longer than ``realtime_max_delay`` by the next check (so it goes at the last check before its
+deadline). A ready row is pending, not claimed by an unfinished batch (bulk range
 or realtime keys), not quarantined at its version, and not *resting*: a row Zoho refused rests
 for ``max_delay`` after the refusal before it can force a flush again (it still rides along in
 batches sent anyway). The change time is ``sync_pending_since``, set by the change trigger when
@@ -101,7 +102,9 @@ class Due:
 
 
 def decide(state: PendingState, settings: Settings) -> Due:
-    """Flush when ``realtime_threshold`` rows are ready or the oldest is ``max_delay`` old.
+    """Flush when ``realtime_threshold`` rows are ready or the oldest change would be more than
+    ``max_delay`` old at the next check (``age + realtime_check >= max_delay``), so every change
+    reaches Zoho within ``max_delay`` while checks run on time.
 
     Pure. In mode ``both`` a backlog that a bulk job sends for fewer credits (the planner
     says so: ~5,000 rows and more) is left to the interval run (:data:`Reason.BACKLOG`).
@@ -113,7 +116,8 @@ def decide(state: PendingState, settings: Settings) -> Due:
         return Due(False, Reason.BACKLOG, ready, age)
     if ready >= settings.realtime_threshold:
         return Due(True, Reason.THRESHOLD, ready, age)
-    if age is not None and age >= settings.realtime_max_delay:
+    # The last check before the deadline sends: the next one would come after it.
+    if age is not None and age + settings.realtime_check >= settings.realtime_max_delay:
         return Due(True, Reason.MAX_DELAY, ready, age)
     return Due(False, Reason.NOT_YET, ready, age)
 

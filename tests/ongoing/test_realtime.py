@@ -19,7 +19,11 @@ from tests.ongoing.conftest import MAX_DELAY, Ongoing
 
 def _wait_past_max_delay(ongoing: Ongoing) -> None:
     """Sleep until the oldest ready change is max_delay old (by the database clock)."""
-    state = realtime.pending_state(connect(ongoing.settings), ongoing.settings)
+    conn = connect(ongoing.settings)
+    try:
+        state = realtime.pending_state(conn, ongoing.settings)
+    finally:
+        conn.close()
     assert state.oldest_age is not None
     time.sleep(max(0.0, MAX_DELAY - state.oldest_age) + 0.05)
 
@@ -31,8 +35,9 @@ def _wait_past_max_delay(ongoing: Ongoing) -> None:
     ("ready", "age", "flush", "reason"),
     [
         (0, None, False, Reason.NOTHING),
-        (99, 599.0, False, Reason.NOT_YET),
+        (99, 569.0, False, Reason.NOT_YET),
         (100, 0.0, True, Reason.THRESHOLD),
+        (1, 570.0, True, Reason.MAX_DELAY),  # the next check (30 s) would be past 600 s
         (1, 600.0, True, Reason.MAX_DELAY),
         (4_999, 1.0, True, Reason.THRESHOLD),
     ],

@@ -16,6 +16,8 @@ from tasks.ongoing import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
 from tests.fixtures.celery import BeatProcess, WorkerFactory
 from tests.ongoing.conftest import MAX_DELAY, Ongoing
 
+CHECK = 0.5  # realtime_check of the worker and beat
+
 
 def worker_env(ongoing: Ongoing, **sync: str) -> dict[str, str]:
     """ORDERSYNC_* variables that give a worker (or beat) the test's settings."""
@@ -34,7 +36,7 @@ def worker_env(ongoing: Ongoing, **sync: str) -> dict[str, str]:
         "ORDERSYNC_SYNC_REDIS_URL": s.redis_url,
         "ORDERSYNC_SYNC_WORK_DIR": str(s.work_dir),
         "ORDERSYNC_SYNC_REALTIME_MAX_DELAY": str(MAX_DELAY),
-        "ORDERSYNC_SYNC_REALTIME_CHECK": "0.5",
+        "ORDERSYNC_SYNC_REALTIME_CHECK": str(CHECK),
         "ORDERSYNC_SYNC_MODE": "realtime",
     }
     env.update({f"ORDERSYNC_SYNC_{k.upper()}": v for k, v in sync.items()})
@@ -101,7 +103,7 @@ def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_with
         "SELECT extract(epoch FROM max(c.at) - (SELECT min(o.sync_pending_since) FROM orders o"
         " WHERE o.id > 200)) FROM ordersync.credit_ledger c WHERE c.api = 'upsert'"
     )[0]
-    assert float(waited) >= MAX_DELAY  # the partial batch went only once it was due
+    assert float(waited) >= MAX_DELAY - CHECK  # the partial batch went only once it was due
     assert ongoing.pending() == 0
     assert len(ongoing.sim_records()) == 250
 
@@ -112,7 +114,8 @@ def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_with
         MAX_DELAY + 10,
         "the single change in zohosim",
     )
-    assert arrived_at - changed_at <= MAX_DELAY + 0.5 + 1.0  # max_delay + one check + slack
+    # within max_delay while checks run on time (+ slack, less than one check, for a busy box)
+    assert arrived_at - changed_at <= MAX_DELAY + 0.45
     assert ongoing.sim_upsert_credits() == 26
     assert "ordersync.realtime.check" in beat.log()
 
