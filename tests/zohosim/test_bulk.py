@@ -323,7 +323,7 @@ def test_fail_next_job(api: Api, zohosim: SimProcess) -> None:
 
 @pytest.mark.parametrize("spelling", ["IN PROGRESS", "INPROGRESS"])
 def test_status_progression(api: Api, zohosim: SimProcess, spelling: str) -> None:
-    zohosim.admin.configure(job_rows_per_second=200, job_queue_seconds=0.3,
+    zohosim.admin.configure(job_rows_per_second=100, job_queue_seconds=1.0,
                             status_spelling=spelling)
     fid = api.file_id(make_zip([order_row(i) for i in range(100)]))
     job_id = api.create_job(api.job_body(fid)).json()["details"]["id"]
