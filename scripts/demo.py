@@ -46,7 +46,7 @@ import redis
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-NAMESPACE = "ordersyncdemo"  # broker names and Redis keys of the demo
+NAMESPACE = "ordersyncdemo"  # broker names and Redis keys of the demo (default)
 FLOWER_USER = "demo"
 CLIENT_ID = "1000.ORDERSYNCDEMO"
 
@@ -106,6 +106,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--redis",
         default=_env("DEMO_REDIS", "redis://127.0.0.1:6379"),
         help="Redis server URL without db number ($DEMO_REDIS)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=_env("DEMO_NAMESPACE", NAMESPACE),
+        help=f"broker namespace and Redis key prefix ($DEMO_NAMESPACE, default {NAMESPACE})",
+    )
+    p.add_argument(
+        "--var",
+        default=_env("DEMO_VAR", str(REPO / "var" / "demo")),
+        help="directory of the settings, logs and work files ($DEMO_VAR, default var/demo)",
+    )
+    p.add_argument(
+        "--any-ports",
+        action="store_true",
+        help="free ports rather than 8010 (zohosim), 8080 (web), 5555 (Flower)",
     )
     p.add_argument(
         "--exit",
@@ -193,12 +208,12 @@ def wait_log(path: Path, text: str, procs: Processes, timeout: float = 60) -> No
         time.sleep(0.3)
 
 
-def cleanup_redis(server: str) -> None:
+def cleanup_redis(server: str, namespace: str) -> None:
     """Delete the demo's own keys (broker db 0, token cache and beat lock db 1); nothing else."""
     for db in (0, 1):
         client = redis.Redis.from_url(f"{server}/{db}")
         try:
-            keys = list(client.scan_iter(match=f"{NAMESPACE}:*", count=1000))
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
             if keys:
                 client.delete(*keys)
         finally:
@@ -232,7 +247,7 @@ api_url = "{sim}"
 upload_url = "{sim}"
 client_id = "{CLIENT_ID}"
 callback_url = "{web}"
-redis_prefix = "{NAMESPACE}:zoho"
+redis_prefix = "{args.namespace}:zoho"
 
 [sync]
 broker_url = "{redis_server}/0"
@@ -242,7 +257,7 @@ batches_in_flight = 3
 mode = "both"
 realtime_threshold = 100
 realtime_max_delay = {args.max_delay}
-realtime_check = 5.0
+realtime_check = {min(5.0, max(1.0, args.max_delay / 4))}
 work_dir = "{path.parent / "work"}"
 """,
         encoding="utf-8",
@@ -375,13 +390,14 @@ def summary(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    var = REPO / "var" / "demo"
+    var = Path(args.var).resolve()
     logs = var / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     shutil.rmtree(var / "work", ignore_errors=True)
     logs.mkdir(parents=True, exist_ok=True)
 
-    sim_port, web_port, flower_port = free_port(8010), free_port(8080), free_port(5555)
+    ports = (0, 0, 0) if args.any_ports else (8010, 8080, 5555)
+    sim_port, web_port, flower_port = (free_port(p) for p in ports)
     sim, web = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
     flower = f"http://127.0.0.1:{flower_port}"
     dsn = f"{args.pg}/{args.database}"
@@ -397,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ORDERSYNC_CONFIG": str(config),
         "ORDERSYNC_ZOHO_CLIENT_SECRET": client_secret,
         "ORDERSYNC_ZOHO_REFRESH_TOKEN": refresh_token,
-        "ORDERSYNC_CELERY_NAMESPACE": NAMESPACE,
+        "ORDERSYNC_CELERY_NAMESPACE": args.namespace,
         "PYTHONUNBUFFERED": "1",
     }
     sim_env = {
@@ -415,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         say(f"database {args.database}: {args.rows:,} orders ({args.bad_rows} bad), db install")
-        cleanup_redis(args.redis)
+        cleanup_redis(args.redis, args.namespace)
         recreate_database(args.pg, args.database)
         ordersync(env, "demo", "seed", "--rows", str(args.rows), "--bad-rows", str(args.bad_rows))
         ordersync(env, "db", "install", capture=True)
@@ -423,10 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"zohosim on {sim} (--job-speed {args.job_speed}), worker, web, Flower")
         procs.start("zohosim", [str(BIN / "zohosim"), "serve", "--port", str(sim_port),
                                 "--job-speed", args.job_speed], sim_env)  # fmt: skip
-        queues = ",".join(f"{NAMESPACE}.{q}" for q in ("ordersync.db", "ordersync.zoho"))
+        queues = ",".join(f"{args.namespace}.{q}" for q in ("ordersync.db", "ordersync.zoho"))
         celery = [str(BIN / "celery"), "-A", "tasks.app"]
         procs.start("worker", [*celery, "worker", "-Q", queues, "-E", "-c", "2", "-l", "INFO",
-                               "-n", f"{NAMESPACE}@%h"])  # fmt: skip
+                               "-n", f"{args.namespace}@%h"])  # fmt: skip
         procs.start("web", [str(BIN / "ordersync"), "web", "--port", str(web_port)])
         procs.start(
             "flower",
