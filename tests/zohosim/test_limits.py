@@ -29,6 +29,13 @@ def _many(api: Api, n: int, call: Any) -> list[requests.Response]:
         return list(pool.map(one, range(n)))
 
 
+def _wait_in_flight(sim: SimProcess, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while sim.admin.in_flight() != n:
+        assert time.monotonic() < deadline, "the call never reached the server"
+        time.sleep(0.01)
+
+
 def test_credit_budget_refuses_without_charging(api: Api, zohosim: SimProcess) -> None:
     zohosim.admin.configure(credit_limit=3)
     for _ in range(3):
@@ -84,7 +91,7 @@ def test_rolling_window_releases_credits(api: Api, zohosim: SimProcess) -> None:
 
 
 def test_concurrency_limit(api: Api, zohosim: SimProcess) -> None:
-    zohosim.admin.configure(concurrency=3, latency_ms=300)
+    zohosim.admin.configure(concurrency=3, latency_ms=600)
     rs = _many(api, 8, lambda s, h: s.get(f"{api.base}/crm/v8/org", headers=h, timeout=10))
     codes = sorted(r.status_code for r in rs)
     assert codes.count(200) >= 3
@@ -97,7 +104,7 @@ def test_concurrency_limit(api: Api, zohosim: SimProcess) -> None:
 
 
 def test_sub_concurrency_counts_big_upserts_only(api: Api, zohosim: SimProcess) -> None:
-    zohosim.admin.configure(sub_concurrency=2, latency_ms=300)
+    zohosim.admin.configure(sub_concurrency=2, latency_ms=600)
     big = [{"Name": f"SO-{i}", "parent_id": str(i)} for i in range(11)]
     rs = _many(api, 5, lambda s, h: s.post(f"{api.base}/crm/v8/Orders/upsert",
                                            json={"data": big}, headers=h, timeout=10))
@@ -226,12 +233,12 @@ def test_reset_clears_everything_but_config(api: Api, zohosim: SimProcess) -> No
 
 
 def test_reset_during_a_call_keeps_counters_sane(api: Api, zohosim: SimProcess) -> None:
-    zohosim.admin.configure(latency_ms=400, concurrency=1)
+    zohosim.admin.configure(latency_ms=1000, concurrency=1)
     api.token  # noqa: B018  (fetch the token before the reset... then fetch a new one)
     box: list[int] = []
     t = threading.Thread(target=lambda: box.append(api.get("/crm/v8/org").status_code))
     t.start()
-    time.sleep(0.15)
+    _wait_in_flight(zohosim, 1)
     zohosim.admin.reset()
     t.join(5)
     assert box == [200]
@@ -244,11 +251,11 @@ def test_reset_during_a_call_keeps_counters_sane(api: Api, zohosim: SimProcess) 
 def test_a_stalled_call_holds_a_concurrency_slot(api: Api, zohosim: SimProcess) -> None:
     zohosim.admin.configure(concurrency=1)
     api.get("/crm/v8/org")
-    zohosim.admin.fault("org", "stall", seconds=0.6)
+    zohosim.admin.fault("org", "stall", seconds=1.0)
     box: list[int] = []
     t = threading.Thread(target=lambda: box.append(api.get("/crm/v8/org").status_code))
     t.start()
-    time.sleep(0.2)
+    _wait_in_flight(zohosim, 1)
     with requests.Session() as s:
         r = s.get(f"{api.base}/crm/v8/users", headers=api.headers(), timeout=5)
     t.join(5)
