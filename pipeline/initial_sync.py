@@ -42,9 +42,11 @@ Nothing here knows Celery: ``tasks.initial`` calls these functions and sends the
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
+import secrets
 import time
 import zipfile
 from collections.abc import Iterator
@@ -182,8 +184,6 @@ def token_of(callback_url: str | None) -> str | None:
 
 def token_digest(token: str) -> str:
     """SHA-256 of a callback token, hex: the ledger stores this, never the token."""
-    import hashlib
-
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
@@ -326,11 +326,13 @@ def batch_lock(conn: Connection, batch_id: int) -> Iterator[None]:
     try:
         yield
     finally:
-        if not conn.closed:
+        try:
             conn.rollback()
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s, %s)", (BATCH_LOCK_CLASS, batch_id))
             conn.commit()
+        except psycopg2.Error:  # connection lost: the server dropped the lock with the session
+            log.warning("batch %s: could not release its lock; the connection is gone", batch_id)
 
 
 def _touch(conn: Connection, settings: Settings, batch_id: int, stats: dict[str, Any]) -> None:
@@ -585,7 +587,10 @@ def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: i
             conn.commit()
             batch = _load(conn, settings, batch_id)
             assert batch is not None
-        file_id = client.upload(Path(batch.zip_path or ""))
+        try:
+            file_id = client.upload(Path(batch.zip_path or ""))
+        except FatalZohoError as exc:  # refused (too large, bad file): count it like a job
+            return _job_failed(conn, settings, batch, f"upload refused: {exc}")
         moved = ledger.transition(
             conn, settings, batch_id, BatchState.UPLOADED, expected=BatchState.RENDERED,
             file_id=file_id,
@@ -692,8 +697,6 @@ def create_job(
 
 
 def _new_token() -> str:
-    import secrets
-
     return secrets.token_urlsafe(32)
 
 
