@@ -1,12 +1,13 @@
 """Flower during a real sync, seen in headless Chromium (Debian's ``chromium`` package).
 
 Flower runs as deploy/ runs it (basic auth from ``FLOWER_BASIC_AUTH``) in the test's broker
-namespace; a worker with events on runs a real initial sync of the test database into zohosim.
-Chromium logs in (credentials in the URL: the browser answers Flower's basic-auth challenge
-with them, for the page and for the page's own data requests), and the tasks page lists our
-task names; Flower's JSON API (which does not challenge a browser) is read with the login. The
-screenshot is kept as ``artifacts/flower-tasks.png``. Without credentials, or with a wrong
-password, Flower answers 401 and Chromium shows no task.
+namespace; a worker with events on runs a real initial sync of the test database into zohosim
+(slowed down so the run lasts). While the run goes on, Chromium logs in (credentials in the
+URL: the browser answers Flower's basic-auth challenge with them, for the page and for the
+page's own data requests) and the tasks page lists our task names; the screenshot is kept as
+``artifacts/flower-tasks.png``. Flower's JSON API (which does not challenge a browser) is read
+with the login. Without credentials, or with a wrong password, Flower answers 401 and Chromium
+shows no task.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 import requests
 from celery import Celery
 
-from pipeline.initial_sync import start_initial_run
+from pipeline.initial_sync import run_progress, start_initial_run
 from pipeline.settings import Settings
 from tasks.initial import START, TASK_NAMES
 from tests.deploy.deployfiles import Process, free_port
@@ -82,31 +83,35 @@ def test_flower_in_chromium_shows_our_tasks_and_wants_a_login(
 ) -> None:
     base, user, password = flower
     prefix = f"test:ops:{uuid.uuid4().hex}"
-    try:
-        worker = celery_worker_factory(extra_env=sync_env(legacy_db, zohosim, prefix))
-        run_id = start_initial_run(legacy_db)
-        celery_sender.send_task(START, kwargs={"run_id": run_id})
-        progress = wait_run_done(legacy_db, run_id)
-    finally:
-        redis_cleanup(prefix)
-    assert progress["state"] == "done", progress
     chain = {START, *TASK_NAMES.values()}
+    host = base.removeprefix("http://")
+    zohosim.admin.configure(job_rows_per_second=25)  # a 100-row job takes 4 s: a run to watch
 
-    # Flower has seen the worker's events for every step of the chain (read with the login).
     def seen() -> set[str]:
+        """Task names Flower has events for (its JSON API, read with the login)."""
         answer = requests.get(f"{base}/api/tasks", auth=(user, password), timeout=TIMEOUT)
         assert answer.status_code == 200
         return {task["name"] for task in answer.json().values()}
 
-    wait_until(lambda: chain <= seen(), 30, f"Flower to see {sorted(chain)}")
+    try:
+        worker = celery_worker_factory(extra_env=sync_env(legacy_db, zohosim, prefix))
+        run_id = start_initial_run(legacy_db)
+        celery_sender.send_task(START, kwargs={"run_id": run_id})
+        wait_until(lambda: "ordersync.poll" in seen(), 60, "Flower to see a job polled")
 
-    # Chromium logs in and sees our tasks in the page.
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "flower-tasks.png"
-    shot.unlink(missing_ok=True)
-    host = base.removeprefix("http://")
-    started = time.monotonic()
-    page = chromium(f"http://{user}:{password}@{host}/tasks", tmp_path / "profile", screenshot=shot)
+        # During the run, Chromium logs in and sees our tasks in the page.
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "flower-tasks.png"
+        shot.unlink(missing_ok=True)
+        started = time.monotonic()
+        page = chromium(
+            f"http://{user}:{password}@{host}/tasks", tmp_path / "profile", screenshot=shot
+        )
+        seconds = time.monotonic() - started
+        assert run_progress(legacy_db, run_id)["state"] == "running", "the run ended too soon"
+        progress = wait_run_done(legacy_db, run_id)
+    finally:
+        redis_cleanup(prefix)
     (ARTIFACTS / "flower-tasks.html").write_text(page, encoding="utf-8")
     assert "<title>Tasks" in page, page[:2000]
     assert "No tasks have been received" not in page
@@ -114,7 +119,11 @@ def test_flower_in_chromium_shows_our_tasks_and_wants_a_login(
     assert len(shown & chain) >= 3, f"task names in the page: {sorted(shown)}"
     assert worker.hostname in page
     assert shot.stat().st_size > 10_000  # a real picture, kept as the test's artefact
-    print(f"Chromium: {time.monotonic() - started:.1f} s, names shown {sorted(shown)}")
+    print(f"Chromium: {seconds:.1f} s, names shown {sorted(shown)}")
+
+    # After the run Flower has seen every step of the chain.
+    assert progress["state"] == "done", progress
+    wait_until(lambda: chain <= seen(), 30, f"Flower to see {sorted(chain)}")
 
     # No login, no page: 401 to a plain client and nothing in Chromium.
     for path in ("/", "/tasks", "/workers", "/api/tasks", f"/task/{uuid.uuid4()}"):
