@@ -24,6 +24,10 @@ grows. The job-duration histogram is cumulative over every reconciled bulk batch
 a job, measured from ``job_requested_at`` to ``finished_at`` (upload excluded, polling and
 reconciliation included: the time Zoho's answer took to reach the legacy table).
 
+Cost, measured on 1M rows (2 cores): ~12 ms a scrape when the table is in step, ~0.4-0.5 s
+while all 1M rows are pending (the oldest pending change is found by a scan of the pending
+rows); every query runs under a 5 s ``statement_timeout``.
+
 When the database cannot be read (down, or ``ordersync db install`` not run) the scrape still
 answers, without the ``ordersync_*`` ledger metrics: ``OrdersyncMetricsAbsent`` fires.
 """
