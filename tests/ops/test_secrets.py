@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -114,9 +114,9 @@ class BrokerSampler:
                 kind = self.client.type(key)
                 values: list[bytes] = []
                 if kind == b"list":
-                    values = self.client.lrange(key, 0, -1)
+                    values = cast(list[bytes], self.client.lrange(key, 0, -1))
                 elif kind == b"hash":
-                    values = list(self.client.hvals(key))
+                    values = cast(list[bytes], self.client.hvals(key))
                 self.messages += [self._decode(v) for v in values]
             time.sleep(0.05)
 
@@ -187,7 +187,7 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
         wait_until(web_up, 60, "web /healthz")
 
         def remember_token() -> None:
-            raw = cache.get(f"{prefix}:token")
+            raw = cast(bytes | None, cache.get(f"{prefix}:token"))
             if raw:
                 token_values.add(str(json.loads(raw)["access_token"]))
 
@@ -246,7 +246,8 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
         web.stop()
         worker.stop()
         redis_keys = {
-            key.decode(): cache.dump(key) or b"" for key in cache.scan_iter(match=f"{prefix}:*")
+            key.decode(): cast(bytes | None, cache.dump(key)) or b""
+            for key in cache.scan_iter(match=f"{prefix}:*")
         }
         cache.close()
         redis_cleanup(prefix)
