@@ -498,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop()
+        with contextlib.suppress(redis.RedisError):
+            cleanup_redis(args.redis, args.namespace)  # queues, beat lock, token cache
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from tests.fixtures.db import drop_database
@@ -47,3 +48,9 @@ def test_demo_script_runs_through_and_stops_what_it_started(tmp_path: Path) -> N
     assert "client_secret" not in (tmp_path / "demo" / "ordersync.toml").read_text()
     with pytest.raises(requests.ConnectionError):  # stopped with everything else
         requests.get(f"{flower.group(1)}/healthcheck", timeout=3)
+    for db in (0, 1):  # its queues, beat lock and token cache are gone too
+        client = redis.Redis.from_url(f"redis://127.0.0.1:6379/{db}")
+        try:
+            assert not list(client.scan_iter(match=f"{namespace}:*", count=500))
+        finally:
+            client.close()
