@@ -64,8 +64,11 @@ def _db() -> Iterator[Connection]:
 def send_step(
     step: Step, *, run_id: int | None = None, batch_id: int | None = None, countdown: float = 0.0
 ) -> None:
-    """Send one step: EXTRACT takes the run id, the others the batch id."""
-    kwargs = {"run_id": run_id} if step is Step.EXTRACT else {"batch_id": batch_id}
+    """Send one step: EXTRACT takes the run id, the others the batch id (and the run id, when
+    known, for the log lines only)."""
+    kwargs: dict[str, int | None] = {"run_id": run_id}
+    if step is not Step.EXTRACT:
+        kwargs = {"batch_id": batch_id, **({"run_id": run_id} if run_id is not None else {})}
     app.send_task(TASK_NAMES[step], kwargs=kwargs, countdown=countdown or None)
 
 
@@ -93,36 +96,36 @@ def extract(*, run_id: int) -> dict[str, Any]:
 
 
 @app.task(name=TASK_NAMES[Step.RENDER])
-def render(*, batch_id: int) -> dict[str, Any]:
+def render(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
         return hand_on(sync.render(conn, _settings(), batch_id))
 
 
 @app.task(name=TASK_NAMES[Step.UPLOAD])
-def upload(*, batch_id: int) -> dict[str, Any]:
+def upload(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
         return hand_on(sync.upload(conn, _settings(), _client(), batch_id))
 
 
 @app.task(name=TASK_NAMES[Step.CREATE_JOB])
-def create_job(*, batch_id: int) -> dict[str, Any]:
+def create_job(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
         return hand_on(sync.create_job(conn, _settings(), _client(), batch_id))
 
 
 @app.task(bind=True, name=TASK_NAMES[Step.POLL])
-def poll(self: Any, *, batch_id: int) -> dict[str, Any]:
+def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     """Poll the batch's job; not finished → this task again after a growing countdown."""
     with _db() as conn:
         outcome = sync.poll(conn, _settings(), _client(), batch_id)
     if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
-        self.schedule_again(outcome.countdown, batch_id=batch_id)
+        self.schedule_again(outcome.countdown, batch_id=batch_id, run_id=outcome.run_id)
         return {"batch_id": batch_id, "next": "poll", "note": f"in {outcome.countdown}s"}
     return hand_on(outcome)
 
 
 @app.task(name=TASK_NAMES[Step.RECONCILE])
-def reconcile(*, batch_id: int) -> dict[str, Any]:
+def reconcile(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
         return hand_on(sync.reconcile(conn, _settings(), _client(), batch_id))
 

@@ -67,3 +67,18 @@ def test_run_in_progress_survives_pickling() -> None:
     err = pickle.loads(pickle.dumps(RunInProgress(7, {"state": "running"})))
     assert err.run_id == 7 and err.summary == {"state": "running"}
     assert "7" in str(err)
+
+
+def test_steps_are_routed_by_what_they_touch_and_the_sweeper_is_on_beat_with_expires() -> None:
+    from tasks.config import ROUTES, TASK_MODULES, CeleryOptions, Queue, celery_config
+
+    assert "tasks.initial" in TASK_MODULES
+    for step in (Step.EXTRACT, Step.RENDER):
+        assert ROUTES[f"ordersync.{step.value}"] is Queue.DB
+    for step in (Step.UPLOAD, Step.CREATE_JOB, Step.POLL, Step.RECONCILE):
+        assert ROUTES[f"ordersync.{step.value}"] is Queue.ZOHO
+    entry = celery_config("redis://127.0.0.1:6379/0", CeleryOptions())["beat_schedule"][
+        "ordersync.sweep"
+    ]
+    assert entry["task"] == "ordersync.sweep"
+    assert 0 < entry["options"]["expires"] <= 60
