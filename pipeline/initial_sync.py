@@ -242,8 +242,9 @@ def run_progress(settings: Settings, run_id: int) -> dict[str, Any]:
 
     Keys: ``run_id, state, rows_total, rows_done, rows_synced, rows_skipped, batches`` (count by
     state), ``credits_spent`` (credits charged to the run), ``started_at`` (ISO), ``elapsed_s``,
-    ``rate_rows_s``, ``eta_s`` (None until a rate is known). ``rows_done`` counts rows synced or
-    recorded as refused, capped at ``rows_total``.
+    ``rate_rows_s``, ``eta_s`` (None until a rate is known). ``rows_synced``: rows marked synced
+    by the run's batches; ``rows_skipped``: rows whose latest Zoho error came from this run;
+    ``rows_done``: synced plus quarantined (no longer retried), capped at ``rows_total``.
     """
     conn = connect(settings, application="ordersync-progress")
     try:
@@ -267,18 +268,25 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         state, started_at, until, _now, total = row
         cur.execute(
             sql.SQL(
-                "SELECT state, count(*), coalesce(sum((stats->>'ok')::bigint), 0),"
-                " coalesce(sum((stats->>'errors')::bigint), 0)"
+                "SELECT state, count(*), coalesce(sum((stats->>'ok')::bigint), 0)"
                 " FROM {} WHERE run_id = %s GROUP BY state"
             ).format(_t(settings, "batches")),
             (run_id,),
         )
         batches: dict[str, int] = {}
-        synced = skipped = 0
-        for b_state, count, ok, errors in cur.fetchall():
+        synced = 0
+        for b_state, count, ok in cur.fetchall():
             batches[b_state] = int(count)
             synced += int(ok)
-            skipped += int(errors)
+        # rows whose latest error came from this run: refused, and held back if quarantined
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*), count(*) FILTER (WHERE e.quarantined) FROM {} e"
+                " JOIN {} b ON b.id = e.batch_id WHERE b.run_id = %s"
+            ).format(_t(settings, "row_errors"), _t(settings, "batches")),
+            (run_id,),
+        )
+        skipped, quarantined = (int(v) for v in cur.fetchone())  # type: ignore[union-attr]
         cur.execute(
             sql.SQL("SELECT coalesce(sum(credits), 0) FROM {} WHERE run_id = %s").format(
                 _t(settings, "credit_ledger")
@@ -287,7 +295,7 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         )
         credits = int(cur.fetchone()[0])  # type: ignore[index]
     elapsed = max(0.0, (until - started_at).total_seconds())
-    done = min(int(total), synced + skipped) if total else synced + skipped
+    done = min(int(total), synced + quarantined) if total else synced + quarantined
     rate = done / elapsed if elapsed > 0 and done else 0.0
     eta = (max(0, int(total) - done) / rate) if rate > 0 else None
     return {

@@ -51,6 +51,8 @@ def test_rows_zoho_rejects_are_recorded_and_do_not_stop_the_rest(make_e2e: MakeE
     progress = world.wait_done(run_id)
 
     assert progress["state"] == "done"
+    assert progress["rows_skipped"] == 12 and progress["rows_done"] == 3_000
+    assert progress["rows_synced"] == 3_000 - 12
     errors = world.query(
         "SELECT row_key, code, field, attempts, quarantined FROM ordersync.row_errors"
     )
