@@ -413,9 +413,7 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
                 ok = True
                 return Outcome(None, None, run_id=run_id, note="run is not running")
             cur.execute(
-                sql.SQL(
-                    "SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})"
-                ).format(
+                sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
                     _t(settings, "batches"),
                     sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
                 ),
@@ -528,9 +526,12 @@ def render_zip(conn: Connection, settings: Settings, batch: Batch) -> Rendered:
             )
             rows = cur.rowcount
         conn.commit()
-        with zipfile.ZipFile(
-            partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL
-        ) as archive, archive.open(csv_name(batch_id), "w", force_zip64=True) as entry:
+        with (
+            zipfile.ZipFile(
+                partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL
+            ) as archive,
+            archive.open(csv_name(batch_id), "w", force_zip64=True) as entry,
+        ):
             entry.write(sink.getbuffer())
         os.replace(partial, final)
     finally:
@@ -880,8 +881,10 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
                 ok.append((row.key, row.record_id))
                 continue
             first = row.errors[0] if row.errors else None
-            code = first.code if first else (
-                "UNPROCESSED" if row.status is RowStatus.UNPROCESSED else "SKIPPED"
+            code = (
+                first.code
+                if first
+                else ("UNPROCESSED" if row.status is RowStatus.UNPROCESSED else "SKIPPED")
             )
             error = RowError(row.key, code, ",".join(first.fields) if first else None, None)
             (transient if is_transient_row_code(code) else permanent).append(error)
