@@ -98,7 +98,11 @@ def run_interval(
     conn = connect(settings, application="ordersync-interval") if conn is None else conn
     try:
         release_abandoned(conn, settings)
-        pending = pending_state(conn, settings).free
+        state = pending_state(conn, settings)
+        if state.initial_running:  # its rounds send every pending row; a plan here would race it
+            log.info("interval run skipped: an initial sync is running")
+            return IntervalResult(None, state.free, planner.plan(0), (), (), "initial sync running")
+        pending = state.free
         if pending == 0:
             return IntervalResult(None, 0, planner.plan(0), (), ())
         budget = client.credits.remaining()

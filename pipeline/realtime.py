@@ -71,6 +71,7 @@ class Reason(StrEnum):
     NOT_YET = "not_yet"  # some rows pending, neither rule met
     NOTHING = "nothing"  # no ready row
     BACKLOG = "backlog"  # cheaper by a bulk job: left to the interval run (mode ``both``)
+    INITIAL_RUN = "initial_run"  # an initial sync is running: its own rounds send these rows
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class PendingState:
     ready: int
     oldest_age: float | None
     free: int  # pending and unclaimed, resting rows included (what an interval run sees)
+    initial_running: bool = False  # an initial sync is in progress: the ongoing sync stands by
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def decide(state: PendingState, settings: Settings) -> Due:
     says so: ~5,000 rows and more) is left to the interval run (:data:`Reason.BACKLOG`).
     """
     ready, age = state.ready, state.oldest_age
+    if state.initial_running:
+        return Due(False, Reason.INITIAL_RUN, ready, age)
     if ready == 0:
         return Due(False, Reason.NOTHING, 0, None)
     if settings.mode is SyncMode.BOTH and planner.plan(ready).bulk_jobs > 0:
@@ -155,7 +159,8 @@ def pending_state(
            SELECT count(*) FILTER (WHERE NOT resting),
                   extract(epoch FROM %(now)s - min(coalesce(since, 'epoch'))
                                                FILTER (WHERE NOT resting)),
-                  count(*)
+                  count(*),
+                  EXISTS (SELECT 1 FROM {runs} WHERE kind = {initial} AND state = {running})
            FROM free"""
     ).format(
         batches=n.ledger_table("batches"),
@@ -169,14 +174,19 @@ def pending_state(
         bulk=sql.Literal(BatchKind.BULK.value),
         rt=sql.Literal(BatchKind.REALTIME.value),
         kt=key_type(conn, settings),
+        runs=n.ledger_table("runs"),
+        initial=sql.Literal(RunKind.INITIAL.value),
+        running=sql.Literal(RunState.RUNNING.value),
     )
     with conn, conn.cursor() as cur:
         if now is None:
             cur.execute("SELECT now()")
             now = cur.fetchone()[0]  # type: ignore[index]
         cur.execute(statement, {"now": now, "rest": settings.realtime_max_delay})
-        ready, age, free = cur.fetchone()  # type: ignore[misc]
-    return PendingState(int(ready), None if age is None else float(age), int(free))
+        ready, age, free, initial_running = cur.fetchone()  # type: ignore[misc]
+    return PendingState(
+        int(ready), None if age is None else float(age), int(free), bool(initial_running)
+    )
 
 
 def due(conn: Connection, settings: Settings, now: datetime | None = None) -> Due:

@@ -8,7 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline import demo, realtime
+from pipeline import demo, interval, ledger, realtime
+from pipeline.initial_sync import start_initial_run
+from pipeline.ledger import RunState
 from pipeline.legacy.connection import connect
 from pipeline.realtime import PendingState, Reason
 from pipeline.settings import Settings, SyncMode
@@ -55,6 +57,31 @@ def test_decide_leaves_a_backlog_cheaper_by_bulk_to_the_interval_run_in_mode_bot
     assert not realtime.decide(backlog, both).flush
     assert realtime.decide(backlog, only).flush  # realtime only: upserts, whatever the cost
     assert realtime.decide(PendingState(4_000, 900.0, 4_000), both).flush
+
+
+def test_decide_stands_by_while_an_initial_sync_runs() -> None:
+    state = PendingState(6_000, 900.0, 6_000, initial_running=True)
+    for mode in SyncMode:
+        due = realtime.decide(state, Settings(mode=mode))
+        assert (due.flush, due.reason) == (False, Reason.INITIAL_RUN)
+
+
+def test_no_flush_and_no_interval_plan_while_an_initial_sync_runs(ongoing: Ongoing) -> None:
+    ongoing.change(range(1, 151))
+    run_id = start_initial_run(ongoing.settings)
+    flushed = realtime.flush(ongoing.settings, ongoing.client)
+    assert flushed.batches == () and flushed.decision.reason is Reason.INITIAL_RUN
+    planned = interval.run_interval(ongoing.settings, ongoing.client)
+    assert planned.run_id is None and planned.bulk_batches == () and planned.upserts == ()
+    assert ongoing.pending() == 150  # nothing claimed, nothing sent: the initial run owns them
+
+    conn = connect(ongoing.settings)
+    try:
+        with conn:
+            ledger.finish_run(conn, ongoing.settings, run_id, RunState.DONE)
+    finally:
+        conn.close()
+    assert [b.sent for b in realtime.flush(ongoing.settings, ongoing.client).batches] == [100]
 
 
 # -- flushes against zohosim ----------------------------------------------------------------------
