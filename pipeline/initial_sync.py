@@ -32,6 +32,15 @@ Rules that make a crash at any point lose nothing and do nothing twice:
 * Rows Zoho skipped with a transient code (``TRANSIENT_ROW_CODES``) go round again; other codes
   count towards quarantine (``settings.max_attempts``; transient ones after
   ``TRANSIENT_ATTEMPTS_FACTOR`` times as many).
+* Each claim is priced by the planner (:func:`choose_claim`): while a bulk job of the run's
+  batch size is the cheaper way to send what is free, the claim is a bulk batch; otherwise
+  (the retry rounds: rows Zoho skipped, rows edited in flight, a small tail) the ``upsert``
+  step sends the free rows by Upsert calls of 100 with ``pipeline.realtime.send_batch``
+  (``realtime`` batches of the same run, version-checked marking, row errors), then hands on
+  to the run's next claim.
+* A fatal error in poll or reconcile (a job Zoho no longer knows, a result file that cannot
+  be read) is retried ``MAX_STEP_ERRORS`` times (counted per step in ``stats.step_errors``),
+  then fails the batch with the reason, which releases its rows.
 * :func:`stalled_batches` / :func:`stalled_runs` find batches and runs whose ``updated_at`` has
   not moved for too long: the sweeper re-enqueues the step their state calls for. Waiting steps
   (polling, waiting for a callback) touch ``updated_at`` so they are not swept.
@@ -42,6 +51,7 @@ Nothing here knows Celery: ``tasks.initial`` calls these functions and sends the
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
@@ -64,10 +74,10 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
-from pipeline import ledger
+from pipeline import ledger, planner, realtime
 from pipeline.ledger import Batch, BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import connect
-from pipeline.legacy.extract import _begin, _end, _require_idle, claim
+from pipeline.legacy.extract import _begin, _end, _free_rows, _require_idle, claim
 from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names, key_type
 from pipeline.legacy.render import ZIP_LEVEL, csv_name, header_line, sha256_file, zip_path
@@ -75,6 +85,7 @@ from pipeline.serialize import select_list, session_timezone_sql
 from pipeline.settings import Settings
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import AmbiguousJobCreation, FatalZohoError, ZohoError
+from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
 from pipeline.zoho.results import JobState, RowStatus, iter_result_rows
 
 log = logging.getLogger(__name__)
@@ -93,11 +104,16 @@ TRANSIENT_ROW_CODES = frozenset(
     | {"TOO_MANY_REQUESTS", "LOCKED"}
 )
 TRANSIENT_ATTEMPTS_FACTOR = 3
+MAX_STEP_ERRORS = 3  # fatal errors of one step (poll, reconcile) before the batch fails
+STEP_RETRY_COUNTDOWN = 1.0  # seconds before a step that hit a fatal error runs again; doubled
+MAX_UPSERT_CALLS = 200  # upsert calls one ``upsert`` step makes at most (then the next claim)
+# Free rows counted at most per claim: above this a bulk job is always the cheaper way.
+FREE_COUNT_CAP = BULK_JOB_MAX_ROWS + 1
 _RUN_KINDS_SWEPT = (RunKind.INITIAL.value, RunKind.MANUAL.value, RunKind.INTERVAL.value)
 
 
 class Step(StrEnum):
-    """The six steps of a bulk batch (task names are ``ordersync.<step>``)."""
+    """The six steps of a bulk batch, and the run's upsert step (task ``ordersync.<step>``)."""
 
     EXTRACT = "extract"
     RENDER = "render"
@@ -105,6 +121,13 @@ class Step(StrEnum):
     CREATE_JOB = "create_job"
     POLL = "poll"
     RECONCILE = "reconcile"
+    UPSERT = "upsert"  # a run's step, like EXTRACT: its free rows by Upsert calls
+
+
+# Steps that take the run id (the others take a batch id).
+RUN_STEPS = frozenset({Step.EXTRACT, Step.UPSERT})
+# The steps of a bulk batch, in order.
+BULK_STEPS = (Step.EXTRACT, Step.RENDER, Step.UPLOAD, Step.CREATE_JOB, Step.POLL, Step.RECONCILE)
 
 
 # The step that moves a batch on from each unfinished state.
@@ -133,8 +156,9 @@ class RunInProgress(Exception):
 class Outcome:
     """What a step did and what should run next.
 
-    ``next_step`` EXTRACT is for ``run_id`` (claim the run's next batch); any other step is for
-    ``batch_id``, after ``countdown`` seconds. ``more`` asks for one more EXTRACT of the run (the
+    ``next_step`` EXTRACT and UPSERT are for ``run_id`` (claim the run's next batch, send its
+    free rows by upsert); any other step is for ``batch_id``; either after ``countdown``
+    seconds. ``more`` asks for one more EXTRACT of the run (the
     in-flight window has room). None: nothing to send (done, or someone else carries on).
     """
 
@@ -169,6 +193,42 @@ def run_is_done(open_batches: int, claimed: bool) -> bool:
 def is_transient_row_code(code: str) -> bool:
     """Does Zoho's ``code`` for a skipped row mean "try again later" rather than "bad row"?"""
     return code.upper() in TRANSIENT_ROW_CODES
+
+
+@dataclass(frozen=True)
+class ClaimChoice:
+    """How the run's next claim goes: one bulk batch of ``rows`` rows, or the free rows
+    (``rows``) by Upsert calls (``kind`` REALTIME); ``plan`` is the planner's cheapest plan
+    for all the free rows."""
+
+    kind: BatchKind
+    rows: int
+    plan: planner.Plan
+
+
+def choose_claim(free_rows: int, batch_size: int) -> ClaimChoice | None:
+    """Bulk batch or upserts for the next claim of a run with ``free_rows`` sendable rows.
+
+    A bulk batch (of ``min(free_rows, batch_size, 25,000)`` rows) only while the cheapest plan
+    for the free rows has a bulk job *and* one bulk job of the batch's size is cheaper than
+    sending its rows by upsert (a 1,000-row bulk batch would cost 500 credits for 100 credits
+    of upserts). Otherwise every free row goes by upsert: the retry rounds (a few skipped or
+    stale rows) and a tail below ~5,000 rows. Deciding claim by claim on what is left reaches
+    the planner's mix: 26,000 rows → one bulk job, then 1,000 rows by ten upsert calls.
+    None: nothing to send.
+    """
+    if free_rows <= 0:
+        return None
+    the_plan = planner.plan(free_rows)
+    job_rows = min(free_rows, batch_size, BULK_JOB_MAX_ROWS)
+    if the_plan.bulk_jobs and planner.plan(job_rows).bulk_jobs:
+        return ClaimChoice(BatchKind.BULK, job_rows, the_plan)
+    return ClaimChoice(BatchKind.REALTIME, free_rows, the_plan)
+
+
+def step_retry_countdown(errors: int) -> float:
+    """Seconds before a step runs again after its ``errors``-th fatal error: 1, 2, 4, …"""
+    return STEP_RETRY_COUNTDOWN * 2 ** max(0, errors - 1)
 
 
 def token_of(callback_url: str | None) -> str | None:
@@ -243,7 +303,8 @@ def run_progress(settings: Settings, run_id: int) -> dict[str, Any]:
     Keys: ``run_id, state, rows_total, rows_done, rows_synced, rows_skipped, batches`` (count by
     state), ``credits_spent`` (credits charged to the run), ``started_at`` (ISO), ``elapsed_s``,
     ``rate_rows_s``, ``eta_s`` (None until a rate is known). ``rows_synced``: rows marked synced
-    by the run's batches; ``rows_skipped``: rows whose latest Zoho error came from this run;
+    by the run's batches (bulk and upsert); ``rows_skipped``: rows whose latest Zoho error came
+    from this run;
     ``rows_done``: synced plus quarantined (no longer retried), capped at ``rows_total``.
     """
     conn = connect(settings, application="ordersync-progress")
@@ -268,7 +329,8 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         state, started_at, until, _now, total = row
         cur.execute(
             sql.SQL(
-                "SELECT state, count(*), coalesce(sum((stats->>'ok')::bigint), 0)"
+                "SELECT state, count(*),"
+                " coalesce(sum(coalesce((stats->>'marked')::bigint, (stats->>'ok')::bigint)), 0)"
                 " FROM {} WHERE run_id = %s GROUP BY state"
             ).format(_t(settings, "batches")),
             (run_id,),
@@ -392,12 +454,25 @@ def _nothing(batch_id: int, state: object) -> Outcome:
 # ---------------------------------------------------------------------------------------------
 
 
+def count_free(cur: Any, settings: Settings, kt: sql.Composable, cap: int = FREE_COUNT_CAP) -> int:
+    """Free (claimable) pending rows, counted up to ``cap``, in the caller's transaction."""
+    free, _ = _free_rows(cur, settings, kt)
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} t WHERE {} LIMIT %s) AS f").format(
+            Names(settings).table, free
+        ),
+        (cap,),
+    )
+    return int(cur.fetchone()[0])
+
+
 def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
     """Claim the run's next batch (≤ ``batch_size`` free pending rows, key order) → ``extracted``.
 
     Inside the claim lock: does nothing if the run is not running or its in-flight window is
     full; finishes the run (``done``) when nothing is left to claim and none of its batches is
-    unfinished.
+    unfinished. When the planner finds upserts cheaper for what is free (:func:`choose_claim`),
+    claims nothing and names the ``upsert`` step for the run instead.
     """
     _require_idle(conn)
     ok = False
@@ -423,9 +498,13 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
             if not window_has_room(open_batches, settings.batches_in_flight):
                 ok = True
                 return Outcome(None, None, run_id=run_id, note="in-flight window is full")
-            claimed, _ = claim(
-                cur, settings, kt, kind=BatchKind.BULK, limit=settings.batch_size, run_id=run_id
-            )
+            choice = choose_claim(count_free(cur, settings, kt), settings.batch_size)
+            if choice is not None and choice.kind is BatchKind.REALTIME:
+                ok = True
+                return Outcome(None, Step.UPSERT, run_id=run_id,
+                               note=f"upserts: {choice.plan.describe()}")  # fmt: skip
+            limit = settings.batch_size if choice is None else choice.rows
+            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id)
             cur.execute(
                 sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
                     _t(settings, "runs")
@@ -468,6 +547,58 @@ def fail_run_if_hopeless(conn: Connection, settings: Settings, run_id: int) -> b
     )
     log.error("run %s failed: %s batches failed", run_id, failed)
     return True
+
+
+def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int) -> Outcome:
+    """Send the run's free rows by Upsert calls of 100, then hand on to the run's next claim.
+
+    Each call is one ``realtime`` batch of the run (``pipeline.realtime.send_batch``: claim,
+    upsert, version-checked marking, row errors, claims released), so ``run_progress`` and the
+    credit ledger count it. One step sends at most the rows that were free when it began (a
+    row Zoho refused goes in the next round, when the claim that follows prices it again),
+    and hands back to EXTRACT as soon as the planner finds a bulk job cheaper. A call that
+    fails fatally fails its batch (its rows stay pending); the run fails after
+    ``MAX_FAILED_BATCHES``.
+    """
+    started = time.monotonic()
+    _require_idle(conn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT state FROM {} WHERE id = %s").format(_t(settings, "runs")), (run_id,)
+        )
+        row = cur.fetchone()
+        if row is None or row[0] != RunState.RUNNING.value:
+            return Outcome(None, None, run_id=run_id, note="run is not running")
+        free = count_free(cur, settings, key_type(conn, settings))
+    choice = choose_claim(free, settings.batch_size)
+    if choice is None or choice.kind is BatchKind.BULK:
+        return Outcome(None, Step.EXTRACT, run_id=run_id, note="a bulk claim, or nothing")
+    results: list[realtime.BatchResult] = []
+    try:
+        while sum(r.sent for r in results) < choice.rows and len(results) < MAX_UPSERT_CALLS:
+            result = realtime.send_batch(conn, settings, client, run_id=run_id)
+            if result is None:
+                break
+            results.append(result)
+    except FatalZohoError as exc:  # send_batch failed the batch: its rows stay pending
+        log.error("run %s: an upsert call was refused: %s", run_id, exc)
+        with conn:
+            if fail_run_if_hopeless(conn, settings, run_id):
+                return Outcome(None, None, run_id=run_id, note="run failed")
+        return Outcome(None, Step.EXTRACT, run_id=run_id,
+                       countdown=step_retry_countdown(1), note="upsert refused")  # fmt: skip
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(_t(settings, "runs")),
+            (run_id,),
+        )
+    log.info(
+        "run %s: %s upsert calls, sent %s / ok %s / refused %s (stale %s), credits %s, %.2f s",
+        run_id, len(results), sum(r.sent for r in results), sum(r.marked for r in results),
+        sum(r.refused for r in results), sum(r.stale for r in results),
+        sum(r.credits for r in results), time.monotonic() - started,
+    )  # fmt: skip
+    return Outcome(None, Step.EXTRACT, run_id=run_id, note=f"{len(results)} upsert calls")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -756,9 +887,13 @@ def batch_by_token(settings: Settings, token: str) -> int | None:
 def _adopt_hint(conn: Connection, settings: Settings, client: ZohoClient, batch: Batch) -> bool:
     """Take the job a callback named, if Zoho confirms it calls back with this batch's token."""
     hint = batch.job_hint or ""
-    job = client.get_job(hint)
-    token = token_of(job.callback_url)
-    if token is None or token_digest(token) != batch.callback_digest:
+    try:
+        job = client.get_job(hint)
+    except FatalZohoError as exc:  # Zoho does not know that job: not ours either
+        log.warning("batch %s: job %s named by a callback: %s", batch.id, hint, exc)
+        job = None
+    token = None if job is None else token_of(job.callback_url)
+    if job is None or token is None or token_digest(token) != batch.callback_digest:
         log.warning("batch %s: job %s named by a callback is not ours; ignored", batch.id, hint)
         _set(conn, settings, batch.id, job_hint=None)
         conn.commit()
@@ -773,7 +908,8 @@ def _adopt_hint(conn: Connection, settings: Settings, client: ZohoClient, batch:
 
 
 def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int) -> Outcome:
-    """``job_created`` → ``job_done`` once Zoho says COMPLETED; FAILED → :func:`_job_failed`.
+    """``job_created`` → ``job_done`` once Zoho says COMPLETED; FAILED → :func:`_job_failed`;
+    a fatal answer (the job is unknown) → :func:`_step_error`.
 
     Not finished yet: touch the batch and ask to be polled again after a growing countdown.
     Also resolves a job id named by a callback for a batch still waiting on its create intent.
@@ -789,7 +925,10 @@ def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int
             assert batch is not None
         if batch.state is not BatchState.JOB_CREATED:
             return _nothing(batch_id, batch.state)
-        job = client.get_job(batch.job_id or "")
+        try:
+            job = client.get_job(batch.job_id or "")
+        except FatalZohoError as exc:  # e.g. RESOURCE_NOT_FOUND: Zoho no longer knows the job
+            return _step_error(conn, settings, batch, Step.POLL, f"job {batch.job_id}: {exc}")
         stats = dict(batch.stats)
         if not job.terminal:
             polls = int(stats.get("polls", 0)) + 1
@@ -831,7 +970,16 @@ def _job_failed(conn: Connection, settings: Settings, batch: Batch, reason: str)
         conn.commit()
         return Outcome(batch.id, Step.UPLOAD if moved else None, run_id=batch.run_id)
     log.error("batch %s: %s; giving up after %s jobs, rows released", batch.id, reason, attempts)
-    ledger.transition(conn, settings, batch.id, batch.state, attempts=attempts)
+    return _fail_batch(conn, settings, batch, reason, attempts=attempts)
+
+
+def _fail_batch(
+    conn: Connection, settings: Settings, batch: Batch, reason: str, **fields: Any
+) -> Outcome:
+    """End the batch ``failed`` with ``reason`` (and ``fields``): its claims are released and
+    its rows go round again in a later claim of the run; the run fails if hopeless."""
+    if fields:
+        ledger.transition(conn, settings, batch.id, batch.state, **fields)
     ledger.finish_batch(conn, settings, batch.id, BatchState.FAILED, reason)
     if batch.run_id is not None and fail_run_if_hopeless(conn, settings, batch.run_id):
         conn.commit()
@@ -839,6 +987,30 @@ def _job_failed(conn: Connection, settings: Settings, batch: Batch, reason: str)
     conn.commit()
     _cleanup(settings, batch)
     return _after_finish(batch, "batch failed")
+
+
+def _step_error(
+    conn: Connection, settings: Settings, batch: Batch, step: Step, reason: str
+) -> Outcome:
+    """A fatal error in ``step`` (poll, reconcile): counted in ``stats.step_errors[step]``, the
+    step runs again after a short countdown, and after ``MAX_STEP_ERRORS`` the batch fails
+    with the reason. Without this a failing task would be re-sent by the sweeper for ever.
+    """
+    conn.rollback()  # nothing the step did before the error is kept
+    counts = dict(batch.stats.get("step_errors") or {})
+    errors = int(counts.get(step.value, 0)) + 1
+    counts[step.value] = errors
+    stats = {**batch.stats, "step_errors": counts}
+    reason = f"{step.value}: {reason}"
+    if errors < MAX_STEP_ERRORS:
+        log.warning("batch %s: %s (error %s of %s); %s again shortly",
+                    batch.id, reason, errors, MAX_STEP_ERRORS, step.value)  # fmt: skip
+        _set(conn, settings, batch.id, error=reason, stats=stats)
+        conn.commit()
+        return Outcome(batch.id, step, run_id=batch.run_id,
+                       countdown=step_retry_countdown(errors), note=reason)  # fmt: skip
+    log.error("batch %s: %s; failed after %s errors, rows released", batch.id, reason, errors)
+    return _fail_batch(conn, settings, batch, reason, stats=stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -863,31 +1035,17 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
     ADDED/UPDATED → ``mark_synced`` with the record id (version-checked: a row edited since its
     claim stays pending); SKIPPED/UNPROCESSED → ``record_row_errors`` (transient codes with a
     larger quarantine allowance); the claims are released. One summary log line per batch.
+    A result that cannot be had or read → :func:`_step_error`.
     """
     started = time.monotonic()
     with batch_lock(conn, batch_id):
         batch = _load(conn, settings, batch_id)
         if batch is None or batch.state is not BatchState.JOB_DONE:
             return _nothing(batch_id, batch and batch.state)
-        url = batch.stats.get("download_url") or client.get_job(batch.job_id or "").download_url
-        if not url:
-            raise FatalZohoError("RESULT_FORMAT", f"job {batch.job_id} has no download URL")
-        path = client.download_result(str(url), result_path(settings, batch_id))
-        ok: list[tuple[str, str | None]] = []
-        permanent: list[RowError] = []
-        transient: list[RowError] = []
-        for row in iter_result_rows(path, settings.mapping.unique_field):
-            if row.ok:
-                ok.append((row.key, row.record_id))
-                continue
-            first = row.errors[0] if row.errors else None
-            code = (
-                first.code
-                if first
-                else ("UNPROCESSED" if row.status is RowStatus.UNPROCESSED else "SKIPPED")
-            )
-            error = RowError(row.key, code, ",".join(first.fields) if first else None, None)
-            (transient if is_transient_row_code(code) else permanent).append(error)
+        try:
+            ok, permanent, transient = _read_result(settings, client, batch)
+        except (FatalZohoError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as exc:
+            return _step_error(conn, settings, batch, Step.RECONCILE, str(exc) or repr(exc))
         marked = mark_synced(conn, settings, batch_id, ok)
         errors = record_row_errors(conn, settings, batch_id, permanent)
         retry = record_row_errors(
@@ -918,6 +1076,33 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
         credits, seconds, time.monotonic() - started,
     )  # fmt: skip
     return _after_finish(batch, "reconciled")
+
+
+def _read_result(
+    settings: Settings, client: ZohoClient, batch: Batch
+) -> tuple[list[tuple[str, str | None]], list[RowError], list[RowError]]:
+    """Download and read the batch's result: (ok keys with record ids, permanent errors,
+    transient errors)."""
+    url = batch.stats.get("download_url") or client.get_job(batch.job_id or "").download_url
+    if not url:
+        raise FatalZohoError("RESULT_FORMAT", f"job {batch.job_id} has no download URL")
+    path = client.download_result(str(url), result_path(settings, batch.id))
+    ok: list[tuple[str, str | None]] = []
+    permanent: list[RowError] = []
+    transient: list[RowError] = []
+    for row in iter_result_rows(path, settings.mapping.unique_field):
+        if row.ok:
+            ok.append((row.key, row.record_id))
+            continue
+        first = row.errors[0] if row.errors else None
+        code = (
+            first.code
+            if first
+            else ("UNPROCESSED" if row.status is RowStatus.UNPROCESSED else "SKIPPED")
+        )
+        error = RowError(row.key, code, ",".join(first.fields) if first else None, None)
+        (transient if is_transient_row_code(code) else permanent).append(error)
+    return ok, permanent, transient
 
 
 def _batch_credits(conn: Connection, settings: Settings, batch_id: int) -> int:

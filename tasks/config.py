@@ -86,6 +86,7 @@ ROUTES: dict[str, Queue] = {
     "ordersync.upload": Queue.ZOHO,
     "ordersync.create_job": Queue.ZOHO,
     "ordersync.reconcile": Queue.ZOHO,
+    "ordersync.upsert": Queue.ZOHO,  # a run's rows cheaper by Upsert calls (initial sync)
     "ordersync.sweep": Queue.DB,
     "ordersync.realtime.check": Queue.ZOHO,  # tasks/ongoing.py: upserts
     "ordersync.interval.run": Queue.ZOHO,

@@ -8,8 +8,9 @@ batch id, the ledger says where the batch stands, and the sweeper can restart a 
 step by sending that one task. A chain object would carry the remaining steps in the message
 and be lost with it.
 
-Queues: claiming and rendering are database work (``Queue.DB``); upload, create job, poll and
-reconcile (which starts with the result download) call Zoho (``Queue.ZOHO``).
+Queues: claiming and rendering are database work (``Queue.DB``); upload, create job, poll,
+reconcile (which starts with the result download) and upsert (a run's rows that are cheaper by
+Upsert calls than by a bulk job) call Zoho (``Queue.ZOHO``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 
 from pipeline import initial_sync as sync
-from pipeline.initial_sync import Outcome, Step
+from pipeline.initial_sync import RUN_STEPS, Outcome, Step
 from pipeline.legacy.connection import connect
+from pipeline.realtime import release_abandoned
 from pipeline.settings import Settings, load_settings
 from pipeline.zoho.client import ZohoClient
 from tasks.app import app
@@ -64,10 +66,10 @@ def _db() -> Iterator[Connection]:
 def send_step(
     step: Step, *, run_id: int | None = None, batch_id: int | None = None, countdown: float = 0.0
 ) -> None:
-    """Send one step: EXTRACT takes the run id, the others the batch id (and the run id, when
-    known, for the log lines only)."""
+    """Send one step: EXTRACT and UPSERT take the run id, the others the batch id (and the run
+    id, when known, for the log lines only)."""
     kwargs: dict[str, int | None] = {"run_id": run_id}
-    if step is not Step.EXTRACT:
+    if step not in RUN_STEPS:
         kwargs = {"batch_id": batch_id, **({"run_id": run_id} if run_id is not None else {})}
     app.send_task(TASK_NAMES[step], kwargs=kwargs, countdown=countdown or None)
 
@@ -130,10 +132,20 @@ def reconcile(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
         return hand_on(sync.reconcile(conn, _settings(), _client(), batch_id))
 
 
+@app.task(name=TASK_NAMES[Step.UPSERT])
+def upsert(*, run_id: int) -> dict[str, Any]:
+    """Send the run's free rows by Upsert calls (the planner found them cheaper that way)."""
+    with _db() as conn:
+        return hand_on(sync.upsert(conn, _settings(), _client(), run_id))
+
+
 @app.task(name=SWEEP)
 def sweep(*, older_than: float | None = None) -> dict[str, Any]:
-    """Re-enqueue the step of every stalled batch and the claim of every stalled run."""
+    """Re-enqueue the step of every stalled batch and the claim of every stalled run; end the
+    upsert batches whose worker died (their run's claim then sends their rows again)."""
     settings = _settings()
+    with _db() as conn:
+        released = release_abandoned(conn, settings)
     threshold = settings.stall_after if older_than is None else float(older_than)
     batches = sync.stalled_batches(settings, threshold)
     for batch_id, step in batches:
@@ -143,4 +155,4 @@ def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     for run_id in runs:
         logger.warning("run %s stalled: re-enqueueing its next claim", run_id)
         send_step(Step.EXTRACT, run_id=run_id)
-    return {"batches": [b for b, _ in batches], "runs": runs}
+    return {"batches": [b for b, _ in batches], "runs": runs, "released": released}

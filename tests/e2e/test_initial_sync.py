@@ -32,6 +32,7 @@ def test_60000_rows_in_three_batches_land_in_zoho_exactly(make_e2e: MakeE2E) -> 
     assert credits["used_24h"] == 1501
     assert credits["calls_by_api"]["upload"] == 3
     assert credits["calls_by_api"]["bulk_create"] == 3
+    assert "upsert" not in credits["calls_by_api"]  # nothing failed: no retry round
     print(f"60,000 rows in {elapsed:.1f} s")
 
 
@@ -46,13 +47,26 @@ def test_a_second_initial_sync_is_refused_while_one_runs(make_e2e: MakeE2E) -> N
 
 
 def test_rows_zoho_rejects_are_recorded_and_do_not_stop_the_rest(make_e2e: MakeE2E) -> None:
-    world = make_e2e(rows=3_000, batch_size=1_000, bad_rows=12)
+    world = make_e2e(rows=6_000, batch_size=6_000, bad_rows=12)
     run_id = world.start_run()
     progress = world.wait_done(run_id)
 
     assert progress["state"] == "done"
-    assert progress["rows_skipped"] == 12 and progress["rows_done"] == 3_000
-    assert progress["rows_synced"] == 3_000 - 12
+    assert progress["rows_skipped"] == 12 and progress["rows_done"] == 6_000
+    assert progress["rows_synced"] == 6_000 - 12
+    # one bulk job for the first round; each retry round of the 12 refused rows is one upsert
+    # call (2 credits), not a 500-credit job: max_attempts - 1 rounds
+    retries = world.settings.max_attempts - 1
+    credits = world.sim.admin.credits()
+    assert credits["by_api"] == {"bulk_create": BULK_JOB_CREDITS, "upsert": 2 * retries, "org": 1}
+    assert credits["calls_by_api"]["bulk_create"] == 1
+    assert credits["calls_by_api"]["upsert"] == retries
+    assert progress["credits_spent"] == BULK_JOB_CREDITS + 2 * retries
+    kinds = world.query(
+        "SELECT kind, state, row_count FROM ordersync.batches WHERE run_id = %s ORDER BY id",
+        (run_id,),
+    )
+    assert kinds == [("bulk", "reconciled", 6_000)] + [("realtime", "reconciled", 12)] * retries
     errors = world.query(
         "SELECT row_key, code, field, attempts, quarantined FROM ordersync.row_errors"
     )
@@ -68,7 +82,7 @@ def test_rows_zoho_rejects_are_recorded_and_do_not_stop_the_rest(make_e2e: MakeE
 def test_rows_updated_while_their_batch_is_in_flight_reach_zoho_with_their_latest_values(
     make_e2e: MakeE2E,
 ) -> None:
-    world = make_e2e(rows=2_000, batch_size=1_000, in_flight=1)
+    world = make_e2e(rows=5_000, batch_size=5_000, in_flight=1)
     world.sim.admin.fault("upload", "stall", count=1, seconds=2.0)
     run_id = world.start_run()
     # batch 1 is rendered (its zip holds the old values) and its upload is stalled: edit rows
@@ -84,13 +98,16 @@ def test_rows_updated_while_their_batch_is_in_flight_reach_zoho_with_their_lates
     world.assert_zoho_holds_legacy()
     stats = world.query("SELECT stats FROM ordersync.batches WHERE id = 1")[0][0]
     assert stats["stale"] == 4  # sent with the old values, left pending, sent again
+    # … by one upsert call (1 credit), not by a second bulk job
+    credits = world.sim.admin.credits()["by_api"]
+    assert credits == {"bulk_create": BULK_JOB_CREDITS, "upsert": 1, "org": 1}
     names = {r["parent_id"]: r["Customer_Name"] for r in world.sim.admin.records()}
     assert all(names[str(key)] == "Edited In Flight" for (key,) in edited)
 
 
 def test_poll_path_completes_batches_without_a_callback(make_e2e: MakeE2E) -> None:
-    world = make_e2e(rows=2_000, batch_size=1_000, callback=False)
-    world.sim.admin.configure(job_rows_per_second=2_000)  # ~0.5 s a job: a few polls each
+    world = make_e2e(rows=10_000, batch_size=5_000, callback=False)
+    world.sim.admin.configure(job_rows_per_second=10_000)  # ~0.5 s a job: a few polls each
     progress = world.wait_done(world.start_run())
 
     assert progress["state"] == "done"
@@ -101,11 +118,30 @@ def test_poll_path_completes_batches_without_a_callback(make_e2e: MakeE2E) -> No
 
 
 def test_callback_path_completes_batches(make_e2e: MakeE2E) -> None:
-    world = make_e2e(rows=2_000, batch_size=1_000, callback=True)
-    world.sim.admin.configure(job_rows_per_second=2_000)
+    world = make_e2e(rows=10_000, batch_size=5_000, callback=True)
+    world.sim.admin.configure(job_rows_per_second=10_000)
     progress = world.wait_done(world.start_run())
 
     assert progress["state"] == "done"
     world.assert_zoho_holds_legacy()
-    assert sorted(world.callbacks) == [1, 2]  # each job called back on its batch's token
+    # each job called back on its batch's token
+    assert sorted(map(str, world.callbacks)) == ["1", "2"]
     assert world.calls("bulk_create") == 2
+
+
+def test_the_tail_cheaper_by_upsert_goes_by_upsert_beside_the_bulk_job(make_e2e: MakeE2E) -> None:
+    # 5,300 rows: one bulk job of 5,000 (500 credits, as cheap as 50 upserts; fewer calls) and
+    # 300 rows by three upsert calls (30 credits), not a second bulk job (500)
+    world = make_e2e(rows=5_300, batch_size=5_000)
+    run_id = world.start_run()
+    progress = world.wait_done(run_id)
+
+    assert progress["state"] == "done"
+    assert progress["rows_synced"] == progress["rows_done"] == 5_300
+    world.assert_zoho_holds_legacy()
+    assert world.unsynced() == 0
+    credits = world.sim.admin.credits()
+    assert credits["by_api"] == {"bulk_create": BULK_JOB_CREDITS, "upsert": 30, "org": 1}
+    assert credits["calls_by_api"]["upsert"] == 3
+    assert progress["credits_spent"] == BULK_JOB_CREDITS + 30
+    assert progress["batches"] == {"reconciled": 4}

@@ -17,7 +17,7 @@ from tests.e2e.conftest import MakeE2E
 def test_ambiguous_create_waits_refuses_a_forged_hint_then_creates_again(
     make_e2e: MakeE2E,
 ) -> None:
-    world = make_e2e(rows=500, batch_size=500, workers=0, callback=True)
+    world = make_e2e(rows=5_000, batch_size=5_000, workers=0, callback=True)  # a bulk batch
     settings = replace(world.settings, job_callback_wait=1.5)
     run_id = start_initial_run(settings)
     client = ZohoClient.from_settings(settings)

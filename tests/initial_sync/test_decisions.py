@@ -7,16 +7,19 @@ import pytest
 from pipeline.initial_sync import (
     MAX_POLL,
     NEXT_STEP,
+    RUN_STEPS,
     RunInProgress,
     Step,
+    choose_claim,
     is_transient_row_code,
     poll_countdown,
     run_is_done,
+    step_retry_countdown,
     token_digest,
     token_of,
     window_has_room,
 )
-from pipeline.ledger import BatchState
+from pipeline.ledger import BatchKind, BatchState
 from tasks.web import callback_path, callback_token_digest, new_callback_token
 
 
@@ -44,6 +47,45 @@ def test_a_run_is_done_only_when_nothing_was_claimed_and_nothing_is_open() -> No
     assert run_is_done(0, claimed=False)
     assert not run_is_done(1, claimed=False)
     assert not run_is_done(0, claimed=True)
+
+
+@pytest.mark.parametrize(
+    ("free", "batch_size", "kind", "rows"),
+    [
+        (1_000_000, 25_000, BatchKind.BULK, 25_000),
+        (60_000, 20_000, BatchKind.BULK, 20_000),
+        (20_000, 20_000, BatchKind.BULK, 20_000),
+        (5_500, 25_000, BatchKind.BULK, 5_500),  # 500 credits against 550 by upsert
+        (5_000, 5_000, BatchKind.BULK, 5_000),  # a tie: fewer calls
+        (4_990, 25_000, BatchKind.REALTIME, 4_990),  # 499 credits by upsert
+        (300, 25_000, BatchKind.REALTIME, 300),  # a tail
+        (12, 25_000, BatchKind.REALTIME, 12),  # a retry round: 2 credits, not 500
+        (3_000, 1_000, BatchKind.REALTIME, 3_000),  # 300 credits, not 3 jobs of 1,000
+        (60_000, 1_000, BatchKind.REALTIME, 60_000),  # jobs of 1,000 rows never pay
+    ],
+)
+def test_each_claim_is_priced_by_the_planner(
+    free: int, batch_size: int, kind: BatchKind, rows: int
+) -> None:
+    choice = choose_claim(free, batch_size)
+    assert choice is not None
+    assert (choice.kind, choice.rows) == (kind, rows)
+    assert choice.plan.rows == free
+
+
+def test_claim_by_claim_reaches_the_planners_mix() -> None:
+    # 26,000 rows: one bulk job of 25,000, then 1,000 rows by ten upsert calls (600 credits)
+    first = choose_claim(26_000, 25_000)
+    assert first is not None and (first.kind, first.rows) == (BatchKind.BULK, 25_000)
+    assert first.plan.credits == 600
+    rest = choose_claim(26_000 - first.rows, 25_000)
+    assert rest is not None and (rest.kind, rest.rows) == (BatchKind.REALTIME, 1_000)
+    assert choose_claim(0, 25_000) is None
+
+
+def test_a_step_that_hit_a_fatal_error_runs_again_sooner_than_the_sweeper() -> None:
+    assert [step_retry_countdown(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert {Step.EXTRACT, Step.UPSERT} == RUN_STEPS
 
 
 def test_transient_codes_go_round_again_and_bad_data_does_not() -> None:
@@ -75,7 +117,7 @@ def test_steps_are_routed_by_what_they_touch_and_the_sweeper_is_on_beat_with_exp
     assert "tasks.initial" in TASK_MODULES
     for step in (Step.EXTRACT, Step.RENDER):
         assert ROUTES[f"ordersync.{step.value}"] is Queue.DB
-    for step in (Step.UPLOAD, Step.CREATE_JOB, Step.POLL, Step.RECONCILE):
+    for step in (Step.UPLOAD, Step.CREATE_JOB, Step.POLL, Step.RECONCILE, Step.UPSERT):
         assert ROUTES[f"ordersync.{step.value}"] is Queue.ZOHO
     entry = celery_config("redis://127.0.0.1:6379/0", CeleryOptions())["beat_schedule"][
         "ordersync.sweep"
