@@ -472,7 +472,8 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
     Inside the claim lock: does nothing if the run is not running or its in-flight window is
     full; finishes the run (``done``) when nothing is left to claim and none of its batches is
     unfinished. When the planner finds upserts cheaper for what is free (:func:`choose_claim`),
-    claims nothing and names the ``upsert`` step for the run instead.
+    claims nothing and names the ``upsert`` step for the run instead (not for an interval run:
+    ``pipeline.interval`` has priced its rows and calls this step for the bulk part only).
     """
     _require_idle(conn)
     ok = False
@@ -480,13 +481,15 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         kt = _begin(conn, settings)
         with conn.cursor() as cur:
             cur.execute(
-                sql.SQL("SELECT state FROM {} WHERE id = %s").format(_t(settings, "runs")),
+                sql.SQL("SELECT state, kind FROM {} WHERE id = %s").format(_t(settings, "runs")),
                 (run_id,),
             )
             row = cur.fetchone()
             if row is None or row[0] != RunState.RUNNING.value:
                 ok = True
                 return Outcome(None, None, run_id=run_id, note="run is not running")
+            # an interval run priced its rows itself (pipeline.interval): it claims bulk only
+            priced = row[1] != RunKind.INTERVAL.value
             cur.execute(
                 sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
                     _t(settings, "batches"),
@@ -498,12 +501,14 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
             if not window_has_room(open_batches, settings.batches_in_flight):
                 ok = True
                 return Outcome(None, None, run_id=run_id, note="in-flight window is full")
-            choice = choose_claim(count_free(cur, settings, kt), settings.batch_size)
+            limit = settings.batch_size
+            choice = choose_claim(count_free(cur, settings, kt), limit) if priced else None
             if choice is not None and choice.kind is BatchKind.REALTIME:
                 ok = True
                 return Outcome(None, Step.UPSERT, run_id=run_id,
                                note=f"upserts: {choice.plan.describe()}")  # fmt: skip
-            limit = settings.batch_size if choice is None else choice.rows
+            if choice is not None:
+                limit = choice.rows
             claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id)
             cur.execute(
                 sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
