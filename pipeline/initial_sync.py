@@ -106,7 +106,7 @@ TRANSIENT_ROW_CODES = frozenset(
 TRANSIENT_ATTEMPTS_FACTOR = 3
 MAX_STEP_ERRORS = 3  # fatal errors of one step (poll, reconcile) before the batch fails
 STEP_RETRY_COUNTDOWN = 1.0  # seconds before a step that hit a fatal error runs again; doubled
-MAX_UPSERT_CALLS = 200  # upsert calls one ``upsert`` step makes at most (then the next claim)
+MAX_UPSERT_CALLS = 100  # upsert calls one ``upsert`` step makes at most (then the next claim)
 # Free rows counted at most per claim: above this a bulk job is always the cheaper way.
 FREE_COUNT_CAP = BULK_JOB_MAX_ROWS + 1
 _RUN_KINDS_SWEPT = (RunKind.INITIAL.value, RunKind.MANUAL.value, RunKind.INTERVAL.value)
@@ -559,9 +559,10 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
 
     Each call is one ``realtime`` batch of the run (``pipeline.realtime.send_batch``: claim,
     upsert, version-checked marking, row errors, claims released), so ``run_progress`` and the
-    credit ledger count it. One step sends at most the rows that were free when it began (a
-    row Zoho refused goes in the next round, when the claim that follows prices it again),
-    and hands back to EXTRACT as soon as the planner finds a bulk job cheaper. A call that
+    credit ledger count it. One step sends at most as many rows as were free when it began
+    (a row Zoho refused is free again at once and may ride along in the step's next call;
+    every attempt counts towards its quarantine), then hands back to EXTRACT, which prices
+    what is left again; it hands back at once if the planner finds a bulk job cheaper. A call that
     fails fatally fails its batch (its rows stay pending); the run fails after
     ``MAX_FAILED_BATCHES``.
     """
