@@ -158,8 +158,8 @@ class Outcome:
 
     ``next_step`` EXTRACT and UPSERT are for ``run_id`` (claim the run's next batch, send its
     free rows by upsert); any other step is for ``batch_id``; either after ``countdown``
-    seconds. ``more`` asks for one more EXTRACT of the run (the
-    in-flight window has room). None: nothing to send (done, or someone else carries on).
+    seconds. ``more`` asks for one more EXTRACT of the run (the in-flight window has room).
+    None: nothing to send (done, or someone else carries on).
     """
 
     batch_id: int | None
@@ -304,8 +304,8 @@ def run_progress(settings: Settings, run_id: int) -> dict[str, Any]:
     state), ``credits_spent`` (credits charged to the run), ``started_at`` (ISO), ``elapsed_s``,
     ``rate_rows_s``, ``eta_s`` (None until a rate is known). ``rows_synced``: rows marked synced
     by the run's batches (bulk and upsert); ``rows_skipped``: rows whose latest Zoho error came
-    from this run;
-    ``rows_done``: synced plus quarantined (no longer retried), capped at ``rows_total``.
+    from this run; ``rows_done``: synced plus quarantined (no longer retried), capped at
+    ``rows_total``.
     """
     conn = connect(settings, application="ordersync-progress")
     try:
@@ -562,8 +562,8 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
     credit ledger count it. One step sends at most as many rows as were free when it began
     (a row Zoho refused is free again at once and may ride along in the step's next call;
     every attempt counts towards its quarantine), then hands back to EXTRACT, which prices
-    what is left again; it hands back at once if the planner finds a bulk job cheaper. A call that
-    fails fatally fails its batch (its rows stay pending); the run fails after
+    what is left again; it hands back at once if the planner finds a bulk job cheaper. A
+    call that fails fatally fails its batch (its rows stay pending); the run fails after
     ``MAX_FAILED_BATCHES``.
     """
     started = time.monotonic()
