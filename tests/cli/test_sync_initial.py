@@ -15,11 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from celery import Celery
 
+from pipeline.legacy.connection import connect
+from pipeline.legacy.mark import RowError, record_row_errors
 from pipeline.settings import Settings
 from tasks.config import Queue
 from tests.cli.helpers import (
@@ -66,6 +69,19 @@ def _take_message(app: Celery, queue: str) -> tuple[dict[str, Any], dict[str, An
         args, kwargs, _embed = message.decode()
         message.ack()
         return message.headers, kwargs
+
+
+def _refuse(settings: Settings, batch_id: int, row_key: int, *, max_attempts: int) -> None:
+    """Record Zoho's refusal of one row of ``batch_id``, as the reconcile step does."""
+    conn = connect(settings)
+    try:
+        with conn:
+            record_row_errors(
+                conn, replace(settings, max_attempts=max_attempts), batch_id,
+                [RowError(str(row_key), "INVALID_DATA", "Email", "invalid email")],
+            )  # fmt: skip
+    finally:
+        conn.close()
 
 
 def test_sync_initial_refuses_while_a_run_is_in_progress(legacy_db: Settings) -> None:
@@ -140,8 +156,13 @@ def test_sync_initial_follow_until_done(legacy_db: Settings, celery_env: CeleryT
             " VALUES ('bulk_write', 500, %s, 'kept')",
             (run_id,),
         )
-        line = _read_line(proc, "100 of 200 rows")[-1]
-        assert "(50.0%)" in line and "synced 98, skipped 2" in line
+        # Zoho refused rows 99 and 100: row 100 will be retried (skipped, not done), row 99
+        # reached its last attempt (quarantined: done for this run); recorded in that order so
+        # no line in between shows 99 rows done
+        _refuse(legacy_db, batch, 100, max_attempts=3)
+        _refuse(legacy_db, batch, 99, max_attempts=1)
+        line = _read_line(proc, "99 of 200 rows")[-1]
+        assert "(49.5%)" in line and "synced 98, skipped 2" in line
         assert "batches: reconciled 1 | credits spent 500" in line
         finish_run(legacy_db, run_id)
         out, err = proc.communicate(timeout=30)
