@@ -9,7 +9,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline import demo
 from pipeline.initial_sync import run_progress
+from pipeline.legacy.connection import connect
 from pipeline.settings import Settings
 from zohosim.testing import SimProcess
 
@@ -42,6 +44,26 @@ def sync_env(
     }
     env.update(more)
     return env
+
+
+# An initial sync prices each claim (pipeline.initial_sync.choose_claim): a bulk job only for a
+# batch of about 5,000 rows or more. 5,000 more rows on the template's 200 (8 of them bad) with
+# batches of 5,000: one bulk job of 5,000 rows, then an upsert round for the other 200 and the
+# rows Zoho refused.
+BULK_BATCH = 5_000
+MORE_ROWS = 5_000
+
+
+def add_rows(settings: Settings, rows: int = MORE_ROWS, *, seed: int = 7) -> int:
+    """Append ``rows`` pending demo orders to the test database; the table's row count after."""
+    conn = connect(settings)
+    try:
+        demo.seed(conn, settings, rows, seed=seed)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM orders")
+            return int(cur.fetchone()[0])  # type: ignore[index]
+    finally:
+        conn.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

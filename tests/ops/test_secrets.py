@@ -39,7 +39,15 @@ from tasks.web import CALLBACK_PREFIX, new_callback_token
 from tests.cli.helpers import query
 from tests.deploy.deployfiles import Process, free_port
 from tests.fixtures.celery import CeleryTestEnv
-from tests.ops.helpers import REDIS_URL, REPO, redis_cleanup, sync_env, wait_until
+from tests.ops.helpers import (
+    BULK_BATCH,
+    REDIS_URL,
+    REPO,
+    add_rows,
+    redis_cleanup,
+    sync_env,
+    wait_until,
+)
 from zohosim.testing import SimProcess
 
 TIMEOUT = 5
@@ -142,6 +150,9 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
     tmp_path: Path,
 ) -> None:
     sim = sentinel_sim
+    # enough rows for a bulk job (with its callback) and an upsert round after it
+    total = add_rows(legacy_db)
+    assert total >= BULK_BATCH + 100
     client_secret, refresh_token = sim.client_secret, sim.refresh_token
     assert "SENTINEL" in client_secret and "SENTINEL" in refresh_token
     prefix = f"test:ops:{uuid.uuid4().hex}"
@@ -149,7 +160,7 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
     web_url = f"http://127.0.0.1:{web_port}"
     env = celery_env.env(
         **sync_env(
-            legacy_db, sim, prefix, batch_size=80,
+            legacy_db, sim, prefix, batch_size=BULK_BATCH,
             ORDERSYNC_ZOHO_CALLBACK_URL=web_url,
             ORDERSYNC_SYNC_REALTIME_MAX_DELAY="1",
             ORDERSYNC_SYNC_MODE="realtime",
@@ -209,6 +220,11 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
         assert progress["state"] == "done", progress
         callbacks = web.log().count("poll enqueued")
         assert callbacks >= 1, "no job called back to the web process"
+        kinds = dict(
+            query(legacy_db, "SELECT kind, count(*) FROM ordersync.batches WHERE run_id = %s"
+                  " GROUP BY kind", (run_id,))
+        )  # fmt: skip
+        assert kinds.get("bulk") == 1 and kinds.get("realtime", 0) >= 1, kinds
 
         # Near-real-time: edited rows go as upserts, after one more forced refresh.
         sim.admin.invalidate_tokens()
@@ -256,6 +272,7 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
     received = [e for e in events.events if e.get("type") == "task-received"]
     names = {e["name"] for e in received}
     assert {"ordersync.initial.start", "ordersync.upload", "ordersync.reconcile"} <= names
+    assert "ordersync.upsert" in names  # the run's upsert round went through a task message too
     assert "ordersync.realtime.check" in names
     assert "TaskPool: Apply" in worker_log  # DEBUG: the arguments of every task applied
     assert re.search(r"'kwargsrepr': \"\{'batch_id': \d+", worker_log), "no task arguments logged"
