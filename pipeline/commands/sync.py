@@ -264,15 +264,24 @@ def dry_run_document(settings: Settings, *, sample: int) -> dict[str, Any]:
             checked = validate.check_pending(conn, settings, sample=sample)
     finally:
         conn.close()
-    best = plan(rows["sendable"], credits_available=budget["left"])
+    run_plan = report.initial_run_plan(rows["sendable"], settings.batch_size)
+    cheapest = plan(rows["sendable"])
+    waiting = ""
+    if run_plan.credits > budget["left"]:
+        waiting = (
+            f"credit budget: the run needs {run_plan.credits:,} credits, {budget['left']:,} left"
+            " in the 24 h window; calls beyond it wait"
+        )
     return {
         "dry_run": True,
         "rows": rows,
         "batch_size": settings.batch_size,
-        "batches": math.ceil(rows["sendable"] / settings.batch_size),
-        "plan": best.as_dict(),
+        # one ledger batch per bulk job and per upsert call, as the run records them
+        "batches": run_plan.bulk_jobs + run_plan.upsert_calls,
+        "plan": run_plan.as_dict(),
+        "cheapest": cheapest.as_dict(),
         "credits": budget,
-        "waiting_reason": best.waiting_reason,
+        "waiting_reason": waiting,
         "running_run_ids": running,
         "validation": {
             "checked": checked.checked,
@@ -295,6 +304,15 @@ def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _mix(a_plan: dict[str, Any]) -> str:
+    mix = []
+    if a_plan["bulk_jobs"]:
+        mix.append(f"{a_plan['bulk_jobs']} bulk job(s) ({sum(a_plan['bulk_rows']):,} rows)")
+    if a_plan["upsert_calls"]:
+        mix.append(f"{a_plan['upsert_calls']} upsert call(s) ({a_plan['upsert_rows']:,} rows)")
+    return " + ".join(mix) or "nothing to send"
+
+
 def format_dry_run(document: dict[str, Any]) -> str:
     """The dry-run document as text for people."""
     rows, best, budget = document["rows"], document["plan"], document["credits"]
@@ -310,15 +328,17 @@ def format_dry_run(document: dict[str, Any]) -> str:
         f"pending rows   {rows['pending']:,} ({rows['claimed']:,} in flight,"
         f" {rows['quarantined']:,} quarantined) → {rows['sendable']:,} to send"
     )
-    lines.append(f"batches        {document['batches']:,} of up to {document['batch_size']:,} rows")
-    mix = []
-    if best["bulk_jobs"]:
-        mix.append(f"{best['bulk_jobs']} bulk job(s) ({sum(best['bulk_rows']):,} rows)")
-    if best["upsert_calls"]:
-        mix.append(f"{best['upsert_calls']} upsert call(s) ({best['upsert_rows']:,} rows)")
     lines.append(
-        f"plan           {' + '.join(mix) or 'nothing to send'}: {best['credits']:,} credits"
+        f"batches        {document['batches']:,}: {best['bulk_jobs']:,} bulk of up to"
+        f" {document['batch_size']:,} rows, {best['upsert_calls']:,} upsert call(s) of up to 100"
     )
+    lines.append(f"plan           {_mix(best)}: {best['credits']:,} credits")
+    cheapest = document["cheapest"]
+    if cheapest["credits"] < best["credits"]:
+        lines.append(
+            f"cheapest       {_mix(cheapest)}: {cheapest['credits']:,} credits"
+            " (bulk batches of 25,000 rows: raise ORDERSYNC_SYNC_BATCH_SIZE)"
+        )
     lines.append(
         f"credits        {budget['spent_24h']:,} spent in the last 24 h, {budget['left']:,} left"
     )

@@ -27,6 +27,8 @@ def test_operator_loop(
 
     before = cli_json(world.settings, "sync", "initial", "--dry-run", "--json", env=env)
     assert before["validation"]["bad_rows"] == BAD_ROWS and before["batches"] == 2
+    # 200 rows in batches of 100: by upsert (2 calls), as the run will send them
+    assert (before["plan"]["bulk_jobs"], before["plan"]["upsert_calls"]) == (0, 2)
 
     result = run_cli(
         world.settings, "sync", "initial", "--follow", "--interval", "0.2", env=env, timeout=180

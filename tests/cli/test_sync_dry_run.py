@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline import demo
+from pipeline.legacy.connection import connect
 from pipeline.settings import Settings
 from tests.cli.helpers import cli_json, query, run_cli
 from tests.fixtures.db import LEGACY_BAD_ROWS, LEGACY_ROWS
@@ -46,8 +49,12 @@ def test_dry_run_prints_the_plan_and_bad_rows_and_writes_nothing(legacy_db: Sett
     assert (
         document["rows"]["pending"] == LEGACY_ROWS and document["rows"]["sendable"] == LEGACY_ROWS
     )
-    assert (document["batch_size"], document["batches"]) == (25_000, 1)
+    # 200 rows: cheaper by upsert than by a bulk job, as the run would send them (2 calls)
+    assert (document["batch_size"], document["batches"]) == (25_000, 2)
+    assert document["plan"]["bulk_jobs"] == 0
     assert document["plan"]["upsert_calls"] == 2 and document["plan"]["credits"] == 20
+    assert document["cheapest"] == document["plan"]
+    assert document["waiting_reason"] == ""
     assert document["credits"]["spent_24h"] == 7 and document["credits"]["left"] == 48_993
     assert document["running_run_ids"] == []
     found = document["validation"]
@@ -63,7 +70,9 @@ def test_dry_run_prints_the_plan_and_bad_rows_and_writes_nothing(legacy_db: Sett
     text = run_cli(legacy_db, "sync", "initial", "--dry-run")
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("dry run: nothing written, nothing sent to Zoho")
+    assert "batches        2: 0 bulk of up to 25,000 rows, 2 upsert call(s)" in text.stdout
     assert "2 upsert call(s) (200 rows): 20 credits" in text.stdout
+    assert "cheapest" not in text.stdout
     assert f"{LEGACY_BAD_ROWS} of {LEGACY_ROWS} pending rows would be refused" in text.stdout
     for label, keys in expected.items():
         line = next(line for line in text.stdout.splitlines() if line.strip().startswith(label))
@@ -96,3 +105,54 @@ def test_dry_run_rules_follow_the_data(legacy_db: Settings) -> None:
         "Quantity.integer_range": ["5"],
     }
     assert document["validation"]["checked"] == 100 and document["validation"]["bad_rows"] == 4
+
+
+def test_dry_run_prices_claims_as_the_run_does(legacy_db: Settings) -> None:
+    """Bulk batches of ``batch_size`` only where a bulk job is cheaper; the rest by upsert."""
+    conn = connect(legacy_db)
+    try:
+        demo.seed(conn, legacy_db, 5_000, seed=7)  # 5,200 rows pending
+    finally:
+        conn.close()
+    before = snapshot(legacy_db)
+
+    def dry(batch_size: int) -> dict[str, Any]:
+        env = {"ORDERSYNC_SYNC_BATCH_SIZE": str(batch_size)}
+        document: dict[str, Any] = cli_json(
+            legacy_db, "sync", "initial", "--dry-run", "--json", env=env
+        )
+        assert document["rows"]["sendable"] == 5_200 and document["batch_size"] == batch_size
+        return document
+
+    # batches of 5,000: one bulk job (500 credits), then 200 rows by 2 upsert calls (not a
+    # second bulk batch of 200 rows, as ceil(5,200 / 5,000) = 2 batches would have it)
+    plan = dry(5_000)
+    assert plan["plan"]["bulk_jobs"] == 1 and plan["plan"]["bulk_rows"] == [5_000]
+    assert (plan["plan"]["upsert_calls"], plan["plan"]["upsert_rows"]) == (2, 200)
+    assert plan["plan"]["credits"] == 520 and plan["batches"] == 3
+    # the cheapest mix for the same rows is one bulk job of all 5,200: said, not planned
+    assert plan["cheapest"]["bulk_jobs"] == 1 and plan["cheapest"]["credits"] == 500
+    # batches too small for a bulk job to pay: every row by upsert, 52 calls
+    small = dry(1_000)
+    assert (small["plan"]["bulk_jobs"], small["plan"]["upsert_calls"]) == (0, 52)
+    assert small["plan"]["credits"] == 520 and small["batches"] == 52
+    # batches of 25,000: one bulk job for everything
+    whole = dry(25_000)
+    assert (whole["plan"]["bulk_jobs"], whole["plan"]["upsert_calls"]) == (1, 0)
+    assert whole["plan"]["credits"] == 500 and whole["batches"] == 1
+    assert whole["cheapest"] == whole["plan"]
+
+    text = run_cli(
+        legacy_db, "sync", "initial", "--dry-run", env={"ORDERSYNC_SYNC_BATCH_SIZE": "5000"}
+    )
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "batches        3: 1 bulk of up to 5,000 rows, 2 upsert call(s) of up to 100" in lines
+    assert (
+        "plan           1 bulk job(s) (5,000 rows) + 2 upsert call(s) (200 rows): 520 credits"
+        in lines
+    )
+    assert any(
+        line.startswith("cheapest       1 bulk job(s) (5,200 rows): 500 credits") for line in lines
+    )
+    assert snapshot(legacy_db) == before
