@@ -23,6 +23,8 @@ import psycopg2
 from celery import Task
 from celery.signals import after_setup_logger, after_setup_task_logger
 
+from pipeline.zoho.errors import TransientZohoError
+
 logger = logging.getLogger(__name__)
 
 SOFT_TIME_LIMIT = 300  # seconds: SoftTimeLimitExceeded is raised in the task
@@ -33,20 +35,12 @@ RETRY_BACKOFF_MAX = 600  # seconds
 MAX_COUNTDOWN = 900  # seconds: no countdown (re-schedule or retry) may be longer
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [psycopg2.OperationalError]
-    try:
-        from pipeline.zoho.errors import TransientZohoError
-    except ImportError:  # the Zoho client is not there yet
-        pass
-    else:
-        errors.append(TransientZohoError)
-    return tuple(errors)
-
-
 # Errors worth retrying later: the database went away, Zoho said 429/5xx, the network dropped.
 # Add a family here, never ``Exception``.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = _transient_errors()
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg2.OperationalError,
+    TransientZohoError,
+)
 
 _NO_ID = "-"
 _task_id: contextvars.ContextVar[str] = contextvars.ContextVar("task_id", default=_NO_ID)
