@@ -32,7 +32,9 @@ from tests.deploy.deployfiles import Process, free_port
 from tests.fixtures.celery import CeleryTestEnv, WorkerFactory
 from tests.ops.helpers import (
     ARTIFACTS,
+    BULK_BATCH,
     CHROMIUM,
+    add_rows,
     chromium,
     redis_cleanup,
     sync_env,
@@ -85,7 +87,10 @@ def test_flower_in_chromium_shows_our_tasks_and_wants_a_login(
     prefix = f"test:ops:{uuid.uuid4().hex}"
     chain = {START, *TASK_NAMES.values()}
     host = base.removeprefix("http://")
-    zohosim.admin.configure(job_rows_per_second=25)  # a 100-row job takes 4 s: a run to watch
+    # a bulk job of 5,000 rows then an upsert round (choose_claim prices each claim); the
+    # 5,000-row job takes 20 s, polled until ~32 s after its creation: a run to watch
+    add_rows(legacy_db)
+    zohosim.admin.configure(job_rows_per_second=250)
 
     def seen() -> set[str]:
         """Task names Flower has events for (its JSON API, read with the login)."""
@@ -94,7 +99,9 @@ def test_flower_in_chromium_shows_our_tasks_and_wants_a_login(
         return {task["name"] for task in answer.json().values()}
 
     try:
-        worker = celery_worker_factory(extra_env=sync_env(legacy_db, zohosim, prefix))
+        worker = celery_worker_factory(
+            extra_env=sync_env(legacy_db, zohosim, prefix, batch_size=BULK_BATCH)
+        )
         run_id = start_initial_run(legacy_db)
         celery_sender.send_task(START, kwargs={"run_id": run_id})
         wait_until(lambda: "ordersync.poll" in seen(), 60, "Flower to see a job polled")
@@ -121,8 +128,9 @@ def test_flower_in_chromium_shows_our_tasks_and_wants_a_login(
     assert shot.stat().st_size > 10_000  # a real picture, kept as the test's artefact
     print(f"Chromium: {seconds:.1f} s, names shown {sorted(shown)}")
 
-    # After the run Flower has seen every step of the chain.
+    # After the run Flower has seen every step of the chain, the run's upsert round included.
     assert progress["state"] == "done", progress
+    assert "ordersync.upsert" in chain
     wait_until(lambda: chain <= seen(), 30, f"Flower to see {sorted(chain)}")
 
     # No login, no page: 401 to a plain client and nothing in Chromium.
