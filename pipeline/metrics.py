@@ -52,7 +52,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from pipeline.ledger import BatchKind, BatchState
-from pipeline.legacy.names import Names, key_type
+from pipeline.legacy.mark import row_error_counts
+from pipeline.legacy.names import Names
 from pipeline.report import batch_states, credits_spent_24h, oldest_pending
 from pipeline.settings import Settings
 
@@ -117,19 +118,7 @@ def read_snapshot(conn: Connection, settings: Settings) -> Snapshot:
         ).format(n.ledger_table("batches")),
         (BatchState.RECONCILED.value,),
     )
-    in_error, quarantined = _one(
-        conn,
-        sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE e.quarantined AND e.version = t.{v})"
-            " FROM {e} e LEFT JOIN {t} t ON t.{k} = e.row_key::{kt}"
-        ).format(
-            v=n.version,
-            e=n.ledger_table("row_errors"),
-            t=n.table,
-            k=n.key,
-            kt=key_type(conn, settings),
-        ),  # fmt: skip
-    )
+    in_error, quarantined = row_error_counts(conn, settings)
     (stuck,) = _one(
         conn,
         sql.SQL(

@@ -169,6 +169,30 @@ class RowErrorView:
     last_seen: datetime
 
 
+def row_error_counts(conn: Connection, settings: Settings) -> tuple[int, int]:
+    """How many rows have a recorded Zoho error, and how many of them are quarantined.
+
+    A row counts as quarantined only while its version is the one that failed: a row
+    changed since then is tried again.
+    """
+    n = Names(settings)
+    statement = sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE e.quarantined AND e.version = t.{v})"
+        " FROM {e} e LEFT JOIN {t} t ON t.{k} = e.row_key::{kt}"
+    ).format(
+        v=n.version,
+        e=n.ledger_table("row_errors"),
+        t=n.table,
+        k=n.key,
+        kt=key_type(conn, settings),
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement)
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 def list_row_errors(
     conn: Connection, settings: Settings, *, quarantined_only: bool = False, limit: int = 100
 ) -> list[RowErrorView]:

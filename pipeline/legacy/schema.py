@@ -28,7 +28,8 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
 from pipeline.legacy.connection import connect
-from pipeline.legacy.names import Names, key_type
+from pipeline.legacy.mark import row_error_counts
+from pipeline.legacy.names import Names
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -330,19 +331,7 @@ def _counts(cur: Any, settings: Settings) -> dict[str, int]:
         )
     )
     claimed = cur.fetchone()[0]
-    cur.execute(
-        sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE e.quarantined AND e.version = t.{v})"
-            " FROM {e} e LEFT JOIN {t} t ON t.{k} = e.row_key::{kt}"
-        ).format(
-            v=n.version,
-            e=n.ledger_table("row_errors"),
-            t=n.table,
-            k=n.key,
-            kt=key_type(cur.connection, settings),
-        )
-    )
-    row_errors, quarantined = cur.fetchone()
+    row_errors, quarantined = row_error_counts(cur.connection, settings)
     cur.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE state NOT IN ({})").format(
             n.ledger_table("batches"),
