@@ -77,7 +77,7 @@ from psycopg2.extras import Json
 from pipeline import ledger, planner, realtime
 from pipeline.ledger import Batch, BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import connect
-from pipeline.legacy.extract import _begin, _end, _free_rows, _require_idle, claim
+from pipeline.legacy.extract import claim, claiming, free_rows, require_idle
 from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names, key_type
 from pipeline.legacy.render import ZIP_LEVEL, csv_name, header_line, sha256_file, zip_path
@@ -456,7 +456,7 @@ def _nothing(batch_id: int, state: object) -> Outcome:
 
 def count_free(cur: Any, settings: Settings, kt: sql.Composable, cap: int = FREE_COUNT_CAP) -> int:
     """Free (claimable) pending rows, counted up to ``cap``, in the caller's transaction."""
-    free, _ = _free_rows(cur, settings, kt)
+    free, _ = free_rows(cur, settings, kt)
     cur.execute(
         sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} t WHERE {} LIMIT %s) AS f").format(
             Names(settings).table, free
@@ -475,58 +475,44 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
     claims nothing and names the ``upsert`` step for the run instead (not for an interval run:
     ``pipeline.interval`` has priced its rows and calls this step for the bulk part only).
     """
-    _require_idle(conn)
-    ok = False
-    try:
-        kt = _begin(conn, settings)
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("SELECT state, kind FROM {} WHERE id = %s").format(_t(settings, "runs")),
-                (run_id,),
-            )
-            row = cur.fetchone()
-            if row is None or row[0] != RunState.RUNNING.value:
-                ok = True
-                return Outcome(None, None, run_id=run_id, note="run is not running")
-            # an interval run priced its rows itself (pipeline.interval): it claims bulk only
-            priced = row[1] != RunKind.INTERVAL.value
-            cur.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
-                    _t(settings, "batches"),
-                    sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
-                ),
-                (run_id,),
-            )
-            open_batches = int(cur.fetchone()[0])  # type: ignore[index]
-            if not window_has_room(open_batches, settings.batches_in_flight):
-                ok = True
-                return Outcome(None, None, run_id=run_id, note="in-flight window is full")
-            limit = settings.batch_size
-            choice = choose_claim(count_free(cur, settings, kt), limit) if priced else None
-            if choice is not None and choice.kind is BatchKind.REALTIME:
-                ok = True
-                return Outcome(None, Step.UPSERT, run_id=run_id,
-                               note=f"upserts: {choice.plan.describe()}")  # fmt: skip
-            if choice is not None:
-                limit = choice.rows
-            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id)
-            cur.execute(
-                sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
-                    _t(settings, "runs")
-                ),
-                (run_id,),
-            )
-            if claimed is None:
-                if run_is_done(open_batches, claimed=False):
-                    ledger.finish_run(conn, settings, run_id, RunState.DONE)
-                    log.info("run %s done: nothing left to claim", run_id)
-                    ok = True
-                    return Outcome(None, None, run_id=run_id, note="run done")
-                ok = True
-                return Outcome(None, None, run_id=run_id, note="nothing free to claim")
-        ok = True
-    finally:
-        _end(conn, commit=ok)
+    with claiming(conn, settings) as kt, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT state, kind FROM {} WHERE id = %s").format(_t(settings, "runs")),
+            (run_id,),
+        )
+        row = cur.fetchone()
+        if row is None or row[0] != RunState.RUNNING.value:
+            return Outcome(None, None, run_id=run_id, note="run is not running")
+        # an interval run priced its rows itself (pipeline.interval): it claims bulk only
+        priced = row[1] != RunKind.INTERVAL.value
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
+                _t(settings, "batches"),
+                sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
+            ),
+            (run_id,),
+        )
+        open_batches = int(cur.fetchone()[0])  # type: ignore[index]
+        if not window_has_room(open_batches, settings.batches_in_flight):
+            return Outcome(None, None, run_id=run_id, note="in-flight window is full")
+        limit = settings.batch_size
+        choice = choose_claim(count_free(cur, settings, kt), limit) if priced else None
+        if choice is not None and choice.kind is BatchKind.REALTIME:
+            return Outcome(None, Step.UPSERT, run_id=run_id,
+                           note=f"upserts: {choice.plan.describe()}")  # fmt: skip
+        if choice is not None:
+            limit = choice.rows
+        claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id)
+        cur.execute(
+            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(_t(settings, "runs")),
+            (run_id,),
+        )
+        if claimed is None:
+            if run_is_done(open_batches, claimed=False):
+                ledger.finish_run(conn, settings, run_id, RunState.DONE)
+                log.info("run %s done: nothing left to claim", run_id)
+                return Outcome(None, None, run_id=run_id, note="run done")
+            return Outcome(None, None, run_id=run_id, note="nothing free to claim")
     log.info(
         "batch %s claimed: %s rows, keys %s..%s",
         claimed.batch_id, claimed.row_count, claimed.key_lo, claimed.key_hi,
@@ -567,7 +553,7 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
     ``MAX_FAILED_BATCHES``.
     """
     started = time.monotonic()
-    _require_idle(conn)
+    require_idle(conn)
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT state FROM {} WHERE id = %s").format(_t(settings, "runs")), (run_id,)

@@ -20,7 +20,8 @@ Two extractors never get the same row: their claiming transactions are serialise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -75,21 +76,35 @@ def _begin(conn: Connection, settings: Settings) -> sql.Composable:
     return key_type(conn, settings)
 
 
-def _require_idle(conn: Connection) -> None:
-    """Claims run in their own transaction; never commit or roll back a caller's work."""
+def require_idle(conn: Connection) -> None:
+    """Refuse a connection inside a transaction: a claim never commits or rolls back a caller's
+    work."""
     if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
         raise RuntimeError("claiming needs a connection with no open transaction")
 
 
-def _end(conn: Connection, *, commit: bool) -> None:
-    if commit:
-        conn.commit()
-    else:
-        conn.rollback()
-    conn.isolation_level = None  # back to the server default
+@contextmanager
+def claiming(conn: Connection, settings: Settings) -> Iterator[sql.Composable]:
+    """The claiming transaction (module docstring): REPEATABLE READ under the claim lock.
+
+    Yields the key's SQL type for :func:`claim` and :func:`free_rows`. The block's work is
+    committed when it ends, rolled back if it raises; the connection must be idle before
+    (:func:`require_idle`) and is back at the server's default isolation after.
+    """
+    require_idle(conn)
+    ok = False
+    try:
+        yield _begin(conn, settings)
+        ok = True
+    finally:
+        if ok:
+            conn.commit()
+        else:
+            conn.rollback()
+        conn.isolation_level = None  # back to the server default
 
 
-def _free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Composable, Any]:
+def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Composable, Any]:
     """The predicate of free rows (alias ``t``), fixed now, and the highest claimed bulk key.
 
     Open bulk ranges go in as literals: the predicate must not see the claim we are about to
@@ -194,10 +209,10 @@ def claim(
     limit: int,
     run_id: int | None,
 ) -> tuple[Claim | None, sql.Composable]:
-    """Claim inside a transaction begun by :func:`_begin`; returns the claim and the predicate."""
+    """Claim inside :func:`claiming`'s transaction; returns the claim and the free-row predicate."""
     if limit <= 0:
         raise ValueError("limit must be positive")
-    free, highest = _free_rows(cur, settings, kt)
+    free, highest = free_rows(cur, settings, kt)
     claimed = None
     if highest is not None and kind is BatchKind.BULK:
         claimed = _claim(cur, settings, kt, free, highest, kind, limit, run_id)
@@ -235,44 +250,35 @@ def extract_bulk(
     """
     limit = settings.batch_size if limit is None else limit
     n = Names(settings)
-    _require_idle(conn)
-    ok = False
-    try:
-        kt = _begin(conn, settings)
-        with conn.cursor() as cur:
-            claimed, free = claim(
-                cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id
+    with claiming(conn, settings) as kt, conn.cursor() as cur:
+        claimed, free = claim(cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id)
+        if claimed is None:
+            return None
+        query = sql.SQL(
+            "SELECT {exprs} FROM {table} t WHERE t.{key} BETWEEN {lo}::{kt} AND {hi}::{kt}"
+            " AND {free} ORDER BY t.{key}"
+        ).format(
+            exprs=select_list(settings.mapping, "t"),
+            table=n.table,
+            key=n.key,
+            lo=sql.Literal(claimed.key_lo),
+            hi=sql.Literal(claimed.key_hi),
+            kt=kt,
+            free=free,
+        )
+        cur.copy_expert(
+            sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER false)")
+            .format(query)
+            .as_string(conn),
+            open_sink(claimed.batch_id),
+        )
+        rows = cur.rowcount
+        if rows != claimed.row_count:  # same snapshot, same predicate: cannot differ
+            raise RuntimeError(
+                f"batch {claimed.batch_id}: claimed {claimed.row_count} rows, read {rows}"
             )
-            if claimed is None:
-                return None
-            query = sql.SQL(
-                "SELECT {exprs} FROM {table} t WHERE t.{key} BETWEEN {lo}::{kt} AND {hi}::{kt}"
-                " AND {free} ORDER BY t.{key}"
-            ).format(
-                exprs=select_list(settings.mapping, "t"),
-                table=n.table,
-                key=n.key,
-                lo=sql.Literal(claimed.key_lo),
-                hi=sql.Literal(claimed.key_hi),
-                kt=kt,
-                free=free,
-            )
-            cur.copy_expert(
-                sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER false)")
-                .format(query)
-                .as_string(conn),
-                open_sink(claimed.batch_id),
-            )
-            rows = cur.rowcount
-            if rows != claimed.row_count:  # same snapshot, same predicate: cannot differ
-                raise RuntimeError(
-                    f"batch {claimed.batch_id}: claimed {claimed.row_count} rows, read {rows}"
-                )
-            if before_commit is not None:
-                before_commit(cur, claimed.batch_id, rows)
-        ok = True
-    finally:
-        _end(conn, commit=ok)
+        if before_commit is not None:
+            before_commit(cur, claimed.batch_id, rows)
     return Extracted(claimed.batch_id, rows, claimed.key_lo, claimed.key_hi)
 
 
@@ -304,33 +310,24 @@ def claim_realtime(
     the rows as canonical texts (build the JSON with ``pipeline.serialize.json_record``).
     """
     n = Names(settings)
-    _require_idle(conn)
-    ok = False
-    try:
-        kt = _begin(conn, settings)
-        with conn.cursor() as cur:
-            claimed, _ = claim(
-                cur, settings, kt, kind=BatchKind.REALTIME, limit=limit, run_id=run_id
-            )
-            if claimed is None:
-                return None
-            cur.execute(
-                sql.SQL(
-                    """SELECT c.row_key, c.version, {exprs}
-                       FROM {batches} b, unnest(b.keys, b.versions) AS c(row_key, version)
-                       JOIN {table} t ON t.{key} = c.row_key::{kt}
-                       WHERE b.id = %s ORDER BY t.{key}"""
-                ).format(
-                    exprs=select_list(settings.mapping, "t"),
-                    batches=n.ledger_table("batches"),
-                    table=n.table,
-                    key=n.key,
-                    kt=kt,
-                ),
-                (claimed.batch_id,),
-            )
-            rows = [BatchRow(r[0], int(r[1]), tuple(r[2:])) for r in cur.fetchall()]
-        ok = True
-    finally:
-        _end(conn, commit=ok)
+    with claiming(conn, settings) as kt, conn.cursor() as cur:
+        claimed, _ = claim(cur, settings, kt, kind=BatchKind.REALTIME, limit=limit, run_id=run_id)
+        if claimed is None:
+            return None
+        cur.execute(
+            sql.SQL(
+                """SELECT c.row_key, c.version, {exprs}
+                   FROM {batches} b, unnest(b.keys, b.versions) AS c(row_key, version)
+                   JOIN {table} t ON t.{key} = c.row_key::{kt}
+                   WHERE b.id = %s ORDER BY t.{key}"""
+            ).format(
+                exprs=select_list(settings.mapping, "t"),
+                batches=n.ledger_table("batches"),
+                table=n.table,
+                key=n.key,
+                kt=kt,
+            ),
+            (claimed.batch_id,),
+        )
+        rows = [BatchRow(r[0], int(r[1]), tuple(r[2:])) for r in cur.fetchall()]
     return RealtimeBatch(claimed.batch_id, rows)
