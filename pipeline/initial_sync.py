@@ -449,6 +449,26 @@ def _nothing(batch_id: int, state: object) -> Outcome:
     return Outcome(batch_id, None, note=f"nothing to do in state {state}")
 
 
+def _advance(
+    conn: Connection,
+    settings: Settings,
+    batch: Batch,
+    expected: BatchState,
+    new_state: BatchState,
+    then: Step,
+    *,
+    countdown: float = 0.0,
+    **fields: Any,
+) -> Outcome:
+    """A step's last move: ``expected`` → ``new_state`` with ``fields``, committed, then
+    ``then`` for the batch; nothing if another worker moved the batch meanwhile."""
+    moved = ledger.transition(conn, settings, batch.id, new_state, expected=expected, **fields)
+    conn.commit()
+    if not moved:
+        return _nothing(batch.id, "changed meanwhile")
+    return Outcome(batch.id, then, run_id=batch.run_id, countdown=countdown)
+
+
 # ---------------------------------------------------------------------------------------------
 # Step 1: extract (claim)
 # ---------------------------------------------------------------------------------------------
@@ -685,15 +705,11 @@ def render(conn: Connection, settings: Settings, batch_id: int) -> Outcome:
             conn.commit()
             rendered.path.unlink(missing_ok=True)
             return _after_finish(batch, "no row left at its claimed version")
-        moved = ledger.transition(
-            conn, settings, batch_id, BatchState.RENDERED, expected=BatchState.EXTRACTED,
+        return _advance(
+            conn, settings, batch, BatchState.EXTRACTED, BatchState.RENDERED, Step.UPLOAD,
             zip_path=str(rendered.path), zip_bytes=rendered.size, checksum=rendered.checksum,
             stats=stats,
         )  # fmt: skip
-        conn.commit()
-    if not moved:
-        return _nothing(batch_id, "changed meanwhile")
-    return Outcome(batch_id, Step.UPLOAD, run_id=batch.run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -723,14 +739,10 @@ def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: i
             file_id = client.upload(Path(batch.zip_path or ""))
         except FatalZohoError as exc:  # refused (too large, bad file): count it like a job
             return _job_failed(conn, settings, batch, f"upload refused: {exc}")
-        moved = ledger.transition(
-            conn, settings, batch_id, BatchState.UPLOADED, expected=BatchState.RENDERED,
+        return _advance(
+            conn, settings, batch, BatchState.RENDERED, BatchState.UPLOADED, Step.CREATE_JOB,
             file_id=file_id,
         )  # fmt: skip
-        conn.commit()
-    if not moved:
-        return _nothing(batch_id, "changed meanwhile")
-    return Outcome(batch_id, Step.CREATE_JOB, run_id=batch.run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -818,14 +830,11 @@ def create_job(
             _set(conn, settings, batch_id, job_requested_at=None, callback_digest=None)
             conn.commit()
             raise
-        moved = ledger.transition(
-            conn, settings, batch_id, BatchState.JOB_CREATED, expected=BatchState.UPLOADED,
-            job_id=job_id, job_hint=None, stats={**stats, "polls": 0},
+        return _advance(
+            conn, settings, batch, BatchState.UPLOADED, BatchState.JOB_CREATED, Step.POLL,
+            countdown=poll_countdown(0), job_id=job_id, job_hint=None,
+            stats={**stats, "polls": 0},
         )  # fmt: skip
-        conn.commit()
-    if not moved:
-        return _nothing(batch_id, "changed meanwhile")
-    return Outcome(batch_id, Step.POLL, run_id=batch.run_id, countdown=poll_countdown(0))
 
 
 def _new_token() -> str:
@@ -936,14 +945,10 @@ def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int
             download_url=job.download_url, added=job.added, updated=job.updated,
             skipped_by_zoho=job.skipped,
         )  # fmt: skip
-        moved = ledger.transition(
-            conn, settings, batch_id, BatchState.JOB_DONE, expected=BatchState.JOB_CREATED,
+        return _advance(
+            conn, settings, batch, BatchState.JOB_CREATED, BatchState.JOB_DONE, Step.RECONCILE,
             stats=stats,
         )  # fmt: skip
-        conn.commit()
-    if not moved:
-        return _nothing(batch_id, "changed meanwhile")
-    return Outcome(batch_id, Step.RECONCILE, run_id=batch.run_id)
 
 
 def _job_failed(conn: Connection, settings: Settings, batch: Batch, reason: str) -> Outcome:
