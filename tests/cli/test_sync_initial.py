@@ -169,7 +169,7 @@ def test_sync_initial_follow_until_done(legacy_db: Settings, celery_env: CeleryT
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # reaps it and closes its pipes, also when an assertion failed
     assert proc.returncode == 0, err
     assert out.rstrip().endswith(f"run {run_id} done")
     assert "\x1b[" not in out  # not a terminal: plain lines only
@@ -194,7 +194,7 @@ def test_sync_follow_a_failed_or_interrupted_run(legacy_db: Settings, ending: st
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # reaps it and closes its pipes, also when an assertion failed
     if ending == "failed":
         assert proc.returncode == 4, err
         assert out.rstrip().endswith(f"run {run_id} ended failed: job FAILED twice")
@@ -245,6 +245,6 @@ def test_on_a_terminal_follow_is_the_default_and_redraws_in_place(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # reaps it and closes its pipes, also when an assertion failed
         os.close(primary)
     assert f"run {run_id} done" in seen
