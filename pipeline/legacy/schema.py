@@ -31,6 +31,7 @@ from pipeline.legacy.connection import connect
 from pipeline.legacy.mark import row_error_counts
 from pipeline.legacy.names import Names
 from pipeline.settings import Settings
+from pipeline.zoho import credits
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,15 @@ def _index_state(cur: Any, settings: Settings) -> bool | None:
     return None if row is None else bool(row[0])
 
 
+def _drop_pending_index(cur: Any, settings: Settings) -> None:
+    """Drop the pending-rows index (autocommit: CONCURRENTLY cannot run in a transaction)."""
+    cur.execute(
+        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            sql.Identifier(settings.source.schema, Names(settings).pending_index_name)
+        )
+    )
+
+
 def install(settings: Settings) -> list[str]:
     """Install (or bring up to date) everything ordersync needs; returns the steps it took."""
     n = Names(settings)
@@ -164,13 +174,7 @@ def install(settings: Settings) -> list[str]:
 
         def ledger_tables(cur: Any) -> None:
             ledger.ensure_tables(conn, settings)
-            try:
-                from pipeline.zoho import credits  # written with the Zoho client
-            except ImportError:
-                return
-            ensure = getattr(credits, "ensure_schema", None)
-            if ensure is not None:
-                ensure(conn, settings.source.ledger_schema)
+            credits.ensure_schema(conn, settings.source.ledger_schema)
 
         _with_lock_retry(conn, "ledger", ledger_tables)
         done.append("ledger")
@@ -190,11 +194,7 @@ def install(settings: Settings) -> list[str]:
         with conn.cursor() as cur:
             state = _index_state(cur, settings)
             if state is False:
-                cur.execute(
-                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                        sql.Identifier(settings.source.schema, n.pending_index_name)
-                    )
-                )
+                _drop_pending_index(cur, settings)
             if state is not True:
                 cur.execute(
                     sql.SQL(
@@ -221,11 +221,7 @@ def uninstall(settings: Settings) -> list[str]:
             conn.autocommit = True
             with conn.cursor() as cur:
                 if _index_state(cur, settings) is not None:
-                    cur.execute(
-                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                            sql.Identifier(settings.source.schema, n.pending_index_name)
-                        )
-                    )
+                    _drop_pending_index(cur, settings)
                     done.append("pending index")
             conn.autocommit = False
 
