@@ -10,7 +10,7 @@ from typing import Any
 import psycopg2
 
 from pipeline.legacy import schema
-from pipeline.settings import Settings
+from pipeline.settings import ConfigError, Settings, load_settings
 
 
 def register(subparsers: Any) -> None:
@@ -31,10 +31,6 @@ def register(subparsers: Any) -> None:
 
 def load(args: argparse.Namespace) -> Settings | None:
     """The settings for a command, or None (message printed) when they do not load."""
-    try:
-        from pipeline.settings import ConfigError, load_settings
-    except ImportError:  # settings loading not there yet: defaults
-        return Settings()
     try:
         return load_settings(getattr(args, "config", None))
     except ConfigError as exc:

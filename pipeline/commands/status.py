@@ -108,29 +108,28 @@ def _with_db(
         return EXIT_ERROR, None
 
 
-def run_status(args: argparse.Namespace) -> int:
-    """Print the status (text or ``--json``)."""
-    code, document = _with_db(args, lambda c, s: report.status(c, s, runs=args.runs))
+def _show(
+    args: argparse.Namespace,
+    work: Callable[[Connection, Settings], dict[str, Any]],
+    text: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run ``work`` (:func:`_with_db`) and print its document as ``--json`` or as ``text``."""
+    code, document = _with_db(args, work)
     if document is None:
         return code
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print(format_status(document))
+    print(json.dumps(document, indent=2) if args.json else text(document))
     return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the status (text or ``--json``)."""
+    return _show(args, lambda c, s: report.status(c, s, runs=args.runs), format_status)
 
 
 def run_errors(args: argparse.Namespace) -> int:
     """Print the row errors (text or ``--json``)."""
     wanted = report.ErrorFilter(code=args.code, quarantined_only=args.quarantined, limit=args.limit)
-    code, document = _with_db(args, lambda c, s: report.row_errors(c, s, wanted))
-    if document is None:
-        return code
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print(format_errors(document))
-    return EXIT_OK
+    return _show(args, lambda c, s: report.row_errors(c, s, wanted), format_errors)
 
 
 def run_retry(args: argparse.Namespace) -> int:
