@@ -32,9 +32,9 @@ from pipeline.secret import Secret  # noqa: E402
 from pipeline.zoho.client import ZohoClient  # noqa: E402
 from pipeline.zoho.config import ZohoSettings  # noqa: E402
 from pipeline.zoho.credits import CreditLedger, ensure_schema  # noqa: E402
+from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/1"
 
 
@@ -105,11 +105,8 @@ def main() -> None:
     ap.add_argument("--processes", default="1,4,8")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    db = f"ordersync_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(PG_ADMIN)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{db}"')
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"
+    db = create_database("ordersync_bench")
+    dsn = f"{PG_SERVER}/{db}"
     conn = psycopg2.connect(dsn)
     with conn:
         ensure_schema(conn, "bench")
@@ -151,8 +148,7 @@ def main() -> None:
                     "records_ok": client_ok,
                 })  # fmt: skip
     finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.close()
+        drop_database(db)
     summary = {
         "latency_ms": a.latency_ms, "calls_per_process": a.calls,
         "records_per_call": a.records, "runs": results,

@@ -29,12 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,20 +44,11 @@ from pipeline.legacy.mark import mark_synced  # noqa: E402
 from pipeline.secret import Secret  # noqa: E402
 from pipeline.serialize import select_list, session_timezone_sql  # noqa: E402
 from pipeline.settings import Settings, SourceSettings  # noqa: E402
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def admin(statement: str) -> None:
-    conn = psycopg2.connect(f"{SERVER}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(statement)
-    conn.close()
 
 
 def floor_run(settings: Settings, rows: int, batch: int, work: Path, raw: bool) -> float:
@@ -262,14 +251,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    name = f"ordersync_xbench_{uuid.uuid4().hex[:10]}"
-    admin(f'CREATE DATABASE "{name}"')
+    name = create_database("ordersync_xbench")
     figures: dict[str, Any] = {"rows": args.rows, "batch": args.batch}
     try:
         with tempfile.TemporaryDirectory(prefix="ordersync-bench-") as tmp:
             work = Path(tmp)
             settings = Settings(
-                source=SourceSettings(dsn=Secret(f"{SERVER}/{name}")),
+                source=SourceSettings(dsn=Secret(f"{PG_SERVER}/{name}")),
                 batch_size=args.batch,
                 work_dir=work,
                 org_timezone=args.timezone,
@@ -317,7 +305,7 @@ def main() -> int:
                     for k, v in side_table_run(settings, args.rows, args.batch).items()
                 }
     finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
     if not args.no_child and args.rss_rows < args.rows:
         figures["rss_rows"] = args.rss_rows
         figures["peak_rss_mb_at_rss_rows"] = child_rss(args.rss_rows)

@@ -38,7 +38,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import psycopg2  # noqa: E402
 import redis  # noqa: E402
 
 from pipeline import demo  # noqa: E402
@@ -56,21 +55,11 @@ from tests.fixtures.celery import (  # noqa: E402
     cleanup_celery_env,
     make_celery_env,
 )
+from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
 from zohosim.cli import job_speed  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/1"
-
-
-def admin(statement: str) -> None:
-    conn = psycopg2.connect(f"{PG}/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def env_for(dsn: str, sim: SimProcess, prefix: str, work: Path, args: argparse.Namespace) -> dict:
@@ -209,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    name = f"ordersync_bench_{uuid.uuid4().hex[:10]}"
+    name = create_database("ordersync_bench")
     prefix = f"bench:initial:{uuid.uuid4().hex}"
-    admin(f'CREATE DATABASE "{name}"')
     sim = SimProcess(job_speed=args.job_speed)
     figures: dict[str, Any] = {"rows": args.rows, "batch_size": args.batch_size,
                                "in_flight": args.in_flight, "concurrency": args.concurrency,
@@ -219,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-initial-") as tmp:
             work = Path(tmp)
-            dsn = f"{PG}/{name}"
+            dsn = f"{PG_SERVER}/{name}"
             env = env_for(dsn, sim, prefix, work / "work", args)
             broker = {"ORDERSYNC_SYNC_BROKER_URL": Settings().broker_url}
             settings = load_settings(env={**env, **broker})
@@ -275,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures["ratio"] = round(pipe["wall_s"] / floor["wall_s"], 3)
     finally:
         sim.stop()
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
         if keys:

@@ -39,7 +39,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import redis
 
 # The repository first: bench/zohosim.py must not shadow the zohosim package.
@@ -53,9 +52,9 @@ from pipeline.settings import Settings, SourceSettings, SyncMode  # noqa: E402
 from pipeline.zoho.client import ZohoClient  # noqa: E402
 from pipeline.zoho.config import ZohoSettings  # noqa: E402
 from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits  # noqa: E402
+from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/1"
 
 # Bench-only: a log of every version bump (mapped change) with its commit-side time.
@@ -78,16 +77,6 @@ FROM bench_changes c ORDER BY c.at
 """
 
 
-def _admin(statement: str) -> None:
-    conn = psycopg2.connect(f"{PG}/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
 def _settings(db: str, sim: SimProcess, prefix: str, args: argparse.Namespace) -> Settings:
     zoho = ZohoSettings(
         accounts_url=sim.base_url,
@@ -99,7 +88,7 @@ def _settings(db: str, sim: SimProcess, prefix: str, args: argparse.Namespace) -
         redis_prefix=prefix,
     )
     return Settings(
-        source=SourceSettings(dsn=Secret(f"{PG}/{db}")),
+        source=SourceSettings(dsn=Secret(f"{PG_SERVER}/{db}")),
         zoho=zoho,
         redis_url=REDIS_URL,
         realtime_max_delay=args.max_delay,
@@ -164,9 +153,8 @@ def _same_rule_without_coalescing(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    db = f"ordersync_bench_rt_{uuid.uuid4().hex[:10]}"
+    db = create_database("ordersync_bench_rt")
     prefix = f"bench:realtime:{uuid.uuid4().hex}"
-    _admin(f'CREATE DATABASE "{db}"')
     try:
         with SimProcess() as sim:
             if args.latency_ms:
@@ -214,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             credits = sim.admin.credits()
         elapsed = time.monotonic() - started
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        drop_database(db)
         r = redis.Redis.from_url(REDIS_URL)
         keys = list(r.scan_iter(match=f"{prefix}:*"))
         if keys:
