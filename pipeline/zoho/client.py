@@ -94,6 +94,7 @@ class RecordPage:
     records: list[dict[str, Any]]
     more: bool
     page: int
+    next_page_token: str | None = None  # Zoho v8 pages past 2,000 records only by token
 
 
 class _MultipartFile:
@@ -499,18 +500,25 @@ class ZohoClient:
         return list(body.get("fields") or [])
 
     def get_records(
-        self, page: int = 1, per_page: int = 200, *, fields: Sequence[str] | None = None
+        self,
+        page: int = 1,
+        per_page: int = 200,
+        *,
+        fields: Sequence[str] | None = None,
+        page_token: str | None = None,
     ) -> RecordPage:
         """One page of the module's records (``per_page`` ≤ 200).
 
         Zoho v8 requires the ``fields`` to return; by default the unique field (plus ``id``).
+        ``page`` reaches only the first 2,000 records; past them, pass the previous page's
+        ``next_page_token`` as ``page_token`` (:meth:`iter_records` does).
         """
         wanted = list(fields) if fields else [self.settings.unique_field]
-        params: dict[str, Any] = {
-            "page": page,
-            "per_page": min(per_page, 200),
-            "fields": ",".join(wanted),
-        }
+        params: dict[str, Any] = {"per_page": min(per_page, 200), "fields": ",".join(wanted)}
+        if page_token:
+            params["page_token"] = page_token
+        else:
+            params["page"] = page
         body: dict[str, Any] = self._call(
             Api.RECORDS_GET,
             "GET",
@@ -520,7 +528,29 @@ class ZohoClient:
         )
         raw_info = body.get("info")
         info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
-        return RecordPage(list(body.get("data") or []), bool(info.get("more_records")), page)
+        token = info.get("next_page_token")
+        return RecordPage(
+            list(body.get("data") or []),
+            bool(info.get("more_records")),
+            int(info.get("page") or page),
+            str(token) if token else None,
+        )
+
+    def iter_records(
+        self, *, fields: Sequence[str] | None = None, per_page: int = 200
+    ) -> Iterator[dict[str, Any]]:
+        """Every record of the module, page after page (by token once Zoho offers one)."""
+        page = self.get_records(1, per_page, fields=fields)
+        yield from page.records
+        number = 1
+        while page.more:
+            number += 1
+            if page.next_page_token:
+                page = self.get_records(per_page=per_page, fields=fields,
+                                        page_token=page.next_page_token)  # fmt: skip
+            else:
+                page = self.get_records(number, per_page, fields=fields)
+            yield from page.records
 
     def get_record(self, record_id: str) -> dict[str, Any] | None:
         """One record by id, or ``None`` if Zoho has none (204 or 404)."""

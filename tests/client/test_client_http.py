@@ -92,6 +92,18 @@ def test_upsert_in_order_insert_then_update(
     assert ledger.spent_24h() == zohosim.admin.credits()["used_24h"]  # the same bill
 
 
+def test_records_past_the_page_limit_are_read_by_page_token(
+    zohosim: Any, make_client: MakeClient
+) -> None:
+    client = make_client()
+    zohosim.admin.configure(page_limit=8)  # real v8: 2,000 records by page number, then tokens
+    client.upsert([{"parent_id": str(i), "Name": f"SO-{i}"} for i in range(25)])
+    with pytest.raises(FatalZohoError):
+        client.get_records(4, 3)  # records 10..12: past the limit by page number
+    keys = [r["parent_id"] for r in client.iter_records(fields=["parent_id"], per_page=3)]
+    assert sorted(keys, key=int) == [str(i) for i in range(25)]
+
+
 def test_bulk_job_happy_path(
     zohosim: Any, make_client: MakeClient, tmp_path: Path, ledger: CreditLedger
 ) -> None:
