@@ -44,7 +44,7 @@ from pipeline.legacy.mark import mark_synced  # noqa: E402
 from pipeline.secret import Secret  # noqa: E402
 from pipeline.serialize import select_list, session_timezone_sql  # noqa: E402
 from pipeline.settings import Settings, SourceSettings  # noqa: E402
-from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
+from tests.fixtures.services import PG_SERVER, create_database, drop_database  # noqa: E402
 
 
 def peak_rss_mb() -> float:

@@ -38,8 +38,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import redis  # noqa: E402
-
 from pipeline import demo  # noqa: E402
 from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
@@ -55,23 +53,22 @@ from tests.fixtures.celery import (  # noqa: E402
     cleanup_celery_env,
     make_celery_env,
 )
-from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
+from tests.fixtures.services import (  # noqa: E402
+    PG_SERVER,
+    REDIS_URL,
+    create_database,
+    delete_keys,
+    drop_database,
+)
+from tests.fixtures.sim_settings import sim_env  # noqa: E402
 from zohosim.cli import job_speed  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
-
-REDIS_URL = "redis://127.0.0.1:6379/1"
 
 
 def env_for(dsn: str, sim: SimProcess, prefix: str, work: Path, args: argparse.Namespace) -> dict:
     return {
         "ORDERSYNC_SOURCE_DSN": dsn,
-        "ORDERSYNC_ZOHO_ACCOUNTS_URL": sim.base_url,
-        "ORDERSYNC_ZOHO_API_URL": sim.base_url,
-        "ORDERSYNC_ZOHO_UPLOAD_URL": sim.base_url,
-        "ORDERSYNC_ZOHO_CLIENT_ID": sim.client_id,
-        "ORDERSYNC_ZOHO_CLIENT_SECRET": sim.client_secret,
-        "ORDERSYNC_ZOHO_REFRESH_TOKEN": sim.refresh_token,
-        "ORDERSYNC_ZOHO_REDIS_PREFIX": prefix,
+        **sim_env(sim, prefix),
         "ORDERSYNC_ZOHO_DAILY_CREDIT_BUDGET": "1000000",
         "ORDERSYNC_SYNC_REDIS_URL": REDIS_URL,
         "ORDERSYNC_SYNC_BATCH_SIZE": str(args.batch_size),
@@ -264,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.stop()
         drop_database(name)
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(prefix)
 
     if args.json:
         print(json.dumps(figures, sort_keys=True))

@@ -39,8 +39,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import redis
-
 # The repository first: bench/zohosim.py must not shadow the zohosim package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,12 +48,16 @@ from pipeline.legacy.connection import connect  # noqa: E402
 from pipeline.secret import Secret  # noqa: E402
 from pipeline.settings import Settings, SourceSettings, SyncMode  # noqa: E402
 from pipeline.zoho.client import ZohoClient  # noqa: E402
-from pipeline.zoho.config import ZohoSettings  # noqa: E402
 from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits  # noqa: E402
-from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
+from tests.fixtures.services import (  # noqa: E402
+    PG_SERVER,
+    REDIS_URL,
+    create_database,
+    delete_keys,
+    drop_database,
+)
+from tests.fixtures.sim_settings import sim_zoho  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
-
-REDIS_URL = "redis://127.0.0.1:6379/1"
 
 # Bench-only: a log of every version bump (mapped change) with its commit-side time.
 CHANGE_LOG_SQL = """
@@ -78,18 +80,9 @@ FROM bench_changes c ORDER BY c.at
 
 
 def _settings(db: str, sim: SimProcess, prefix: str, args: argparse.Namespace) -> Settings:
-    zoho = ZohoSettings(
-        accounts_url=sim.base_url,
-        api_url=sim.base_url,
-        upload_url=sim.base_url,
-        client_id=sim.client_id,
-        client_secret=Secret(sim.client_secret),
-        refresh_token=Secret(sim.refresh_token),
-        redis_prefix=prefix,
-    )
     return Settings(
         source=SourceSettings(dsn=Secret(f"{PG_SERVER}/{db}")),
-        zoho=zoho,
+        zoho=sim_zoho(sim, prefix),
         redis_url=REDIS_URL,
         realtime_max_delay=args.max_delay,
         realtime_check=args.check,
@@ -203,11 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - started
     finally:
         drop_database(db)
-        r = redis.Redis.from_url(REDIS_URL)
-        keys = list(r.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            r.delete(*keys)
-        r.close()
+        delete_keys(prefix)
 
     latencies = [float(s) for _, _, s in measured if s is not None]
     changes = len(measured)

@@ -16,6 +16,7 @@ import redis
 from pipeline.settings import Settings
 from tests.deploy.deployfiles import Process, as_argv, load_compose, run_healthcheck
 from tests.fixtures.celery import CeleryTestEnv, cleanup_celery_env, make_celery_env
+from tests.fixtures.services import delete_keys
 
 ACQUIRED = "beat: Acquired lock"
 STARTED = "beat: Starting"
@@ -27,13 +28,7 @@ def beat_env() -> Iterator[CeleryTestEnv]:
     env = make_celery_env()
     yield env
     cleanup_celery_env(env)
-    client = redis.Redis.from_url(Settings().redis_url)  # redbeat's keys live in redis_url
-    try:
-        keys = list(client.scan_iter(match=f"{env.namespace}:*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_keys(env.namespace, Settings().redis_url)  # redbeat's keys live in redis_url
 
 
 def test_two_beats_one_scheduler(beat_env: CeleryTestEnv, tmp_path: Path) -> None:

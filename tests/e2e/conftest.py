@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 
 from pipeline import demo
@@ -39,10 +38,16 @@ from tasks.web import (
     record_callback_hint,
 )
 from tests.fixtures.celery import CeleryTestEnv, WorkerFactory, WorkerProcess
-from tests.fixtures.db import PG_SERVER, create_database, drop_database
+from tests.fixtures.services import (
+    PG_SERVER,
+    REDIS_URL,
+    create_database,
+    delete_keys,
+    drop_database,
+    query,
+)
+from tests.fixtures.sim_settings import sim_env
 from zohosim.testing import SimProcess
-
-REDIS_URL = "redis://127.0.0.1:6379/1"
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> Any:
@@ -98,13 +103,7 @@ class E2E:
 
     # -- reading state ---------------------------------------------------------------------------
     def query(self, text: str, params: Any = None) -> list[tuple[Any, ...]]:
-        conn = connect(self.settings)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(text, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return query(self.settings, text, params)
 
     def batches(self) -> list[tuple[Any, ...]]:
         return self.query(
@@ -191,13 +190,7 @@ def worker_env(
 ) -> dict[str, str]:
     env = {
         "ORDERSYNC_SOURCE_DSN": settings_dsn,
-        "ORDERSYNC_ZOHO_ACCOUNTS_URL": sim.base_url,
-        "ORDERSYNC_ZOHO_API_URL": sim.base_url,
-        "ORDERSYNC_ZOHO_UPLOAD_URL": sim.base_url,
-        "ORDERSYNC_ZOHO_CLIENT_ID": sim.client_id,
-        "ORDERSYNC_ZOHO_CLIENT_SECRET": sim.client_secret,
-        "ORDERSYNC_ZOHO_REFRESH_TOKEN": sim.refresh_token,
-        "ORDERSYNC_ZOHO_REDIS_PREFIX": prefix,
+        **sim_env(sim, prefix),
         "ORDERSYNC_ZOHO_CONNECT_TIMEOUT": "2",
         "ORDERSYNC_ZOHO_READ_TIMEOUT": "15",
         "ORDERSYNC_ZOHO_MAX_RETRIES": "3",
@@ -289,10 +282,4 @@ def make_e2e(
         server.server_close()
     for name in databases:
         drop_database(name)
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_keys(prefix)

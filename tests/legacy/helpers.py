@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pipeline.legacy.connection import connect
 from pipeline.settings import Settings
+from tests.fixtures.services import query
 
-
-def query(settings: Settings, text: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Run one statement in its own committed transaction; rows if it returns any."""
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(text, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+__all__ = ["query", "sync_state"]
 
 
 def sync_state(settings: Settings, row_id: int) -> tuple[bool, int, str | None]:

@@ -14,36 +14,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-import redis
 
 from pipeline.legacy.connection import connect
-from pipeline.secret import Secret
 from pipeline.settings import Settings, SyncMode
 from pipeline.zoho.client import ZohoClient
-from pipeline.zoho.config import ZohoSettings
+from tests.fixtures.services import REDIS_URL, delete_keys, query
+from tests.fixtures.sim_settings import FAST_RETRIES, sim_zoho
 from zohosim.testing import SimProcess
 
-REDIS_URL = "redis://127.0.0.1:6379/1"
 MAX_DELAY = 2.0
-
-
-def sim_zoho(sim: SimProcess, prefix: str, **overrides: Any) -> ZohoSettings:
-    """Zoho settings for ``sim``: every host on it, fast client retries."""
-    base = ZohoSettings(
-        accounts_url=sim.base_url,
-        api_url=sim.base_url,
-        upload_url=sim.base_url,
-        client_id=sim.client_id,
-        client_secret=Secret(sim.client_secret),
-        refresh_token=Secret(sim.refresh_token),
-        redis_prefix=prefix,
-        connect_timeout=2.0,
-        read_timeout=10.0,
-        max_retries=3,
-        retry_backoff=0.05,
-        retry_backoff_max=0.2,
-    )
-    return replace(base, **overrides)
 
 
 @dataclass
@@ -54,13 +33,7 @@ class Ongoing:
 
     def query(self, text: str, params: Any = None) -> list[tuple[Any, ...]]:
         """One statement in its own committed transaction; its rows if any."""
-        conn = connect(self.settings)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(text, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return query(self.settings, text, params)
 
     def pending(self) -> int:
         return int(self.query("SELECT count(*) FROM orders WHERE NOT synced")[0][0])
@@ -107,20 +80,14 @@ def valid_and_synced(settings: Settings) -> None:
 def redis_prefix() -> Iterator[str]:
     value = f"test:ongoing:{uuid.uuid4().hex}"
     yield value
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{value}:*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_keys(value)
 
 
 @pytest.fixture
 def ongoing(legacy_db: Settings, zohosim: SimProcess, redis_prefix: str) -> Iterator[Ongoing]:
     settings = replace(
         legacy_db,
-        zoho=sim_zoho(zohosim, redis_prefix),
+        zoho=sim_zoho(zohosim, redis_prefix, **FAST_RETRIES),
         redis_url=REDIS_URL,
         realtime_max_delay=MAX_DELAY,
         realtime_check=0.5,

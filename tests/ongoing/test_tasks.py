@@ -14,6 +14,7 @@ from pipeline.settings import Settings, SyncMode
 from tasks.config import CeleryOptions, create_app
 from tasks.ongoing import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
 from tests.fixtures.celery import BeatProcess, WorkerFactory
+from tests.fixtures.sim_settings import sim_env
 from tests.ongoing.conftest import MAX_DELAY, Ongoing
 
 CHECK = 0.5  # realtime_check of the worker and beat
@@ -24,13 +25,7 @@ def worker_env(ongoing: Ongoing, **sync: str) -> dict[str, str]:
     s, z = ongoing.settings, ongoing.settings.zoho
     env = {
         "ORDERSYNC_SOURCE_DSN": s.source.dsn.reveal(),
-        "ORDERSYNC_ZOHO_ACCOUNTS_URL": str(z.accounts_url),
-        "ORDERSYNC_ZOHO_API_URL": str(z.api_url),
-        "ORDERSYNC_ZOHO_UPLOAD_URL": str(z.upload_url),
-        "ORDERSYNC_ZOHO_CLIENT_ID": z.client_id,
-        "ORDERSYNC_ZOHO_CLIENT_SECRET": z.client_secret.reveal(),
-        "ORDERSYNC_ZOHO_REFRESH_TOKEN": z.refresh_token.reveal(),
-        "ORDERSYNC_ZOHO_REDIS_PREFIX": z.redis_prefix,
+        **sim_env(ongoing.sim, z.redis_prefix),
         "ORDERSYNC_ZOHO_RETRY_BACKOFF": "0.05",
         "ORDERSYNC_ZOHO_RETRY_BACKOFF_MAX": "0.2",
         "ORDERSYNC_SYNC_REDIS_URL": s.redis_url,
