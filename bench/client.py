@@ -28,14 +28,18 @@ import requests
 # The repository first: bench/zohosim.py must not shadow the zohosim package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.secret import Secret  # noqa: E402
 from pipeline.zoho.client import ZohoClient  # noqa: E402
 from pipeline.zoho.config import ZohoSettings  # noqa: E402
 from pipeline.zoho.credits import CreditLedger, ensure_schema  # noqa: E402
-from tests.fixtures.pg import PG_SERVER, create_database, drop_database  # noqa: E402
+from tests.fixtures.services import (  # noqa: E402
+    PG_SERVER,
+    REDIS_URL,
+    create_database,
+    delete_keys,
+    drop_database,
+)
+from tests.fixtures.sim_settings import sim_zoho  # noqa: E402
 from zohosim.testing import SimProcess  # noqa: E402
-
-REDIS_URL = "redis://127.0.0.1:6379/1"
 
 
 def _records(worker: int, call: int, n: int) -> list[dict[str, Any]]:
@@ -114,10 +118,8 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     try:
         with SimProcess() as sim:
-            base = ZohoSettings(
-                accounts_url=sim.base_url, api_url=sim.base_url, upload_url=sim.base_url,
-                client_id=sim.client_id, client_secret=Secret(sim.client_secret),
-                refresh_token=Secret(sim.refresh_token), concurrency=a.concurrency,
+            base = sim_zoho(
+                sim, "bench:client", concurrency=a.concurrency,
                 sub_concurrency=min(10, a.concurrency), daily_credit_budget=10**9,
                 credit_reserve=0,
             )  # fmt: skip
@@ -129,9 +131,12 @@ def main() -> None:
                 )
                 _reset(sim, a.latency_ms)
                 settings = replace(base, redis_prefix=f"bench:client:{uuid.uuid4().hex}")
-                client_s, client_ok = _measure(
-                    _client_worker, (settings, dsn), (a.calls, a.records), procs
-                )
+                try:
+                    client_s, client_ok = _measure(
+                        _client_worker, (settings, dsn), (a.calls, a.records), procs
+                    )
+                finally:
+                    delete_keys(settings.redis_prefix)
                 log = sim.admin.requests()
                 calls = procs * a.calls
                 cap = min(procs, a.concurrency, 10 if a.records > 10 else 25)
