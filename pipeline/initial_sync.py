@@ -508,7 +508,7 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         cur.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
                 _t(settings, "batches"),
-                sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
+                ledger.finished_states_sql(),
             ),
             (run_id,),
         )
@@ -870,7 +870,7 @@ def batch_by_token(settings: Settings, token: str) -> int | None:
                     "SELECT id FROM {} WHERE callback_digest = %s AND state NOT IN ({})"
                 ).format(
                     _t(settings, "batches"),
-                    sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
+                    ledger.finished_states_sql(),
                 ),
                 (token_digest(token),),
             )
@@ -1158,7 +1158,7 @@ def stalled_runs(settings: Settings, older_than: float) -> list[int]:
                 ).format(
                     runs=_t(settings, "runs"),
                     batches=_t(settings, "batches"),
-                    finished=sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
+                    finished=ledger.finished_states_sql(),
                 ),
                 (
                     RunState.RUNNING.value,

@@ -91,6 +91,11 @@ def _in_list(values: tuple[str, ...]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Literal(v) for v in values)
 
 
+def finished_states_sql() -> sql.Composable:
+    """The finished batch states as an SQL list of literals, for ``state [NOT] IN (…)``."""
+    return _in_list(FINISHED_STATES)
+
+
 def ddl(settings: Settings) -> list[sql.Composable]:
     """The ledger's CREATE statements, each idempotent."""
     schema = settings.source.ledger_schema

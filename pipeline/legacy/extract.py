@@ -55,10 +55,6 @@ class Claim:
     key_hi: str
 
 
-def _unfinished() -> sql.Composable:
-    return sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES)
-
-
 def _begin(conn: Connection, settings: Settings) -> sql.Composable:
     """Start the claiming transaction: isolation, lock, time zone. Returns the key's SQL type."""
     n = Names(settings)
@@ -112,11 +108,12 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Com
     """
     n = Names(settings)
     batches = n.ledger_table("batches")
+    finished = ledger.finished_states_sql()
     cur.execute(
         sql.SQL(
             "SELECT key_lo, key_hi FROM {} WHERE kind = %s AND state NOT IN ({})"
             " AND key_lo IS NOT NULL"
-        ).format(batches, _unfinished()),
+        ).format(batches, finished),
         (BatchKind.BULK.value,),
     )
     ranges = cur.fetchall()
@@ -125,7 +122,7 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Com
             "SELECT (SELECT max(key_hi::{kt}) FROM {b} WHERE kind = %s AND state NOT IN ({u})),"
             " EXISTS (SELECT 1 FROM {b} WHERE kind = %s AND state NOT IN ({u})),"
             " EXISTS (SELECT 1 FROM {e} WHERE quarantined)"
-        ).format(kt=kt, b=batches, u=_unfinished(), e=n.ledger_table("row_errors")),
+        ).format(kt=kt, b=batches, u=finished, e=n.ledger_table("row_errors")),
         (BatchKind.BULK.value, BatchKind.REALTIME.value),
     )
     highest, realtime_open, any_quarantined = cur.fetchone()
@@ -142,7 +139,7 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Com
             sql.SQL(
                 "t.{k}::text NOT IN (SELECT unnest(keys) FROM {b}"
                 " WHERE kind = {rt} AND state NOT IN ({u}))"
-            ).format(k=n.key, b=batches, rt=sql.Literal(BatchKind.REALTIME.value), u=_unfinished())
+            ).format(k=n.key, b=batches, rt=sql.Literal(BatchKind.REALTIME.value), u=finished)
         )
     if any_quarantined:
         parts.append(

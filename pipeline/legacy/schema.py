@@ -320,21 +320,11 @@ def _counts(cur: Any, settings: Settings) -> dict[str, int]:
     pending, synced = cur.fetchone()
     cur.execute(
         sql.SQL(
-            "SELECT coalesce(sum(cardinality(keys)), 0) FROM {} WHERE state NOT IN ({})"
-        ).format(
-            n.ledger_table("batches"),
-            sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
-        )
+            "SELECT coalesce(sum(cardinality(keys)), 0), count(*) FROM {} WHERE state NOT IN ({})"
+        ).format(n.ledger_table("batches"), ledger.finished_states_sql())
     )
-    claimed = cur.fetchone()[0]
+    claimed, open_batches = cur.fetchone()
     row_errors, quarantined = row_error_counts(cur.connection, settings)
-    cur.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE state NOT IN ({})").format(
-            n.ledger_table("batches"),
-            sql.SQL(", ").join(sql.Literal(s) for s in ledger.FINISHED_STATES),
-        )
-    )
-    open_batches = cur.fetchone()[0]
     return {
         "pending": pending,
         "synced": synced,
