@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import demo
 from pipeline.legacy.connection import connect
 from pipeline.settings import Settings, SyncMode
 from pipeline.zoho.client import ZohoClient
@@ -34,6 +35,14 @@ class Ongoing:
     def query(self, text: str, params: Any = None) -> list[tuple[Any, ...]]:
         """One statement in its own committed transaction; its rows if any."""
         return query(self.settings, text, params)
+
+    def seed(self, rows: int, *, seed: int) -> None:
+        """Insert ``rows`` new pending demo orders (ids after the existing ones)."""
+        conn = connect(self.settings)
+        try:
+            demo.seed(conn, self.settings, rows, seed=seed)
+        finally:
+            conn.close()
 
     def pending(self) -> int:
         return int(self.query("SELECT count(*) FROM orders WHERE NOT synced")[0][0])

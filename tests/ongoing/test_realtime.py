@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline import demo, interval, ledger, realtime
+from pipeline import interval, ledger, realtime
 from pipeline.initial_sync import start_initial_run
 from pipeline.ledger import RunState
 from pipeline.legacy.connection import connect
@@ -89,11 +89,7 @@ def test_no_flush_and_no_interval_plan_while_an_initial_sync_runs(ongoing: Ongoi
 
 def test_250_changes_go_as_100_100_then_50_after_max_delay(ongoing: Ongoing) -> None:
     ongoing.change(range(1, 201))
-    conn = connect(ongoing.settings)
-    try:
-        demo.seed(conn, ongoing.settings, 50, seed=3)  # inserts: ids 201..250
-    finally:
-        conn.close()
+    ongoing.seed(50, seed=3)  # inserts: ids 201..250
     assert ongoing.pending() == 250
 
     first = realtime.flush(ongoing.settings, ongoing.client)

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from celery import Celery
 from celery.schedules import crontab
 
-from pipeline import demo
-from pipeline.legacy.connection import connect
 from pipeline.settings import Settings, SyncMode
 from tasks.config import CeleryOptions, create_app
 from tasks.ongoing import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
@@ -82,11 +80,7 @@ def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_with
     beat = celery_beat_factory(extra_env=env)
 
     ongoing.change(range(1, 201))
-    conn = connect(ongoing.settings)
-    try:
-        demo.seed(conn, ongoing.settings, 50, seed=5)
-    finally:
-        conn.close()
+    ongoing.seed(50, seed=5)
 
     wait_until(lambda: ongoing.sim_upsert_credits() >= 20, 15, "the two full batches")
     time.sleep(0.3)
@@ -119,11 +113,7 @@ def test_interval_run_of_26000_changes_uses_one_bulk_job_and_10_upserts(
     ongoing: Ongoing, celery_worker_factory: WorkerFactory, celery_sender: Celery
 ) -> None:
     ongoing.change(range(1, 201))
-    conn = connect(ongoing.settings)
-    try:
-        demo.seed(conn, ongoing.settings, 25_800, seed=9)
-    finally:
-        conn.close()
+    ongoing.seed(25_800, seed=9)
     assert ongoing.pending() == 26_000
     celery_worker_factory(extra_env=worker_env(ongoing, mode="interval"))
 
@@ -152,11 +142,7 @@ def test_in_mode_both_a_backlog_cheaper_by_bulk_goes_by_one_bulk_job(
     celery_beat_factory: Callable[..., BeatProcess],
 ) -> None:
     ongoing.change(range(1, 201))
-    conn = connect(ongoing.settings)
-    try:
-        demo.seed(conn, ongoing.settings, 5_800, seed=4)
-    finally:
-        conn.close()
+    ongoing.seed(5_800, seed=4)
     env = worker_env(ongoing, mode="both")
     celery_worker_factory(extra_env=env)
     celery_beat_factory(extra_env=env)
