@@ -14,7 +14,9 @@ Log context: every log line written while a task runs (by the task or by ``pipel
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +25,8 @@ import psycopg2
 from celery import Task
 from celery.signals import after_setup_logger, after_setup_task_logger
 
+from pipeline.settings import Settings, load_settings
+from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import TransientZohoError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     psycopg2.OperationalError,
     TransientZohoError,
 )
+
+
+@functools.cache
+def worker_settings() -> Settings:
+    """This process's settings, read once (file and environment) on first use."""
+    return load_settings()
+
+
+_clients: dict[int, ZohoClient] = {}
+
+
+def worker_client() -> ZohoClient:
+    """One Zoho client per process, made on first use (a forked pool child makes its own)."""
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients.clear()  # a parent's client is not used across a fork
+        _clients[pid] = ZohoClient.from_settings(worker_settings())
+    return _clients[pid]
+
 
 _NO_ID = "-"
 _task_id: contextvars.ContextVar[str] = contextvars.ContextVar("task_id", default=_NO_ID)

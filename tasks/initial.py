@@ -16,7 +16,6 @@ Upsert calls than by a bulk job) call Zoho (``Queue.ZOHO``).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,9 +26,8 @@ from pipeline import initial_sync as sync
 from pipeline.initial_sync import RUN_STEPS, Outcome, Step
 from pipeline.legacy.connection import connect
 from pipeline.realtime import release_abandoned
-from pipeline.settings import Settings, load_settings
-from pipeline.zoho.client import ZohoClient
 from tasks.app import app
+from tasks.base import worker_client, worker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,26 +35,10 @@ TASK_NAMES: dict[Step, str] = {step: f"ordersync.{step.value}" for step in Step}
 START = "ordersync.initial.start"
 SWEEP = "ordersync.sweep"
 
-_process: dict[str, Any] = {}
-
-
-def _settings() -> Settings:
-    if "settings" not in _process:
-        _process["settings"] = load_settings()
-    return _process["settings"]  # type: ignore[no-any-return]
-
-
-def _client() -> ZohoClient:
-    """One client per process (a forked pool child makes its own)."""
-    if _process.get("client_pid") != os.getpid():
-        _process["client"] = ZohoClient.from_settings(_settings())
-        _process["client_pid"] = os.getpid()
-    return _process["client"]  # type: ignore[no-any-return]
-
 
 @contextmanager
 def _db() -> Iterator[Connection]:
-    conn = connect(_settings(), application="ordersync-worker")
+    conn = connect(worker_settings(), application="ordersync-worker")
     try:
         yield conn
     finally:
@@ -94,32 +76,32 @@ def start(*, run_id: int) -> dict[str, Any]:
 @app.task(name=TASK_NAMES[Step.EXTRACT])
 def extract(*, run_id: int) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.extract(conn, _settings(), run_id))
+        return hand_on(sync.extract(conn, worker_settings(), run_id))
 
 
 @app.task(name=TASK_NAMES[Step.RENDER])
 def render(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.render(conn, _settings(), batch_id))
+        return hand_on(sync.render(conn, worker_settings(), batch_id))
 
 
 @app.task(name=TASK_NAMES[Step.UPLOAD])
 def upload(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.upload(conn, _settings(), _client(), batch_id))
+        return hand_on(sync.upload(conn, worker_settings(), worker_client(), batch_id))
 
 
 @app.task(name=TASK_NAMES[Step.CREATE_JOB])
 def create_job(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.create_job(conn, _settings(), _client(), batch_id))
+        return hand_on(sync.create_job(conn, worker_settings(), worker_client(), batch_id))
 
 
 @app.task(bind=True, name=TASK_NAMES[Step.POLL])
 def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     """Poll the batch's job; not finished → this task again after a growing countdown."""
     with _db() as conn:
-        outcome = sync.poll(conn, _settings(), _client(), batch_id)
+        outcome = sync.poll(conn, worker_settings(), worker_client(), batch_id)
     if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
         self.schedule_again(outcome.countdown, batch_id=batch_id, run_id=outcome.run_id)
         return {"batch_id": batch_id, "next": "poll", "note": f"in {outcome.countdown}s"}
@@ -129,21 +111,21 @@ def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, An
 @app.task(name=TASK_NAMES[Step.RECONCILE])
 def reconcile(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.reconcile(conn, _settings(), _client(), batch_id))
+        return hand_on(sync.reconcile(conn, worker_settings(), worker_client(), batch_id))
 
 
 @app.task(name=TASK_NAMES[Step.UPSERT])
 def upsert(*, run_id: int) -> dict[str, Any]:
     """Send the run's free rows by Upsert calls (the planner found them cheaper that way)."""
     with _db() as conn:
-        return hand_on(sync.upsert(conn, _settings(), _client(), run_id))
+        return hand_on(sync.upsert(conn, worker_settings(), worker_client(), run_id))
 
 
 @app.task(name=SWEEP)
 def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     """Re-enqueue the step of every stalled batch and the claim of every stalled run; end the
     upsert batches whose worker died (their run's claim then sends their rows again)."""
-    settings = _settings()
+    settings = worker_settings()
     with _db() as conn:
         released = release_abandoned(conn, settings)
     threshold = settings.stall_after if older_than is None else float(older_than)

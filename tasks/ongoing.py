@@ -17,7 +17,6 @@ This module must not import ``tasks.app`` (``create_app`` imports it): the tasks
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
@@ -27,9 +26,8 @@ from celery.schedules import crontab
 
 from pipeline import interval, realtime
 from pipeline.realtime import Reason
-from pipeline.settings import Settings, SyncMode, load_settings
-from pipeline.zoho.client import ZohoClient
-from tasks.base import OrdersyncTask
+from pipeline.settings import Settings, SyncMode
+from tasks.base import OrdersyncTask, worker_client, worker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +65,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return entries
 
 
-@functools.cache
-def _settings() -> Settings:
-    return load_settings()
-
-
-@functools.cache
-def _client() -> ZohoClient:
-    """One client per worker process (created after the fork, on first use)."""
-    return ZohoClient.from_settings(_settings())
-
-
 @shared_task(name=REALTIME_CHECK, base=OrdersyncTask, bind=True)
 def realtime_check(self: OrdersyncTask) -> dict[str, Any]:
     """Flush the near-real-time buffer if due; ask for an interval run on a bulk-sized backlog."""
-    settings = _settings()
-    result = realtime.flush(settings, _client())
+    settings = worker_settings()
+    result = realtime.flush(settings, worker_client())
     if result.decision.reason is Reason.BACKLOG and _first_backlog_request(settings):
         logger.info("%d rows ready: cheaper by bulk, interval run requested",
                     result.decision.ready)  # fmt: skip
@@ -118,8 +105,8 @@ def interval_run(self: OrdersyncTask) -> dict[str, Any]:
     from pipeline.initial_sync import Step
     from tasks.initial import send_step  # imports tasks.app: not at module level
 
-    settings = _settings()
-    result = interval.run_interval(settings, _client())
+    settings = worker_settings()
+    result = interval.run_interval(settings, worker_client())
     for batch_id in result.bulk_batches:
         send_step(Step.RENDER, batch_id=batch_id)
     _backlog_handled(settings)  # its rows are claimed: a later backlog may ask again
