@@ -76,7 +76,7 @@ from psycopg2.extras import Json
 
 from pipeline import ledger, planner, realtime
 from pipeline.ledger import Batch, BatchKind, BatchState, RunKind, RunState
-from pipeline.legacy.connection import connect
+from pipeline.legacy.connection import connect, transaction
 from pipeline.legacy.extract import claim, claiming, free_rows, require_idle
 from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names, key_type
@@ -845,39 +845,29 @@ def record_job_hint(settings: Settings, batch_id: int, job_id: str) -> bool:
     """Store a job id a callback named for a batch that sent create-job without learning the
     id (the web process calls this; the poll step verifies it with a GET). True if stored.
     """
-    conn = connect(settings, application="ordersync-web")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "UPDATE {} SET job_hint = %s WHERE id = %s AND state = %s"
-                    " AND job_id IS NULL AND job_requested_at IS NOT NULL"
-                ).format(_t(settings, "batches")),
-                (job_id[:100], batch_id, BatchState.UPLOADED.value),
-            )
-            return cur.rowcount == 1
-    finally:
-        conn.close()
+    with transaction(settings, "ordersync-web") as cur:
+        cur.execute(
+            sql.SQL(
+                "UPDATE {} SET job_hint = %s WHERE id = %s AND state = %s"
+                " AND job_id IS NULL AND job_requested_at IS NOT NULL"
+            ).format(_t(settings, "batches")),
+            (job_id[:100], batch_id, BatchState.UPLOADED.value),
+        )
+        return cur.rowcount == 1
 
 
 def batch_by_token(settings: Settings, token: str) -> int | None:
     """The unfinished batch whose callback token this is (looked up by its digest), or None."""
-    conn = connect(settings, application="ordersync-web")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT id FROM {} WHERE callback_digest = %s AND state NOT IN ({})"
-                ).format(
-                    _t(settings, "batches"),
-                    ledger.finished_states_sql(),
-                ),
-                (token_digest(token),),
-            )
-            row = cur.fetchone()
-        return None if row is None else int(row[0])
-    finally:
-        conn.close()
+    with transaction(settings, "ordersync-web") as cur:
+        cur.execute(
+            sql.SQL("SELECT id FROM {} WHERE callback_digest = %s AND state NOT IN ({})").format(
+                _t(settings, "batches"),
+                ledger.finished_states_sql(),
+            ),
+            (token_digest(token),),
+        )
+        row = cur.fetchone()
+    return None if row is None else int(row[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1122,19 +1112,15 @@ def stalled_batches(settings: Settings, older_than: float) -> list[tuple[int, St
     """Unfinished bulk batches whose ``updated_at`` is older than ``older_than`` seconds, with
     the step to re-run for each (by its state), oldest first.
     """
-    conn = connect(settings, application="ordersync-sweeper")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT id, state FROM {} WHERE kind = %s AND state = ANY(%s)"
-                    " AND updated_at < now() - make_interval(secs => %s) ORDER BY updated_at"
-                ).format(_t(settings, "batches")),
-                (BatchKind.BULK.value, [s.value for s in NEXT_STEP], float(older_than)),
-            )
-            rows = cur.fetchall()
-    finally:
-        conn.close()
+    with transaction(settings, "ordersync-sweeper") as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT id, state FROM {} WHERE kind = %s AND state = ANY(%s)"
+                " AND updated_at < now() - make_interval(secs => %s) ORDER BY updated_at"
+            ).format(_t(settings, "batches")),
+            (BatchKind.BULK.value, [s.value for s in NEXT_STEP], float(older_than)),
+        )
+        rows = cur.fetchall()
     return [(int(batch_id), NEXT_STEP[BatchState(state)]) for batch_id, state in rows]
 
 
@@ -1142,32 +1128,28 @@ def stalled_runs(settings: Settings, older_than: float) -> list[int]:
     """Running bulk runs with room in their window and no claim for ``older_than`` seconds:
     their chain of claims was lost (a worker died in extract, a message was lost).
     """
-    conn = connect(settings, application="ordersync-sweeper")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    """SELECT r.id FROM {runs} r
-                       WHERE r.state = %s AND r.kind = ANY(%s)
-                         AND r.updated_at < now() - make_interval(secs => %s)
-                         AND (SELECT count(*) FROM {batches} b WHERE b.run_id = r.id
-                              AND b.state NOT IN ({finished})) < %s
-                         AND NOT EXISTS (SELECT 1 FROM {batches} b WHERE b.run_id = r.id
-                              AND b.updated_at >= now() - make_interval(secs => %s))
-                       ORDER BY r.id"""
-                ).format(
-                    runs=_t(settings, "runs"),
-                    batches=_t(settings, "batches"),
-                    finished=ledger.finished_states_sql(),
-                ),
-                (
-                    RunState.RUNNING.value,
-                    list(_RUN_KINDS_SWEPT),
-                    float(older_than),
-                    settings.batches_in_flight,
-                    float(older_than),
-                ),
-            )
-            return [int(r[0]) for r in cur.fetchall()]
-    finally:
-        conn.close()
+    with transaction(settings, "ordersync-sweeper") as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT r.id FROM {runs} r
+                   WHERE r.state = %s AND r.kind = ANY(%s)
+                     AND r.updated_at < now() - make_interval(secs => %s)
+                     AND (SELECT count(*) FROM {batches} b WHERE b.run_id = r.id
+                          AND b.state NOT IN ({finished})) < %s
+                     AND NOT EXISTS (SELECT 1 FROM {batches} b WHERE b.run_id = r.id
+                          AND b.updated_at >= now() - make_interval(secs => %s))
+                   ORDER BY r.id"""
+            ).format(
+                runs=_t(settings, "runs"),
+                batches=_t(settings, "batches"),
+                finished=ledger.finished_states_sql(),
+            ),
+            (
+                RunState.RUNNING.value,
+                list(_RUN_KINDS_SWEPT),
+                float(older_than),
+                settings.batches_in_flight,
+                float(older_than),
+            ),
+        )
+        return [int(r[0]) for r in cur.fetchall()]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg2
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
 
 from pipeline.settings import Settings
 
@@ -16,3 +20,15 @@ def connect(
     conn.set_client_encoding("UTF8")  # the CSV and JSON we send are UTF-8, whatever the server's
     conn.autocommit = autocommit
     return conn
+
+
+@contextmanager
+def transaction(settings: Settings, application: str) -> Iterator[Cursor]:
+    """A cursor in one transaction on a connection of its own: committed when the block ends,
+    rolled back if it raises; the connection is closed either way."""
+    conn = connect(settings, application=application)
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
