@@ -43,6 +43,7 @@ from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
 from pipeline.legacy.connection import connect  # noqa: E402
 from pipeline.legacy.render import header_line  # noqa: E402
+from pipeline.report import initial_run_plan  # noqa: E402
 from pipeline.serialize import select_list, session_timezone_sql  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
 from pipeline.zoho.client import ZohoClient  # noqa: E402
@@ -120,6 +121,7 @@ def run_floor(settings: Settings, work: Path, batch_size: int) -> dict:
     client = ZohoClient.from_settings(settings)
     conn = connect(settings)
     mapping = settings.mapping
+    work.mkdir(parents=True, exist_ok=True)  # the pipeline may never have made it (all upserts)
     started = time.perf_counter()
     last = 0
     rows_marked = 0
@@ -219,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             pipe = run_pipeline(settings, env, work, args)
             credits = sim.admin.credits()
             bulk = int(credits["by_api"].get("bulk_create", 0))
-            expected = -(-args.rows // args.batch_size) * BULK_JOB_CREDITS
+            # As the run prices its claims: whole bulk jobs where cheaper, upserts for the rest.
+            expected = initial_run_plan(args.rows, args.batch_size).bulk_jobs * BULK_JOB_CREDITS
             figures["pipeline"] = {
                 "state": pipe["state"],
                 "wall_s": round(pipe["wall_s"], 2),
