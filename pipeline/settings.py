@@ -27,7 +27,7 @@ from pipeline.mapping import FieldSpec, FieldType, Mapping
 from pipeline.secret import Secret
 from pipeline.zoho.config import ZohoSettings
 from pipeline.zoho.endpoints import DATA_CENTRES, Endpoints
-from pipeline.zoho.limits import BULK_MAX_COLUMNS
+from pipeline.zoho.limits import BULK_MAX_COLUMNS, MULTILINE_MAX_LENGTH, TEXT_MAX_LENGTH
 
 MAX_BATCH_SIZE = 25_000
 
@@ -115,8 +115,6 @@ DEFAULT_MAPPING: Mapping = Mapping(
 ENV_PREFIX = "ORDERSYNC_"
 CONFIG_ENV = "ORDERSYNC_CONFIG"
 DEFAULT_CONFIG_FILE = "ordersync.toml"
-TEXT_MAX_LENGTH = 255  # Zoho Single Line
-MULTILINE_MAX_LENGTH = 32_000  # Zoho Multi Line (large)
 MASK = "********"
 
 _MAX_LENGTHS = {FieldType.TEXT: TEXT_MAX_LENGTH, FieldType.MULTILINE: MULTILINE_MAX_LENGTH}

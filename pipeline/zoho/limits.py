@@ -12,6 +12,8 @@ UPSERT_MAX_RECORDS = 100  # records per upsert call
 UPSERT_RECORDS_PER_CREDIT = 10
 SUB_CONCURRENCY_MIN_RECORDS = 11  # upserts of more than 10 records count against sub-concurrency
 DEFAULT_CALL_CREDITS = 1  # GET org, fields, records
+TEXT_MAX_LENGTH = 255  # Single Line field
+MULTILINE_MAX_LENGTH = 32_000  # Multi Line field (large)
 # Not in any table Zoho publishes (contract §7.2, UNCONFIRMED); zohosim charges the same.
 UPLOAD_CREDITS = 0
 BULK_JOB_READ_CREDITS = 0
