@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.legacy.connection import connect
 from pipeline.legacy.mark import RowError, record_row_errors
 from pipeline.settings import Settings
+from tests.fixtures.services import query  # re-exported for the CLI tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,17 +58,6 @@ def cli_json(settings: Settings, *args: str, env: Mapping[str, str] | None = Non
     result = run_cli(settings, *args, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def query(settings: Settings, text: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """One statement in its own committed transaction; rows if it returns any."""
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(text, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def add_batch(

@@ -7,7 +7,6 @@ import io
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ import psycopg2
 import pytest
 import redis
 
-from pipeline.secret import Secret
 from pipeline.settings import DEFAULT_MAPPING
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.config import ZohoSettings
 from pipeline.zoho.credits import CreditLedger, ensure_schema
+from tests.fixtures.sim_settings import FAST_RETRIES, sim_zoho
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/1"
@@ -83,22 +82,9 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 def sim_settings(sim: Any, prefix: str, **overrides: Any) -> ZohoSettings:
     """Client settings pointing every host at ``sim``, with fast retries for tests."""
-    base = ZohoSettings(
-        accounts_url=sim.base_url,
-        api_url=sim.base_url,
-        upload_url=sim.base_url,
-        client_id=sim.client_id,
-        client_secret=Secret(sim.client_secret),
-        refresh_token=Secret(sim.refresh_token),
-        redis_prefix=prefix,
-        connect_timeout=2.0,
-        read_timeout=5.0,
-        max_retries=4,
-        retry_backoff=0.02,
-        retry_backoff_max=0.1,
-        slot_wait=30.0,
-    )
-    return replace(base, **overrides)
+    fast = {"read_timeout": 5.0, "max_retries": 4, "retry_backoff": 0.02,
+            "retry_backoff_max": 0.1, "slot_wait": 30.0}  # fmt: skip
+    return sim_zoho(sim, prefix, **{**FAST_RETRIES, **fast, **overrides})
 
 
 @pytest.fixture
