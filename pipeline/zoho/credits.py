@@ -190,14 +190,7 @@ class CreditLedger:
             )
             row = cur.fetchone()
             if row is None:
-                cur.execute(
-                    sql.SQL(
-                        "SELECT coalesce(sum(credits), 0) FROM {} "
-                        "WHERE at > now() - make_interval(secs => %s)"
-                    ).format(self._table),
-                    (WINDOW_SECONDS,),
-                )
-                spent = int(cur.fetchone()[0])
+                spent = self._spent(cur)
                 retry_after = self._retry_after(cur, spent + credits - self.limit)
                 raise CreditBudgetExceeded(
                     "CREDIT_BUDGET_EXCEEDED",
@@ -259,14 +252,17 @@ class CreditLedger:
     def spent_24h(self) -> int:
         """Credits reserved or spent in the last 24 hours."""
         with self._cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT coalesce(sum(credits), 0) FROM {} "
-                    "WHERE at > now() - make_interval(secs => %s)"
-                ).format(self._table),
-                (WINDOW_SECONDS,),
-            )
-            return int(cur.fetchone()[0])
+            return self._spent(cur)
+
+    def _spent(self, cur: psycopg2.extensions.cursor) -> int:
+        cur.execute(
+            sql.SQL(
+                "SELECT coalesce(sum(credits), 0) FROM {} "
+                "WHERE at > now() - make_interval(secs => %s)"
+            ).format(self._table),
+            (WINDOW_SECONDS,),
+        )
+        return int(cur.fetchone()[0])
 
     def remaining(self) -> int:
         """Credits the sync may still spend now: ``budget - reserve - spent_24h()`` (≥ 0)."""

@@ -100,42 +100,40 @@ class TokenEndpointUnavailable(TransientZohoError):
     """The token endpoint could not be reached or answered 5xx; no CRM request was sent."""
 
 
-class TokenRefreshThrottled(TransientZohoError):
+class WaitError(TransientZohoError):
+    """A transient error that knows how long to wait: ``retry_after`` seconds (the task's
+    countdown), kept in ``args`` so it survives pickling."""
+
+    default_retry_after = 0.0
+
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(code, message, details, http_status)
+        wait = self.default_retry_after if retry_after is None else retry_after
+        self.args = (code, message, details, http_status, wait)
+        self.retry_after = wait
+
+
+class TokenRefreshThrottled(WaitError):
     """A token refresh was refused to stay within (or because of) Zoho's 10-per-10-minutes rule.
 
     ``retry_after`` (seconds) says when a refresh may be tried again.
     """
 
-    def __init__(
-        self,
-        code: str,
-        message: str = "",
-        details: Mapping[str, Any] | None = None,
-        http_status: int | None = None,
-        retry_after: float = 600.0,
-    ) -> None:
-        super().__init__(code, message, details, http_status)
-        self.args = (code, message, details, http_status, retry_after)
-        self.retry_after = retry_after
+    default_retry_after = 600.0
 
 
-class CreditBudgetExceeded(TransientZohoError):
+class CreditBudgetExceeded(WaitError):
     """The call was refused before it was sent: it would take the rolling 24 h spend past
     ``daily_credit_budget - credit_reserve``. ``retry_after`` (seconds) is when enough credits
     will have aged out of the window. Not retried by the client.
     """
-
-    def __init__(
-        self,
-        code: str,
-        message: str = "",
-        details: Mapping[str, Any] | None = None,
-        http_status: int | None = None,
-        retry_after: float = 0.0,
-    ) -> None:
-        super().__init__(code, message, details, http_status)
-        self.args = (code, message, details, http_status, retry_after)
-        self.retry_after = retry_after
 
 
 class AuthenticationError(FatalZohoError):
