@@ -29,9 +29,9 @@ Rules that make a crash at any point lose nothing and do nothing twice:
 * A FAILED job sends the batch back to ``rendered`` (new upload, new job) up to
   ``MAX_JOB_ATTEMPTS`` times, then fails the batch, which releases its rows: they go round again
   in a later batch of the run (a run gives up after ``MAX_FAILED_BATCHES`` failed batches).
-* Rows Zoho skipped with a transient code (``TRANSIENT_ROW_CODES``) go round again; other codes
-  count towards quarantine (``settings.max_attempts``; transient ones after
-  ``TRANSIENT_ATTEMPTS_FACTOR`` times as many).
+* Rows Zoho skipped are recorded with every code and field the result names; what happens next
+  is the code's class (``pipeline.zoho.codes``): a permanent code holds the row back at once
+  until it changes, a transient one sends it round again.
 * Each claim is priced by the planner (:func:`choose_claim`): while a bulk job of the run's
   batch size is the cheaper way to send what is free, the claim is a bulk batch; otherwise
   (the retry rounds: rows Zoho skipped, rows edited in flight, a small tail) the ``upsert``
@@ -61,7 +61,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -86,7 +86,8 @@ from pipeline.settings import Settings
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import AmbiguousJobCreation, FatalZohoError, ZohoError
 from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
-from pipeline.zoho.results import JobState, RowStatus, iter_result_rows
+from pipeline.zoho import codes
+from pipeline.zoho.results import JobState, ResultRow, RowStatus, iter_result_rows
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,6 @@ MAX_JOB_ATTEMPTS = 3  # jobs per batch (FAILED or refused) before the batch fail
 MAX_FAILED_BATCHES = 5  # failed batches before a run gives up
 BATCH_LOCK_CLASS = 0x05D0  # first key of the per-batch advisory lock (second: the batch id)
 BATCH_LOCK_TIMEOUT = "120s"
-# Zoho skips these rows for reasons of the moment: the rows go round again.
-TRANSIENT_ROW_CODES = frozenset(
-    {"LIMIT_EXCEEDED", "CANNOT_PROCESS", "RECORD_LOCKED", "UNPROCESSED", "INTERNAL_ERROR"}
-    | {"TOO_MANY_REQUESTS", "LOCKED"}
-)
-TRANSIENT_ATTEMPTS_FACTOR = 3
 MAX_STEP_ERRORS = 3  # fatal errors of one step (poll, reconcile) before the batch fails
 STEP_RETRY_COUNTDOWN = 1.0  # seconds before a step that hit a fatal error runs again; doubled
 MAX_UPSERT_CALLS = 100  # upsert calls one ``upsert`` step makes at most (then the next claim)
@@ -188,11 +183,6 @@ def window_has_room(open_batches: int, batches_in_flight: int) -> bool:
 def run_is_done(open_batches: int, claimed: bool) -> bool:
     """A run is done when nothing could be claimed and none of its batches is unfinished."""
     return not claimed and open_batches == 0
-
-
-def is_transient_row_code(code: str) -> bool:
-    """Does Zoho's ``code`` for a skipped row mean "try again later" rather than "bad row"?"""
-    return code.upper() in TRANSIENT_ROW_CODES
 
 
 @dataclass(frozen=True)
@@ -1020,8 +1010,8 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
     """``job_done`` → ``reconciled``: the result file decides each row, in one transaction.
 
     ADDED/UPDATED → ``mark_synced`` with the record id (version-checked: a row edited since its
-    claim stays pending); SKIPPED/UNPROCESSED → ``record_row_errors`` (transient codes with a
-    larger quarantine allowance); the claims are released. One summary log line per batch.
+    claim stays pending); SKIPPED/UNPROCESSED → ``record_row_errors`` (held back at once or
+    sent again, by their code's class in ``pipeline.zoho.codes``); the claims are released. One summary log line per batch.
     A result that cannot be had or read → :func:`_step_error`.
     """
     started = time.monotonic()
@@ -1030,23 +1020,18 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
         if batch is None or batch.state is not BatchState.JOB_DONE:
             return _nothing(batch_id, batch and batch.state)
         try:
-            ok, permanent, transient = _read_result(settings, client, batch)
+            ok, refused = _read_result(settings, client, batch)
         except (FatalZohoError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as exc:
             return _step_error(conn, settings, batch, Step.RECONCILE, str(exc) or repr(exc))
         marked = mark_synced(conn, settings, batch_id, ok)
-        errors = record_row_errors(conn, settings, batch_id, permanent)
-        retry = record_row_errors(
-            conn,
-            replace(settings, max_attempts=settings.max_attempts * TRANSIENT_ATTEMPTS_FACTOR),
-            batch_id,
-            transient,
-        )
+        errors = record_row_errors(conn, settings, batch_id, refused)
+        transient = sum(1 for e in refused if codes.is_transient(e.code))
         credits = _batch_credits(conn, settings, batch_id)
         seconds = (datetime.now(UTC) - batch.created_at).total_seconds()
         stats = {
             **batch.stats, "ok": marked.marked, "stale": marked.stale,
-            "errors": len(permanent), "retry": len(transient),
-            "quarantined": errors.quarantined + retry.quarantined,
+            "errors": len(refused) - transient, "retry": transient,
+            "quarantined": errors.quarantined,
             "credits": credits, "seconds": round(seconds, 3),
         }  # fmt: skip
         ledger.transition(conn, settings, batch_id, BatchState.JOB_DONE, stats=stats)
@@ -1059,7 +1044,7 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
         "batch %s reconciled: sent %s / ok %s / skipped %s / failed %s (stale %s, retry %s),"
         " credits %s, %.1f s (reconcile %.2f s)",
         batch_id, stats.get("sent", batch.row_count), marked.marked,
-        len(permanent) + len(transient), len(permanent), marked.stale, len(transient),
+        len(refused), len(refused) - transient, marked.stale, transient,
         credits, seconds, time.monotonic() - started,
     )  # fmt: skip
     return _after_finish(batch, "reconciled")
@@ -1067,29 +1052,33 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
 
 def _read_result(
     settings: Settings, client: ZohoClient, batch: Batch
-) -> tuple[list[tuple[str, str | None]], list[RowError], list[RowError]]:
-    """Download and read the batch's result: (ok keys with record ids, permanent errors,
-    transient errors)."""
+) -> tuple[list[tuple[str, str | None]], list[RowError]]:
+    """Download and read the batch's result: (ok keys with record ids, refused rows)."""
     url = batch.stats.get("download_url") or client.get_job(batch.job_id or "").download_url
     if not url:
         raise FatalZohoError("RESULT_FORMAT", f"job {batch.job_id} has no download URL")
     path = client.download_result(str(url), result_path(settings, batch.id))
     ok: list[tuple[str, str | None]] = []
-    permanent: list[RowError] = []
-    transient: list[RowError] = []
+    refused: list[RowError] = []
     for row in iter_result_rows(path, settings.mapping.unique_field):
         if row.ok:
             ok.append((row.key, row.record_id))
-            continue
-        first = row.errors[0] if row.errors else None
-        code = (
-            first.code
-            if first
-            else ("UNPROCESSED" if row.status is RowStatus.UNPROCESSED else "SKIPPED")
-        )
-        error = RowError(row.key, code, ",".join(first.fields) if first else None, None)
-        (transient if is_transient_row_code(code) else permanent).append(error)
-    return ok, permanent, transient
+        else:
+            refused.append(result_row_error(row))
+    return ok, refused
+
+
+def result_row_error(row: ResultRow) -> RowError:
+    """A refused line of a bulk result as a row error: the first code decides the row's fate,
+    the message names every code and field the line carries (Zoho's result has no message)."""
+    if not row.errors:
+        code = codes.UNPROCESSED_CODE if row.status is RowStatus.UNPROCESSED else codes.SKIPPED_CODE
+        return RowError(row.key, code, None, f"bulk result: {row.status.value} without a code")
+    first = row.errors[0]
+    faults = "; ".join(
+        f"{e.code} on {', '.join(e.fields)}" if e.fields else e.code for e in row.errors
+    )
+    return RowError(row.key, first.code, ",".join(first.fields) or None, f"bulk result: {faults}")
 
 
 def _batch_credits(conn: Connection, settings: Settings, batch_id: int) -> int:

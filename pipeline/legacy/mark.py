@@ -9,6 +9,7 @@ goes in the next round.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,9 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline.legacy.names import Names, key_type
 from pipeline.settings import Settings
+from pipeline.zoho import codes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,49 +98,56 @@ class RowError:
 @dataclass(frozen=True)
 class ErrorResult:
     recorded: int
-    quarantined: int  # rows now held back (attempts reached ``settings.max_attempts``)
+    quarantined: int  # rows now held back (attempts reached what their code allows)
 
 
 def record_row_errors(
     conn: Connection, settings: Settings, batch_id: int, errors: Iterable[RowError]
 ) -> ErrorResult:
-    """Record Zoho's errors for rows of a batch, counting attempts per row version.
+    """Record refusals of rows of a batch, counting attempts per row version.
 
     The attempt count grows by one per batch that failed the same version of a row (recording
-    the same batch twice counts once) and restarts at 1 for a new version. At
-    ``settings.max_attempts`` the row is quarantined: extraction skips it until the row
-    changes (its version moves past the recorded one). Runs in the caller's transaction.
+    the same batch twice counts once) and restarts at 1 for a new version. A row is held back
+    (``quarantined``: extraction skips it until its version moves past the recorded one) once
+    its attempts reach what its code allows (``pipeline.zoho.codes.attempts_allowed``): at once
+    for a permanent code such as ``INVALID_DATA``, after ``max_attempts`` for an unknown one,
+    after three times as many for a transient one. Runs in the caller's transaction.
     """
     rows = list(errors)
     if not rows:
         return ErrorResult(0, 0)
     n = Names(settings)
-    e = n.ledger_table("row_errors")
-    attempts = sql.SQL(
-        "CASE WHEN e.version <> EXCLUDED.version THEN 1"
-        " WHEN e.batch_id IS NOT DISTINCT FROM EXCLUDED.batch_id THEN e.attempts"
-        " ELSE e.attempts + 1 END"
-    )
     statement = sql.SQL(
         """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(codes)s::text[],
-                                            %(fields)s::text[], %(messages)s::text[])
-                           AS u(row_key, code, field, message)),
-                c AS (SELECT DISTINCT ON (u.row_key) u.*, br.version FROM u
+                                            %(fields)s::text[], %(messages)s::text[],
+                                            %(allowed)s::int[])
+                           AS u(row_key, code, field, message, allowed)),
+                c AS (SELECT DISTINCT ON (u.row_key) u.*, br.version,
+                             CASE WHEN e.row_key IS NULL OR e.version <> br.version THEN 1
+                                  WHEN e.batch_id IS NOT DISTINCT FROM %(batch)s THEN e.attempts
+                                  ELSE e.attempts + 1 END AS attempts
+                      FROM u
                       JOIN (SELECT x.row_key, x.version FROM {batches} b,
                                    unnest(b.keys, b.versions) AS x(row_key, version)
                             WHERE b.id = %(batch)s) AS br ON br.row_key = u.row_key
+                      LEFT JOIN {row_errors} e ON e.row_key = u.row_key
                       ORDER BY u.row_key)
            INSERT INTO {row_errors} AS e (row_key, version, batch_id, code, field, message,
                                           attempts, quarantined)
-           SELECT row_key, version, %(batch)s, code, field, message, 1, 1 >= %(max)s FROM c
+           SELECT row_key, version, %(batch)s, code, field, message, attempts,
+                  attempts >= allowed FROM c
            ON CONFLICT (row_key) DO UPDATE SET
-               attempts = {attempts},
-               quarantined = {attempts} >= %(max)s,
+               attempts = EXCLUDED.attempts,
+               quarantined = EXCLUDED.quarantined,
                version = EXCLUDED.version, batch_id = EXCLUDED.batch_id,
                code = EXCLUDED.code, field = EXCLUDED.field, message = EXCLUDED.message,
                last_seen = now()
            RETURNING quarantined"""
-    ).format(batches=n.ledger_table("batches"), row_errors=e, attempts=attempts)
+    ).format(batches=n.ledger_table("batches"), row_errors=n.ledger_table("row_errors"))
+    for r in rows:
+        if codes.classify(r.code) is codes.RowCodeClass.UNKNOWN:
+            log.warning("row %s: Zoho code %r is not in pipeline.zoho.codes; counted as unknown"
+                        " (held after %s attempts)", r.row_key, r.code, settings.max_attempts)
     with conn.cursor() as cur:
         cur.execute(
             statement,
@@ -145,8 +156,8 @@ def record_row_errors(
                 "codes": [r.code for r in rows],
                 "fields": [r.field for r in rows],
                 "messages": [r.message for r in rows],
+                "allowed": [codes.attempts_allowed(r.code, settings.max_attempts) for r in rows],
                 "batch": batch_id,
-                "max": settings.max_attempts,
             },
         )
         flags = [bool(r[0]) for r in cur.fetchall()]

@@ -11,8 +11,8 @@ from pipeline.initial_sync import (
     RunInProgress,
     Step,
     choose_claim,
-    is_transient_row_code,
     poll_countdown,
+    result_row_error,
     run_is_done,
     step_retry_countdown,
     token_digest,
@@ -20,6 +20,8 @@ from pipeline.initial_sync import (
     window_has_room,
 )
 from pipeline.ledger import BatchKind, BatchState
+from pipeline.zoho import codes
+from pipeline.zoho.results import ResultRow, RowStatus, parse_error_cell
 from tasks.web import callback_path, callback_token_digest, new_callback_token
 
 
@@ -88,10 +90,29 @@ def test_a_step_that_hit_a_fatal_error_runs_again_sooner_than_the_sweeper() -> N
     assert {Step.EXTRACT, Step.UPSERT} == RUN_STEPS
 
 
-def test_transient_codes_go_round_again_and_bad_data_does_not() -> None:
-    assert is_transient_row_code("LIMIT_EXCEEDED") and is_transient_row_code("record_locked")
-    assert not is_transient_row_code("INVALID_DATA")
-    assert not is_transient_row_code("MANDATORY_NOT_FOUND")
+def test_transient_codes_go_round_again_and_bad_data_is_held_at_once() -> None:
+    assert codes.is_transient("LIMIT_EXCEEDED") and codes.is_transient("record_locked")
+    assert not codes.is_transient("INVALID_DATA")
+    assert codes.attempts_allowed("INVALID_DATA", 3) == 1
+    assert codes.attempts_allowed("mandatory_not_found", 3) == 1
+    assert codes.attempts_allowed(codes.VALIDATION_CODE, 3) == 1
+    assert codes.attempts_allowed("LIMIT_EXCEEDED", 3) == 3 * codes.TRANSIENT_FACTOR
+    assert codes.classify("SOMETHING_NEW") is codes.RowCodeClass.UNKNOWN
+    assert codes.attempts_allowed("SOMETHING_NEW", 3) == 3
+
+
+def test_a_bulk_result_line_with_two_faults_names_both() -> None:
+    row = ResultRow(
+        line=1, key="P-1", status=RowStatus.SKIPPED, record_id=None,
+        errors=parse_error_cell("MANDATORY_NOT_FOUND-Company,Last_Name:INVALID_DATA-Email"),
+    )  # fmt: skip
+    error = result_row_error(row)
+    assert (error.code, error.field) == ("MANDATORY_NOT_FOUND", "Company,Last_Name")
+    assert error.message == (
+        "bulk result: MANDATORY_NOT_FOUND on Company, Last_Name; INVALID_DATA on Email"
+    )
+    bare = result_row_error(ResultRow(2, "P-2", RowStatus.UNPROCESSED, None))
+    assert bare.code == "UNPROCESSED" and codes.is_transient(bare.code)
 
 
 def test_the_token_of_a_callback_url_and_its_digest_match_the_web_process() -> None:
