@@ -77,16 +77,16 @@ from psycopg2.extras import Json
 from pipeline import ledger, planner, realtime
 from pipeline.ledger import Batch, BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import connect, transaction
-from pipeline.legacy.extract import claim, claiming, free_rows, require_idle
+from pipeline.legacy.extract import claim, claiming, count_sendable, free_rows, require_idle
 from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names, key_type
 from pipeline.legacy.render import ZIP_LEVEL, csv_name, header_line, sha256_file, zip_path
 from pipeline.serialize import select_list, session_timezone_sql
 from pipeline.settings import Settings
+from pipeline.zoho import codes
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import AmbiguousJobCreation, FatalZohoError, ZohoError
 from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
-from pipeline.zoho import codes
 from pipeline.zoho.results import JobState, ResultRow, RowStatus, iter_result_rows
 
 log = logging.getLogger(__name__)
@@ -187,32 +187,43 @@ def run_is_done(open_batches: int, claimed: bool) -> bool:
 
 @dataclass(frozen=True)
 class ClaimChoice:
-    """How the run's next claim goes: one bulk batch of ``rows`` rows, or the free rows
-    (``rows``) by Upsert calls (``kind`` REALTIME); ``plan`` is the planner's cheapest plan
-    for all the free rows."""
+    """How the run's next claim goes: one bulk batch of ``rows`` rows with keys above ``after``
+    (None: from the first free key), or the free rows (``rows``) by Upsert calls (``kind``
+    REALTIME); ``plan`` is the planner's cheapest plan for all the sendable rows."""
 
     kind: BatchKind
     rows: int
     plan: planner.Plan
+    after: str | None = None
 
 
-def choose_claim(free_rows: int, batch_size: int) -> ClaimChoice | None:
-    """Bulk batch or upserts for the next claim of a run with ``free_rows`` sendable rows.
+def bulk_is_cheaper(rows: int) -> bool:
+    """Is one Bulk Write job cheaper than Upsert calls for ``rows`` rows (5,000 and more)?"""
+    return planner.plan(rows).bulk_jobs > 0
 
-    A bulk batch (of ``min(free_rows, batch_size, 25,000)`` rows) only while the cheapest plan
-    for the free rows has a bulk job *and* one bulk job of the batch's size is cheaper than
-    sending its rows by upsert (a 1,000-row bulk batch would cost 500 credits for 100 credits
-    of upserts). Otherwise every free row goes by upsert: the retry rounds (a few skipped or
-    stale rows) and a tail below ~5,000 rows. Deciding claim by claim on what is left reaches
-    the planner's mix: 26,000 rows → one bulk job, then 1,000 rows by ten upsert calls.
-    None: nothing to send.
+
+def choose_claim(
+    free_rows: int, batch_size: int, *, ahead: int | None = None, after: str | None = None
+) -> ClaimChoice | None:
+    """Bulk batch or upserts for the next claim of a run, priced on the rows it will take.
+
+    ``free_rows``: sendable rows (pending, free, passing the field rules); ``ahead``: those of
+    them with keys above ``after``, the highest open bulk batch (a run claims forward first).
+    A bulk batch goes only where it carries enough rows to be cheaper than upserting them
+    (:func:`bulk_is_cheaper`: at least the break-even 5,000): the rows ahead when they are
+    enough, else the first free rows in key order (rows freed behind the open batches
+    included). Otherwise every free row goes by upsert: the retry rounds and a tail below the
+    break-even. Deciding claim by claim on what is left reaches the planner's mix: 26,000 rows
+    → one bulk job, then 1,000 rows by ten upsert calls. None: nothing to send.
     """
     if free_rows <= 0:
         return None
     the_plan = planner.plan(free_rows)
-    job_rows = min(free_rows, batch_size, BULK_JOB_MAX_ROWS)
-    if the_plan.bulk_jobs and planner.plan(job_rows).bulk_jobs:
-        return ClaimChoice(BatchKind.BULK, job_rows, the_plan)
+    cap = min(batch_size, BULK_JOB_MAX_ROWS)
+    if ahead and after is not None and bulk_is_cheaper(min(ahead, cap)):
+        return ClaimChoice(BatchKind.BULK, min(ahead, cap), the_plan, after)
+    if bulk_is_cheaper(min(free_rows, cap)):
+        return ClaimChoice(BatchKind.BULK, min(free_rows, cap), the_plan, None)
     return ClaimChoice(BatchKind.REALTIME, free_rows, the_plan)
 
 
@@ -257,15 +268,27 @@ def start_initial_run(settings: Settings) -> int:
         n = Names(settings)
         try:
             with conn, conn.cursor() as cur:
+                # rows held back already (refused at this version) are not the run's to send
                 cur.execute(
-                    sql.SQL("SELECT count(*) FROM {} WHERE NOT {}").format(n.table, n.synced)
+                    sql.SQL(
+                        "SELECT count(*), count(e.row_key) FROM {t} t LEFT JOIN {e} e"
+                        " ON e.row_key = t.{k}::text AND e.quarantined AND e.version = t.{v}"
+                        " WHERE NOT t.{s}"
+                    ).format(
+                        t=n.table,
+                        e=n.ledger_table("row_errors"),
+                        k=n.key,
+                        v=n.version,
+                        s=n.synced,
+                    )
                 )
-                pending = int(cur.fetchone()[0])  # type: ignore[index]
+                all_pending, held = (int(v) for v in cur.fetchone())  # type: ignore[union-attr]
+                pending = all_pending - held
                 cur.execute(
                     sql.SQL("INSERT INTO {} (kind, stats) VALUES (%s, %s) RETURNING id").format(
                         _t(settings, "runs")
                     ),
-                    (RunKind.INITIAL.value, Json({"rows_total": pending})),
+                    (RunKind.INITIAL.value, Json({"rows_total": pending, "rows_held": held})),
                 )
                 run_id = int(cur.fetchone()[0])  # type: ignore[index]
         except psycopg2.errors.UniqueViolation:
@@ -290,12 +313,15 @@ def start_initial_run(settings: Settings) -> int:
 def run_progress(settings: Settings, run_id: int) -> dict[str, Any]:
     """Live progress of a run from the ledger (three queries; cheap enough to poll each second).
 
-    Keys: ``run_id, state, rows_total, rows_done, rows_synced, rows_skipped, batches`` (count by
+    Keys: ``run_id, state, rows_total, rows_done, rows_synced, rows_skipped, rows_held,
+    rows_validated_out, batches`` (count by
     state), ``credits_spent`` (credits charged to the run), ``started_at`` (ISO), ``elapsed_s``,
     ``rate_rows_s``, ``eta_s`` (None until a rate is known). ``rows_synced``: rows marked synced
     by the run's batches (bulk and upsert); ``rows_skipped``: rows whose latest Zoho error came
-    from this run; ``rows_done``: synced plus quarantined (no longer retried), capped at
-    ``rows_total``.
+    from this run; ``rows_held``: of them, held back (a permanent code, or retries used up);
+    ``rows_validated_out``: rows our field rules held back in this run, never sent;
+    ``rows_done``: synced plus held plus validated out, capped at ``rows_total`` (the pending
+    rows not already held back when the run started).
     """
     conn = connect(settings, application="ordersync-progress")
     try:
@@ -330,15 +356,20 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         for b_state, count, ok in cur.fetchall():
             batches[b_state] = int(count)
             synced += int(ok)
-        # rows whose latest error came from this run: refused, and held back if quarantined
+        # rows whose latest error came from this run: refused by Zoho (held back if
+        # quarantined), or held back by our field rules before sending (validated out)
         cur.execute(
             sql.SQL(
-                "SELECT count(*), count(*) FILTER (WHERE e.quarantined) FROM {} e"
-                " JOIN {} b ON b.id = e.batch_id WHERE b.run_id = %s"
+                "SELECT count(*) FILTER (WHERE e.code <> %(v)s),"
+                " count(*) FILTER (WHERE e.code <> %(v)s AND e.quarantined),"
+                " count(*) FILTER (WHERE e.code = %(v)s AND e.quarantined)"
+                " FROM {} e LEFT JOIN {} b ON b.id = e.batch_id"
+                " WHERE b.run_id = %(run)s"
+                " OR (e.batch_id IS NULL AND e.code = %(v)s AND e.last_seen >= %(started)s)"
             ).format(_t(settings, "row_errors"), _t(settings, "batches")),
-            (run_id,),
+            {"v": codes.VALIDATION_CODE, "run": run_id, "started": started_at},
         )
-        skipped, quarantined = (int(v) for v in cur.fetchone())  # type: ignore[union-attr]
+        skipped, quarantined, validated_out = (int(v) for v in cur.fetchone())  # type: ignore[union-attr]
         cur.execute(
             sql.SQL("SELECT coalesce(sum(credits), 0) FROM {} WHERE run_id = %s").format(
                 _t(settings, "credit_ledger")
@@ -347,7 +378,8 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         )
         credits = int(cur.fetchone()[0])  # type: ignore[index]
     elapsed = max(0.0, (until - started_at).total_seconds())
-    done = min(int(total), synced + quarantined) if total else synced + quarantined
+    finished = synced + quarantined + validated_out
+    done = min(int(total), finished) if total else finished
     rate = done / elapsed if elapsed > 0 and done else 0.0
     eta = (max(0, int(total) - done) / rate) if rate > 0 else None
     return {
@@ -357,6 +389,8 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         "rows_done": done,
         "rows_synced": synced,
         "rows_skipped": skipped,
+        "rows_held": quarantined,
+        "rows_validated_out": validated_out,
         "batches": batches,
         "credits_spent": credits,
         "started_at": started_at.isoformat(),
@@ -464,16 +498,19 @@ def _advance(
 # ---------------------------------------------------------------------------------------------
 
 
-def count_free(cur: Any, settings: Settings, kt: sql.Composable, cap: int = FREE_COUNT_CAP) -> int:
-    """Free (claimable) pending rows, counted up to ``cap``, in the caller's transaction."""
-    free, _ = free_rows(cur, settings, kt)
-    cur.execute(
-        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} t WHERE {} LIMIT %s) AS f").format(
-            Names(settings).table, free
-        ),
-        (cap,),
-    )
-    return int(cur.fetchone()[0])
+def price_claim(cur: Any, settings: Settings, kt: sql.Composable) -> ClaimChoice | None:
+    """:func:`choose_claim` on the sendable rows now, in the caller's claiming transaction.
+
+    Counts (up to ``FREE_COUNT_CAP``) the sendable rows and those ahead of the highest open
+    bulk batch: the rows the claim would really take.
+    """
+    free = free_rows(cur, settings, kt)
+    total = count_sendable(cur, settings, kt, free, cap=FREE_COUNT_CAP)
+    ahead = None
+    if free.highest is not None and total:
+        ahead = count_sendable(cur, settings, kt, free, after=free.highest, cap=FREE_COUNT_CAP)
+    after = None if free.highest is None else str(free.highest)
+    return choose_claim(total, settings.batch_size, ahead=ahead, after=after)
 
 
 def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
@@ -505,14 +542,16 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         open_batches = int(cur.fetchone()[0])  # type: ignore[index]
         if not window_has_room(open_batches, settings.batches_in_flight):
             return Outcome(None, None, run_id=run_id, note="in-flight window is full")
-        limit = settings.batch_size
-        choice = choose_claim(count_free(cur, settings, kt), limit) if priced else None
+        choice = price_claim(cur, settings, kt) if priced else None
         if choice is not None and choice.kind is BatchKind.REALTIME:
             return Outcome(None, Step.UPSERT, run_id=run_id,
                            note=f"upserts: {choice.plan.describe()}")  # fmt: skip
-        if choice is not None:
-            limit = choice.rows
-        claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=limit, run_id=run_id)
+        if choice is not None:  # exactly the rows it was priced on
+            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=choice.rows,
+                               run_id=run_id, after=choice.after)  # fmt: skip
+        else:  # unpriced (interval), or nothing sendable: rows that break a rule are held
+            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK,
+                               limit=settings.batch_size, run_id=run_id)  # fmt: skip
         cur.execute(
             sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(_t(settings, "runs")),
             (run_id,),
@@ -571,8 +610,7 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
         row = cur.fetchone()
         if row is None or row[0] != RunState.RUNNING.value:
             return Outcome(None, None, run_id=run_id, note="run is not running")
-        free = count_free(cur, settings, key_type(conn, settings))
-    choice = choose_claim(free, settings.batch_size)
+        choice = price_claim(cur, settings, key_type(conn, settings))
     if choice is None or choice.kind is BatchKind.BULK:
         return Outcome(None, Step.EXTRACT, run_id=run_id, note="a bulk claim, or nothing")
     results: list[realtime.BatchResult] = []
@@ -726,7 +764,9 @@ def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: i
             batch = _load(conn, settings, batch_id)
             assert batch is not None
         try:
-            file_id = client.upload(Path(batch.zip_path or ""))
+            file_id = client.upload(
+                Path(batch.zip_path or ""), run_id=batch.run_id, batch_id=batch.id
+            )
         except FatalZohoError as exc:  # refused (too large, bad file): count it like a job
             return _job_failed(conn, settings, batch, f"upload refused: {exc}")
         return _advance(
@@ -1011,7 +1051,8 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
 
     ADDED/UPDATED → ``mark_synced`` with the record id (version-checked: a row edited since its
     claim stays pending); SKIPPED/UNPROCESSED → ``record_row_errors`` (held back at once or
-    sent again, by their code's class in ``pipeline.zoho.codes``); the claims are released. One summary log line per batch.
+    sent again, by their code's class in ``pipeline.zoho.codes``); the claims are released.
+    One summary log line per batch.
     A result that cannot be had or read → :func:`_step_error`.
     """
     started = time.monotonic()

@@ -2,8 +2,9 @@
 
 One run (:func:`run_interval`, the beat task ``ordersync.interval.run``):
 
-1. count the rows an interval run may take: pending, not claimed by an unfinished batch, not
-   quarantined at their version (rows resting after a refusal are included: they are retried);
+1. hold back the pending rows that break a field rule (never sent: ``ordersync errors``), then
+   count the rows an interval run may take: pending, not claimed by an unfinished batch, not
+   held back at their version (rows resting after a refusal are included: they are retried);
 2. ask the planner for the cheapest mix of Bulk Write jobs and Upsert calls within the credits
    the budget has left (``CreditLedger.remaining()``): 26,000 rows → one bulk job and ten
    upserts, 600 credits;
@@ -36,6 +37,7 @@ from psycopg2.extensions import connection as Connection
 from pipeline import initial_sync, ledger, planner
 from pipeline.ledger import RunKind, RunState
 from pipeline.legacy.connection import connect
+from pipeline.legacy.extract import hold_invalid_pending
 from pipeline.planner import Plan
 from pipeline.realtime import (
     WAITING_KEY,
@@ -98,6 +100,7 @@ def run_interval(
     conn = connect(settings, application="ordersync-interval") if conn is None else conn
     try:
         release_abandoned(conn, settings)
+        hold_invalid_pending(conn, settings)  # priced on the rows Zoho can take
         state = pending_state(conn, settings)
         if state.initial_running:  # its rounds send every pending row; a plan here would race it
             log.info("interval run skipped: an initial sync is running")

@@ -224,3 +224,73 @@ def check_pending(
         key=lambda v: (settings.mapping.api_names.index(v.field), list(Rule).index(v.rule))
     )
     return ValidationReport(checked, bad, tuple(violations))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows held back before sending (pipeline.legacy.extract uses these in its claims)
+# ---------------------------------------------------------------------------------------------
+
+# The shape of a value, never the value (it may be personal data): letters → a/A, digits → 9.
+_LOWER = "abcdefghijklmnopqrstuvwxyzàáâãäåçèéêëìíîïñòóôõöùúûüýÿ"
+_UPPER = _LOWER.upper()
+_DIGITS = "0123456789"
+SHAPE_CHARS = 24  # characters of a value's shape kept in the message
+
+
+def all_checks(settings: Settings) -> list[Check]:
+    """Every field rule of the mapping, in field order."""
+    return [c for spec in settings.mapping.fields for c in checks_for(spec)]
+
+
+def _shape(value: sql.Composable) -> sql.Composable:
+    """SQL: the value's shape and length, e.g. ``"Aaaa@aaaa" (9 chars)``, or ``empty``."""
+    shape = sql.SQL("translate({v}, {src}, {dst})").format(
+        v=value,
+        src=sql.Literal(_LOWER + _UPPER + _DIGITS),
+        dst=sql.Literal("a" * len(_LOWER) + "A" * len(_UPPER) + "9" * len(_DIGITS)),
+    )
+    return sql.SQL(
+        "CASE WHEN {v} IS NULL THEN 'empty' ELSE '\"' || left({shape}, {n})"
+        " || CASE WHEN char_length({v}) > {n} THEN '…' ELSE '' END || '\" ('"
+        " || char_length({v}) || ' chars)' END"
+    ).format(v=value, shape=shape, n=sql.Literal(SHAPE_CHARS))
+
+
+def invalid_predicate(settings: Settings, alias: str = "t") -> sql.Composable | None:
+    """SQL true for a row of ``alias`` that breaks any field rule; None when there are none."""
+    checks = all_checks(settings)
+    if not checks:
+        return None
+    return sql.SQL("({})").format(
+        sql.SQL(" OR ").join(c.predicate(text_expression(c.spec, alias)) for c in checks)
+    )
+
+
+def fault_columns(settings: Settings, alias: str = "t") -> tuple[sql.Composable, sql.Composable]:
+    """SQL for (the first field a row breaks, every broken rule in one line with value shapes).
+
+    E.g. ``Email`` and ``Email: email (an email address), value "aaaa" (4 chars); Status:
+    picklist (one of …), value "Aaaaaaa" (7 chars)``. For rows that break at least one rule.
+    """
+    checks = all_checks(settings)
+    if not checks:
+        return sql.SQL("NULL::text"), sql.SQL("NULL::text")
+    first = sql.SQL("coalesce({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("CASE WHEN {} THEN {} END").format(
+                c.predicate(text_expression(c.spec, alias)), sql.Literal(c.spec.api_name)
+            )
+            for c in checks
+        )
+    )
+    message = sql.SQL("concat_ws('; ', {})").format(
+        sql.SQL(", ").join(
+            sql.SQL("CASE WHEN {p} THEN {label} || {shape} END").format(
+                p=c.predicate(text_expression(c.spec, alias)),
+                label=sql.Literal(f"{c.spec.api_name}: {c.rule} ({c.describe()}), value "),
+                shape=_shape(text_expression(c.spec, alias)),
+            )
+            for c in checks
+        )
+    )
+    return first, message

@@ -74,8 +74,12 @@ def register(subparsers: Any) -> None:
     retry.add_argument("--code", metavar="C", help="only rows whose error has Zoho code C")
     retry.add_argument(
         "--quarantined",
+        "--force",
+        dest="quarantined",
         action="store_true",
-        help="also release quarantined rows (without it they stay held back)",
+        help="also release held-back rows: refused by Zoho with a permanent code, or by our own"
+        " field rules (ORDERSYNC_VALIDATION: sent once anyway, for a user who knows better than"
+        " the validator); without it they stay held back until they change",
     )
     retry.add_argument("--json", action="store_true", help="print one JSON object")
     retry.set_defaults(func=run_retry)
@@ -160,7 +164,7 @@ def run_retry(args: argparse.Namespace) -> int:
             + (f"; {result.made_pending:,} made pending again" if result.made_pending else "")
         )
         if not args.quarantined:
-            print("quarantined rows stay held back: add --quarantined to release them")
+            print("held-back rows wait until they change: add --force to send them anyway")
     return EXIT_OK
 
 

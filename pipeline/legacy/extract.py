@@ -5,8 +5,10 @@ Claiming and reading are one REPEATABLE READ transaction that starts with
 is granted and sees every earlier claim):
 
 1. the free rows are those pending (``NOT synced``), outside the key range of every unfinished
-   bulk batch, not among the keys of an unfinished realtime batch, and not quarantined at
-   their current version;
+   bulk batch, not among the keys of an unfinished realtime batch, and not held back
+   (quarantined) at their current version; of them, the *sendable* ones also pass the
+   mapping's field rules (``pipeline.validate``): the others are held back as they are passed
+   over, and never sent;
 2. the claim takes up to ``limit`` of them in key order, after the last claimed range first
    (so a run moves forward without re-walking rows in flight) and from the start when nothing
    is left ahead, and records the batch with its keys, versions and key range
@@ -20,6 +22,7 @@ Two extractors never get the same row: their claiming transactions are serialise
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,12 +35,15 @@ from psycopg2.extensions import (
 )
 from psycopg2.extensions import connection as Connection
 
-from pipeline import ledger
+from pipeline import ledger, validate
 from pipeline.ledger import BatchKind, BatchState
 from pipeline.legacy.names import Names, key_type
 from pipeline.serialize import select_list, session_timezone_sql
 from pipeline.settings import Settings
+from pipeline.zoho import codes
 from pipeline.zoho.limits import UPSERT_MAX_RECORDS
+
+log = logging.getLogger(__name__)
 
 # A claimer waits at most this long for another one's batch (~0.1 s each), then fails with
 # psycopg2.errors.LockNotAvailable (transient: retry later).
@@ -100,14 +106,30 @@ def claiming(conn: Connection, settings: Settings) -> Iterator[sql.Composable]:
         conn.isolation_level = None  # back to the server default
 
 
-def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Composable, Any]:
-    """The predicate of free rows (alias ``t``), fixed now, and the highest claimed bulk key.
+@dataclass(frozen=True)
+class FreeRows:
+    """The claim rules, fixed for one claiming transaction (alias ``t``).
+
+    ``sendable``: pending, outside every unfinished batch, not held back at their version, and
+    passing the mapping's field rules (``pipeline.validate``) unless the user released them.
+    ``invalid``: the free rows that break a rule (held back, never sent); None when the mapping
+    has no rules. ``highest``: the highest key of an unfinished bulk batch, or None.
+    """
+
+    sendable: sql.Composable
+    invalid: sql.Composable | None
+    highest: Any
+
+
+def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> FreeRows:
+    """The claim rules now (:class:`FreeRows`), in the caller's transaction.
 
     Open bulk ranges go in as literals: the predicate must not see the claim we are about to
     insert, since the same predicate selects the batch's rows after the insert.
     """
     n = Names(settings)
     batches = n.ledger_table("batches")
+    errors = n.ledger_table("row_errors")
     finished = ledger.finished_states_sql()
     cur.execute(
         sql.SQL(
@@ -121,11 +143,12 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Com
         sql.SQL(
             "SELECT (SELECT max(key_hi::{kt}) FROM {b} WHERE kind = %s AND state NOT IN ({u})),"
             " EXISTS (SELECT 1 FROM {b} WHERE kind = %s AND state NOT IN ({u})),"
-            " EXISTS (SELECT 1 FROM {e} WHERE quarantined)"
-        ).format(kt=kt, b=batches, u=finished, e=n.ledger_table("row_errors")),
-        (BatchKind.BULK.value, BatchKind.REALTIME.value),
+            " EXISTS (SELECT 1 FROM {e} WHERE quarantined),"
+            " EXISTS (SELECT 1 FROM {e} WHERE code = %s AND NOT quarantined)"
+        ).format(kt=kt, b=batches, u=finished, e=errors),
+        (BatchKind.BULK.value, BatchKind.REALTIME.value, codes.VALIDATION_CODE),
     )
-    highest, realtime_open, any_quarantined = cur.fetchone()
+    highest, realtime_open, any_quarantined, any_released = cur.fetchone()
     parts: list[sql.Composable] = [sql.SQL("NOT t.{}").format(n.synced)]
     for lo, hi in ranges:
         parts.append(
@@ -145,9 +168,111 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> tuple[sql.Com
         parts.append(
             sql.SQL(
                 "(t.{k}::text, t.{v}) NOT IN (SELECT row_key, version FROM {e} WHERE quarantined)"
-            ).format(k=n.key, v=n.version, e=n.ledger_table("row_errors"))
+            ).format(k=n.key, v=n.version, e=errors)
         )
-    return sql.SQL(" AND ").join(parts), highest
+    base = sql.SQL(" AND ").join(parts)
+    broken = validate.invalid_predicate(settings, "t")
+    if broken is None:
+        return FreeRows(base, None, highest)
+    if any_released:  # ``ordersync retry --force``: the user knows better than the validator
+        broken = sql.SQL(
+            "({b} AND (t.{k}::text, t.{v}) NOT IN"
+            " (SELECT row_key, version FROM {e} WHERE code = {c} AND NOT quarantined))"
+        ).format(b=broken, k=n.key, v=n.version, e=errors, c=sql.Literal(codes.VALIDATION_CODE))
+    return FreeRows(
+        sql.SQL("{} AND NOT {}").format(base, broken),
+        sql.SQL("{} AND {}").format(base, broken),
+        highest,
+    )
+
+
+def _key_bounds(
+    settings: Settings, kt: sql.Composable, after: Any, upto: Any
+) -> list[sql.Composable]:
+    n = Names(settings)
+    bounds: list[sql.Composable] = []
+    if after is not None:
+        bounds.append(sql.SQL("t.{} > {}::{}").format(n.key, sql.Literal(str(after)), kt))
+    if upto is not None:
+        bounds.append(sql.SQL("t.{} <= {}::{}").format(n.key, sql.Literal(str(upto)), kt))
+    return bounds
+
+
+def count_sendable(
+    cur: Any,
+    settings: Settings,
+    kt: sql.Composable,
+    free: FreeRows,
+    *,
+    after: Any = None,
+    cap: int | None = None,
+) -> int:
+    """Sendable rows (with keys above ``after``, if given), counted up to ``cap``."""
+    n = Names(settings)
+    where = sql.SQL(" AND ").join([free.sendable, *_key_bounds(settings, kt, after, None)])
+    inner = sql.SQL("SELECT 1 FROM {} t WHERE {}").format(n.table, where)
+    if cap is not None:
+        inner = sql.SQL("{} LIMIT {}").format(inner, sql.Literal(cap))
+    cur.execute(sql.SQL("SELECT count(*) FROM ({}) AS f").format(inner))
+    return int(cur.fetchone()[0])
+
+
+def hold_invalid(
+    cur: Any,
+    settings: Settings,
+    kt: sql.Composable,
+    free: FreeRows,
+    *,
+    after: Any = None,
+    upto: Any = None,
+    batch_id: int | None = None,
+) -> int:
+    """Hold back the free rows that break a field rule (keys in ``(after, upto]``); how many.
+
+    ``batch_id``: the claim that passed over them (so its run counts them), if any.
+
+    Each gets a row error ``ORDERSYNC_VALIDATION`` at its version (the first field it breaks,
+    every broken rule with the value's shape, never the value), held at once: it costs no
+    credit until the row changes or ``ordersync retry --force`` releases it.
+    """
+    if free.invalid is None:
+        return 0
+    n = Names(settings)
+    field, message = validate.fault_columns(settings, "t")
+    where = sql.SQL(" AND ").join([free.invalid, *_key_bounds(settings, kt, after, upto)])
+    cur.execute(
+        sql.SQL(
+            """INSERT INTO {e} AS e (row_key, version, batch_id, code, field, message,
+                                     attempts, quarantined)
+               SELECT t.{k}::text, t.{v}, {batch}, {code}, {field}, {message}, 1, true
+               FROM {table} t WHERE {where}
+               ON CONFLICT (row_key) DO UPDATE SET
+                   version = EXCLUDED.version, batch_id = EXCLUDED.batch_id, code = EXCLUDED.code,
+                   field = EXCLUDED.field, message = EXCLUDED.message, attempts = 1,
+                   quarantined = true, last_seen = now()"""
+        ).format(
+            e=n.ledger_table("row_errors"),
+            k=n.key,
+            v=n.version,
+            batch=sql.Literal(batch_id),
+            code=sql.Literal(codes.VALIDATION_CODE),
+            field=field,
+            message=message,
+            table=n.table,
+            where=where,
+        )
+    )
+    held = int(cur.rowcount)
+    if held:
+        log.info("%s rows break a field rule: held back, not sent (ordersync errors)", held)
+    return held
+
+
+def hold_invalid_pending(conn: Connection, settings: Settings) -> int:
+    """Hold back every free pending row that breaks a field rule, in its own claiming
+    transaction (before a plan is priced on the pending rows: interval runs)."""
+    with claiming(conn, settings) as kt, conn.cursor() as cur:
+        return hold_invalid(cur, settings, kt, free_rows(cur, settings, kt))
 
 
 def _claim(
@@ -161,40 +286,40 @@ def _claim(
     run_id: int | None,
 ) -> Claim | None:
     n = Names(settings)
-    ahead = (
-        sql.SQL("AND t.{} > %(after)s::{}").format(n.key, kt) if after is not None else sql.SQL("")
-    )
+    ahead = sql.SQL(" AND ").join([sql.SQL(""), *_key_bounds(settings, kt, after, None)])
+    # No query parameters: the predicates carry literals (regexes) that may hold "%".
     cur.execute(
         sql.SQL(
             """INSERT INTO {batches}
                    (run_id, kind, state, row_count, key_lo, key_hi, keys, versions)
-               SELECT %(run)s, %(kind)s, %(state)s, count(*), min(k)::text, max(k)::text,
+               SELECT {run}, {kind}, {state}, count(*), min(k)::text, max(k)::text,
                       array_agg(k::text), array_agg(v)
                FROM (SELECT t.{key} AS k, t.{version} AS v FROM {table} t
                      WHERE {free} {ahead}
-                     ORDER BY t.{key} LIMIT %(limit)s) AS c
+                     ORDER BY t.{key} LIMIT {limit}) AS c
                HAVING count(*) > 0
                RETURNING id, row_count, key_lo, key_hi"""
         ).format(
             batches=n.ledger_table("batches"),
+            run=sql.Literal(run_id),
+            kind=sql.Literal(kind.value),
+            state=sql.Literal(BatchState.EXTRACTED.value),
             key=n.key,
             version=n.version,
             table=n.table,
             free=free,
-            ahead=ahead,
-        ),
-        {
-            "run": run_id,
-            "kind": kind.value,
-            "state": BatchState.EXTRACTED.value,
-            "after": None if after is None else str(after),
-            "limit": limit,
-        },
+            ahead=ahead if after is not None else sql.SQL(""),
+            limit=sql.Literal(limit),
+        )
     )
     row = cur.fetchone()
     if row is None:
         return None
     return Claim(int(row[0]), kind, int(row[1]), row[2], row[3])
+
+
+# ``claim(after=AUTO)``: a bulk claim moves forward past the highest open batch first.
+AUTO: Any = object()
 
 
 def claim(
@@ -205,17 +330,36 @@ def claim(
     kind: BatchKind,
     limit: int,
     run_id: int | None,
+    after: Any = AUTO,
 ) -> tuple[Claim | None, sql.Composable]:
-    """Claim inside :func:`claiming`'s transaction; returns the claim and the free-row predicate."""
+    """Claim inside :func:`claiming`'s transaction; returns the claim and the sendable-row
+    predicate.
+
+    ``after``: claim only keys above it (None: from the first key). By default a bulk claim
+    takes the rows after the highest open bulk batch, and from the start when none is left
+    there; a realtime claim starts at the first key. Rows passed over because they break a
+    field rule are held back (:func:`hold_invalid`), so they show in ``ordersync errors``.
+    """
     if limit <= 0:
         raise ValueError("limit must be positive")
-    free, highest = free_rows(cur, settings, kt)
+    free = free_rows(cur, settings, kt)
+    if after is not AUTO:
+        tries = [after]
+    elif free.highest is not None and kind is BatchKind.BULK:
+        tries = [free.highest, None]
+    else:
+        tries = [None]
     claimed = None
-    if highest is not None and kind is BatchKind.BULK:
-        claimed = _claim(cur, settings, kt, free, highest, kind, limit, run_id)
-    if claimed is None:
-        claimed = _claim(cur, settings, kt, free, None, kind, limit, run_id)
-    return claimed, free
+    for start in tries:
+        claimed = _claim(cur, settings, kt, free.sendable, start, kind, limit, run_id)
+        if claimed is None:
+            hold_invalid(cur, settings, kt, free, after=start)
+        else:
+            hold_invalid(cur, settings, kt, free, after=start, upto=claimed.key_hi,
+                         batch_id=claimed.batch_id)  # fmt: skip
+        if claimed is not None:
+            break
+    return claimed, free.sendable
 
 
 @dataclass(frozen=True)

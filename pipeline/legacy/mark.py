@@ -146,8 +146,13 @@ def record_row_errors(
     ).format(batches=n.ledger_table("batches"), row_errors=n.ledger_table("row_errors"))
     for r in rows:
         if codes.classify(r.code) is codes.RowCodeClass.UNKNOWN:
-            log.warning("row %s: Zoho code %r is not in pipeline.zoho.codes; counted as unknown"
-                        " (held after %s attempts)", r.row_key, r.code, settings.max_attempts)
+            log.warning(
+                "row %s: Zoho code %r is not in pipeline.zoho.codes; counted as unknown"
+                " (held after %s attempts)",
+                r.row_key,
+                r.code,
+                settings.max_attempts,
+            )
     with conn.cursor() as cur:
         cur.execute(
             statement,

@@ -284,8 +284,12 @@ class ZohoClient:
         self.credits.close()
 
     # -- endpoints -------------------------------------------------------------------------------
-    def org_zgid(self) -> str:
-        """The org's ``zgid`` (for ``X-CRM-ORG``): fetched once, cached in Redis for a day."""
+    def org_zgid(self, *, run_id: int | None = None, batch_id: int | None = None) -> str:
+        """The org's ``zgid`` (for ``X-CRM-ORG``): fetched once, cached in Redis for a day.
+
+        The fetch costs one credit, charged to ``run_id``/``batch_id`` when given (the upload
+        that needed it), so a run's credits include it.
+        """
         if self._zgid:
             return self._zgid
         cached = self.redis.get(self._zgid_key)
@@ -293,7 +297,12 @@ class ZohoClient:
             self._zgid = cached.decode() if isinstance(cached, bytes) else str(cached)
             return self._zgid
         body: dict[str, Any] = self._call(
-            Api.ORG, "GET", self.endpoints.org_url, credits=limits.DEFAULT_CALL_CREDITS
+            Api.ORG,
+            "GET",
+            self.endpoints.org_url,
+            credits=limits.DEFAULT_CALL_CREDITS,
+            run_id=run_id,
+            batch_id=batch_id,
         )
         try:
             zgid = str(body["org"][0]["zgid"])
@@ -303,15 +312,25 @@ class ZohoClient:
         self._zgid = zgid
         return zgid
 
-    def upload(self, zip_path: Path | str) -> str:
-        """Upload a zipped CSV for bulk write, streamed from disk; Zoho's ``file_id`` (a string)."""
+    def org_call_pending(self) -> bool:
+        """Would the next upload first fetch the org id (one credit)? False once it is cached."""
+        return not (self._zgid or self.redis.exists(self._zgid_key))
+
+    def upload(
+        self, zip_path: Path | str, *, run_id: int | None = None, batch_id: int | None = None
+    ) -> str:
+        """Upload a zipped CSV for bulk write, streamed from disk; Zoho's ``file_id`` (a string).
+
+        Costs ``UPLOAD_CREDITS``, plus one credit for the org id if it is not cached yet
+        (:meth:`org_zgid`), charged to ``run_id``/``batch_id``.
+        """
         path = Path(zip_path)
         size = path.stat().st_size
         if size > limits.BULK_FILE_MAX_BYTES:
             raise FatalZohoError(
                 "FILE_TOO_LARGE", f"{path.name} is {size} bytes, over Zoho's 25 MB", {"size": size}
             )
-        zgid = self.org_zgid()
+        zgid = self.org_zgid(run_id=run_id, batch_id=batch_id)
 
         def request() -> dict[str, Any]:
             body = _MultipartFile(path, path.name)
@@ -329,6 +348,8 @@ class ZohoClient:
             "POST",
             self.endpoints.upload_url,
             credits=limits.UPLOAD_CREDITS,
+            run_id=run_id,
+            batch_id=batch_id,
             request=request,
             consume=_success_body,
         )
