@@ -106,7 +106,7 @@ def test_status_counts_runs_batches_errors_and_credits(legacy_db: Settings) -> N
     add_errors(
         legacy_db, [RowError("150", "INVALID_DATA", "Email", "bad")], times=1, max_attempts=1
     )
-    add_errors(legacy_db, [RowError("160", "INVALID_DATA", "Email", "bad")], times=1)
+    add_errors(legacy_db, [RowError("160", "RECORD_LOCKED", None, "busy")], times=1)  # goes again
     # 48,705 credits spent in the window: 295 left, enough for the sendable rows
     query(
         legacy_db,

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from pipeline.initial_sync import RunInProgress, start_initial_run
+from pipeline.zoho.codes import VALIDATION_CODE
 from tests.e2e.conftest import MakeE2E, wait_until
 
 BULK_JOB_CREDITS = 500
@@ -46,36 +47,38 @@ def test_a_second_initial_sync_is_refused_while_one_runs(make_e2e: MakeE2E) -> N
     assert refused.value.summary["rows_total"] == 100
 
 
-def test_rows_zoho_rejects_are_recorded_and_do_not_stop_the_rest(make_e2e: MakeE2E) -> None:
+def test_rows_that_break_a_field_rule_are_held_back_and_never_sent(make_e2e: MakeE2E) -> None:
     world = make_e2e(rows=6_000, batch_size=6_000, bad_rows=12)
     run_id = world.start_run()
     progress = world.wait_done(run_id)
 
     assert progress["state"] == "done"
-    assert progress["rows_skipped"] == 12 and progress["rows_done"] == 6_000
-    assert progress["rows_synced"] == 6_000 - 12
-    # one bulk job for the first round; each retry round of the 12 refused rows is one upsert
-    # call (2 credits), not a 500-credit job: max_attempts - 1 rounds
-    retries = world.settings.max_attempts - 1
+    assert progress["rows_validated_out"] == 12 and progress["rows_skipped"] == 0
+    assert progress["rows_done"] == 6_000 and progress["rows_synced"] == 6_000 - 12
+    # one bulk job of the 5,988 rows Zoho can take, and nothing else: the 12 are never sent
     credits = world.sim.admin.credits()
-    assert credits["by_api"] == {"bulk_create": BULK_JOB_CREDITS, "upsert": 2 * retries, "org": 1}
-    assert credits["calls_by_api"]["bulk_create"] == 1
-    assert credits["calls_by_api"]["upsert"] == retries
-    assert progress["credits_spent"] == BULK_JOB_CREDITS + 2 * retries
+    assert credits["by_api"] == {"bulk_create": BULK_JOB_CREDITS, "org": 1}
+    assert "upsert" not in credits["calls_by_api"]
+    assert progress["credits_spent"] == credits["used_24h"] == BULK_JOB_CREDITS + 1
     kinds = world.query(
         "SELECT kind, state, row_count FROM ordersync.batches WHERE run_id = %s ORDER BY id",
         (run_id,),
     )
-    assert kinds == [("bulk", "reconciled", 6_000)] + [("realtime", "reconciled", 12)] * retries
+    assert kinds == [("bulk", "reconciled", 6_000 - 12)]
     errors = world.query(
-        "SELECT row_key, code, field, attempts, quarantined FROM ordersync.row_errors"
+        "SELECT row_key, code, field, message, attempts, quarantined FROM ordersync.row_errors"
     )
     bad = {key for key, *_ in errors}
     assert len(bad) == 12
-    assert all(code and quarantined for _, code, _, _, quarantined in errors)
-    assert {attempts for *_, attempts, _ in errors} == {world.settings.max_attempts}
+    assert {code for _, code, *_ in errors} == {VALIDATION_CODE}
+    assert {field for _, _, field, *_ in errors} == {
+        "Email", "Customer_Name", "Order_Status", "Name"
+    }  # fmt: skip
+    assert all(quarantined and attempts == 1 for *_, attempts, quarantined in errors)
+    assert not any("not-an-email" in message for _, _, _, message, _, _ in errors)
     unsynced = {str(r[0]) for r in world.query("SELECT id FROM orders WHERE NOT synced")}
     assert unsynced == bad
+    assert not bad & {r["parent_id"] for r in world.sim.admin.records()}
     world.assert_zoho_holds_legacy(except_keys=frozenset(bad))
 
 

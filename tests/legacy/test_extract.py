@@ -20,7 +20,13 @@ from pipeline.legacy.extract import claim_realtime, extract_bulk
 from pipeline.legacy.mark import RowError, list_row_errors, mark_synced, record_row_errors
 from pipeline.serialize import json_record
 from pipeline.settings import Settings
+from pipeline.demo import bad_row_ids
+from pipeline.zoho.codes import VALIDATION_CODE
+from tests.fixtures.db import LEGACY_BAD_ROWS, LEGACY_ROWS
 from tests.legacy.helpers import query, sync_state
+
+# The fixture's rows that break a field rule (row 18: a status Zoho's picklist lacks).
+BAD = frozenset(bad_row_ids(1, LEGACY_ROWS, LEGACY_BAD_ROWS, 42))
 
 
 def _with(settings: Settings, **changes: object) -> Settings:
@@ -65,7 +71,9 @@ def test_render_zip_header_rows_checksum(legacy_db: Settings) -> None:
         assert archive.namelist() == [f"batch-{batch.batch_id:08d}.csv"]
     header, rows = _csv_rows(batch.path)
     assert header == list(settings.mapping.api_names) and header[0] == "parent_id"
-    assert [int(r[0]) for r in rows] == list(range(1, 51))
+    good = [k for k in range(1, 53) if k not in BAD]  # the first 50 rows that pass the rules
+    assert {18, 43} <= BAD and len(good) == 50
+    assert [int(r[0]) for r in rows] == good
     assert all(len(r) == len(header) for r in rows)
     stored = ledger.get_batch(conn, settings, batch.batch_id)
     conn.close()
@@ -75,9 +83,22 @@ def test_render_zip_header_rows_checksum(legacy_db: Settings) -> None:
         batch.checksum,
         str(batch.path),
     )
-    assert (stored.key_lo, stored.key_hi) == ("1", "50")
-    assert _keys(settings, batch.batch_id) == list(range(1, 51))
+    assert (stored.key_lo, stored.key_hi) == ("1", "52")
+    assert _keys(settings, batch.batch_id) == good
     assert list(settings.work_dir.iterdir()) == [batch.path]  # no partial files left
+    # the row passed over is held back with the rule it breaks and its value's shape only
+    held = query(
+        settings,
+        "SELECT row_key, code, field, message, quarantined FROM ordersync.row_errors"
+        " ORDER BY row_key::int",
+    )
+    assert [(k, c, f, q) for k, c, f, _, q in held] == [
+        ("18", VALIDATION_CODE, "Order_Status", True),
+        ("43", VALIDATION_CODE, "Name", True),
+    ]
+    message = held[0][3]
+    assert "Order_Status: picklist (one of " in message and '"Aaaa aa aaaaaaa" (15 chars)' in message
+    assert "Lost in transit" not in message
 
 
 def test_claimed_rows_are_not_extracted_again(legacy_db: Settings) -> None:
@@ -87,7 +108,7 @@ def test_claimed_rows_are_not_extracted_again(legacy_db: Settings) -> None:
     while (batch := render.extract_batch(conn, settings)) is not None:
         sizes.append(batch.row_count)
     conn.close()
-    assert sizes == [60, 60, 60, 20]
+    assert sizes == [60, 60, 60, 20 - len(BAD)]  # rows that break a rule are not claimed
     assert query(settings, "SELECT count(*) FROM ordersync.batches") == [(4,)]  # none empty
 
 
@@ -118,7 +139,7 @@ def test_two_concurrent_extractors_never_share_a_row(legacy_db: Settings) -> Non
     assert not failures
     assert got[0] and got[1]  # both did work
     assert not set(got[0]) & set(got[1])
-    assert sorted(got[0] + got[1]) == list(range(1, 201))
+    assert sorted(got[0] + got[1]) == [k for k in range(1, 201) if k not in BAD]
 
 
 def test_row_changed_in_flight_stays_pending(legacy_db: Settings) -> None:
@@ -152,7 +173,9 @@ def test_mark_is_one_version_checked_statement_and_idempotent(legacy_db: Setting
     conn = connect(settings)
     batch = render.extract_batch(conn, settings)
     assert batch is not None
-    outcomes = [(str(k), f"z{k}") for k in range(1, 21)] + [("999", "zx")]
+    keys = _keys(settings, batch.batch_id)
+    assert keys == [k for k in range(1, 22) if k not in BAD]
+    outcomes = [(str(k), f"z{k}") for k in keys] + [("999", "zx")]
     with conn:
         first = mark_synced(conn, settings, batch.batch_id, outcomes)
     with conn:
@@ -161,12 +184,13 @@ def test_mark_is_one_version_checked_statement_and_idempotent(legacy_db: Setting
     assert (first.marked, first.stale, first.unknown) == (20, 0, 1)
     assert again.marked == 20 and again.stale == 0
     assert query(settings, "SELECT count(*) FROM orders WHERE synced") == [(20,)]
-    assert sync_state(settings, 20) == (True, 1, "z20")
+    assert sync_state(settings, 21) == (True, 1, "z21")
 
 
 def test_quarantine_after_max_attempts_and_release_on_change(legacy_db: Settings) -> None:
+    """A code the table does not know counts towards ``max_attempts``."""
     settings = _with(legacy_db, batch_size=5, max_attempts=2)
-    bad = RowError("2", "INVALID_DATA", "Email", "invalid email")
+    bad = RowError("2", "SOMETHING_NEW", "Email", "invalid email")
     conn = connect(settings)
 
     def attempt() -> list[int]:
@@ -196,6 +220,27 @@ def test_quarantine_after_max_attempts_and_release_on_change(legacy_db: Settings
     query(settings, "UPDATE orders SET customer_email = 'fixed@example.com' WHERE id = 2")
     assert attempt() == [1, 2, 3, 4, 5]  # the edit lifted the quarantine
     assert list_row_errors(conn, settings, quarantined_only=True) == []
+    conn.rollback()
+    conn.close()
+
+
+def test_a_permanent_refusal_holds_the_row_until_it_changes(legacy_db: Settings) -> None:
+    settings = _with(legacy_db, batch_size=5, max_attempts=3)
+    conn = connect(settings)
+    batch = render.extract_batch(conn, settings)
+    assert batch is not None and _keys(settings, batch.batch_id) == [1, 2, 3, 4, 5]
+    with conn:
+        refused = [RowError("2", "INVALID_DATA", "Email", "invalid"),
+                   RowError("3", "LIMIT_EXCEEDED", None, "busy")]  # fmt: skip
+        result = record_row_errors(conn, settings, batch.batch_id, refused)
+        ledger.finish_batch(conn, settings, batch.batch_id, BatchState.FAILED, "test")
+    assert result.quarantined == 1  # the first refusal of bad data holds it; busy goes again
+    again = render.extract_batch(conn, settings)
+    assert again is not None and _keys(settings, again.batch_id) == [1, 3, 4, 5, 6]
+    _finish(settings, again.batch_id)
+    query(settings, "UPDATE orders SET customer_email = 'fixed@example.com' WHERE id = 2")
+    third = render.extract_batch(conn, settings)
+    assert third is not None and _keys(settings, third.batch_id) == [1, 2, 3, 4, 5]
     conn.rollback()
     conn.close()
 

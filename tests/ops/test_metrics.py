@@ -71,8 +71,8 @@ def test_metrics_read_the_ledger(legacy_db: Settings, metrics_url: str) -> None:
         " ('bulk', 'failed', 5, '{}', NULL, now(), now())",
     )
     query(settings, "INSERT INTO ordersync.credit_ledger (api, credits) VALUES ('bulk', 500)")
-    add_errors(settings, [RowError("20", "INVALID_DATA", "Email", "bad")], times=3)
-    add_errors(settings, [RowError("21", "INVALID_DATA", "Email", "bad")], times=1)
+    add_errors(settings, [RowError("20", "INVALID_DATA", "Email", "bad")], times=1)  # held
+    add_errors(settings, [RowError("21", "LIMIT_EXCEEDED", None, "busy")], times=1)  # not
 
     after = _scrape(metrics_url)
     budget = settings.zoho.daily_credit_budget - settings.zoho.credit_reserve
@@ -83,7 +83,7 @@ def test_metrics_read_the_ledger(legacy_db: Settings, metrics_url: str) -> None:
     assert after[("ordersync_rows_synced_total", ())] == 7 + 3  # bulk ok + realtime marked
     assert after[("ordersync_rows_in_error", ())] == 2
     assert after[("ordersync_rows_quarantined", ())] == 1
-    assert after[("ordersync_batches", (("state", "reconciled"),))] == 2 + 4  # + add_errors'
+    assert after[("ordersync_batches", (("state", "reconciled"),))] == 2 + 2  # + add_errors'
     assert after[("ordersync_batches", (("state", "uploaded"),))] == 1
     assert after[("ordersync_batches", (("state", "failed"),))] == 1
     assert after[("ordersync_batches", (("state", "job_created"),))] == 0
