@@ -74,7 +74,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
-from pipeline import ledger, planner, realtime
+from pipeline import accounting, ledger, realtime
+from pipeline.claims import ClaimChoice, choose_claim
 from pipeline.ledger import Batch, BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import connect, transaction
 from pipeline.legacy.extract import claim, claiming, count_sendable, free_rows, require_idle
@@ -185,48 +186,6 @@ def run_is_done(open_batches: int, claimed: bool) -> bool:
     return not claimed and open_batches == 0
 
 
-@dataclass(frozen=True)
-class ClaimChoice:
-    """How the run's next claim goes: one bulk batch of ``rows`` rows with keys above ``after``
-    (None: from the first free key), or the free rows (``rows``) by Upsert calls (``kind``
-    REALTIME); ``plan`` is the planner's cheapest plan for all the sendable rows."""
-
-    kind: BatchKind
-    rows: int
-    plan: planner.Plan
-    after: str | None = None
-
-
-def bulk_is_cheaper(rows: int) -> bool:
-    """Is one Bulk Write job cheaper than Upsert calls for ``rows`` rows (5,000 and more)?"""
-    return planner.plan(rows).bulk_jobs > 0
-
-
-def choose_claim(
-    free_rows: int, batch_size: int, *, ahead: int | None = None, after: str | None = None
-) -> ClaimChoice | None:
-    """Bulk batch or upserts for the next claim of a run, priced on the rows it will take.
-
-    ``free_rows``: sendable rows (pending, free, passing the field rules); ``ahead``: those of
-    them with keys above ``after``, the highest open bulk batch (a run claims forward first).
-    A bulk batch goes only where it carries enough rows to be cheaper than upserting them
-    (:func:`bulk_is_cheaper`: at least the break-even 5,000): the rows ahead when they are
-    enough, else the first free rows in key order (rows freed behind the open batches
-    included). Otherwise every free row goes by upsert: the retry rounds and a tail below the
-    break-even. Deciding claim by claim on what is left reaches the planner's mix: 26,000 rows
-    → one bulk job, then 1,000 rows by ten upsert calls. None: nothing to send.
-    """
-    if free_rows <= 0:
-        return None
-    the_plan = planner.plan(free_rows)
-    cap = min(batch_size, BULK_JOB_MAX_ROWS)
-    if ahead and after is not None and bulk_is_cheaper(min(ahead, cap)):
-        return ClaimChoice(BatchKind.BULK, min(ahead, cap), the_plan, after)
-    if bulk_is_cheaper(min(free_rows, cap)):
-        return ClaimChoice(BatchKind.BULK, min(free_rows, cap), the_plan, None)
-    return ClaimChoice(BatchKind.REALTIME, free_rows, the_plan)
-
-
 def step_retry_countdown(errors: int) -> float:
     """Seconds before a step runs again after its ``errors``-th fatal error: 1, 2, 4, …"""
     return STEP_RETRY_COUNTDOWN * 2 ** max(0, errors - 1)
@@ -263,6 +222,7 @@ def start_initial_run(settings: Settings) -> int:
     One initial sync at a time per table and module: a partial unique index on
     ``runs (kind) WHERE state = 'running' AND kind = 'initial'`` makes the insert itself the check.
     """
+    org_cached = accounting.org_id_cached(settings)
     conn = connect(settings, application="ordersync-initial")
     try:
         n = Names(settings)
@@ -284,11 +244,13 @@ def start_initial_run(settings: Settings) -> int:
                 )
                 all_pending, held = (int(v) for v in cur.fetchone())  # type: ignore[union-attr]
                 pending = all_pending - held
+                ahead = accounting.forecast(conn, settings, org_cached=org_cached)
+                stats = {"rows_total": pending, "rows_held": held, "forecast": ahead.as_dict()}
                 cur.execute(
                     sql.SQL("INSERT INTO {} (kind, stats) VALUES (%s, %s) RETURNING id").format(
                         _t(settings, "runs")
                     ),
-                    (RunKind.INITIAL.value, Json({"rows_total": pending, "rows_held": held})),
+                    (RunKind.INITIAL.value, Json(stats)),
                 )
                 run_id = int(cur.fetchone()[0])  # type: ignore[index]
         except psycopg2.errors.UniqueViolation:
@@ -306,7 +268,8 @@ def start_initial_run(settings: Settings) -> int:
             raise RunInProgress(running, _progress(conn, settings, running)) from None
     finally:
         conn.close()
-    log.info("initial sync run %s started: %s rows pending", run_id, pending)
+    log.info("initial sync run %s started: %s rows pending; forecast %s credits (minimum %s)",
+             run_id, pending, ahead.credits, ahead.minimum)  # fmt: skip
     return run_id
 
 
@@ -335,14 +298,15 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         cur.execute(
             sql.SQL(
                 "SELECT state, started_at, coalesce(finished_at, now()), now(),"
-                " coalesce((stats->>'rows_total')::bigint, 0) FROM {} WHERE id = %s"
+                " coalesce((stats->>'rows_total')::bigint, 0), stats->'forecast'"
+                " FROM {} WHERE id = %s"
             ).format(_t(settings, "runs")),
             (run_id,),
         )
         row = cur.fetchone()
         if row is None:
             raise LookupError(f"no run {run_id}")
-        state, started_at, until, _now, total = row
+        state, started_at, until, _now, total, predicted = row
         cur.execute(
             sql.SQL(
                 "SELECT state, count(*),"
@@ -393,6 +357,8 @@ def _progress(conn: Connection, settings: Settings, run_id: int) -> dict[str, An
         "rows_validated_out": validated_out,
         "batches": batches,
         "credits_spent": credits,
+        "credits_predicted": None if predicted is None else predicted["credits"],
+        "credits_minimum": None if predicted is None else predicted["minimum"],
         "started_at": started_at.isoformat(),
         "elapsed_s": round(elapsed, 3),
         "rate_rows_s": round(rate, 1),

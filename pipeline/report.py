@@ -16,13 +16,12 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
-from pipeline.initial_sync import choose_claim
-from pipeline.ledger import BatchKind, BatchState
+from pipeline.claims import initial_run_plan  # noqa: F401 (the dry run's, re-exported)
+from pipeline.ledger import BatchState
 from pipeline.legacy.names import PENDING_SINCE_COLUMN, Names, key_type
-from pipeline.planner import Plan, plan
+from pipeline.planner import plan
 from pipeline.settings import Settings
 from pipeline.zoho.credits import WINDOW_SECONDS
-from pipeline.zoho.limits import BULK_JOB_CREDITS
 
 DEFAULT_RUNS = 5
 DEFAULT_ERROR_LIMIT = 100
@@ -118,6 +117,19 @@ def recent_runs(
             }
         )
     return runs
+
+
+def run_forecast(conn: Connection, settings: Settings, run_id: int) -> dict[str, Any] | None:
+    """The forecast stored when the run started (``pipeline.accounting.Forecast.as_dict``)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT stats->'forecast' FROM {} WHERE id = %s").format(
+                Names(settings).ledger_table("runs")
+            ),
+            (run_id,),
+        )
+        row = cur.fetchone()
+    return None if row is None else row[0]
 
 
 def run_error(conn: Connection, settings: Settings, run_id: int) -> str | None:
@@ -352,27 +364,3 @@ def row_errors(conn: Connection, settings: Settings, wanted: ErrorFilter) -> dic
         "shown": len(errors),
         "errors": errors,
     }
-
-
-def initial_run_plan(rows: int, batch_size: int) -> Plan:
-    """What an initial run would send for ``rows`` sendable rows, priced as the run prices them.
-
-    Claim by claim, like the run's extract step (:func:`pipeline.initial_sync.choose_claim`): a
-    bulk batch of up to ``batch_size`` rows only while one bulk job of that size is cheaper
-    than upserts, then every row left by Upsert calls of 100. Rows Zoho refuses and sends
-    again in a retry round are not counted (nobody knows them before the run).
-    """
-    bulk_rows: list[int] = []
-    left = rows
-    while (choice := choose_claim(left, batch_size)) is not None and choice.kind is BatchKind.BULK:
-        bulk_rows.append(choice.rows)
-        left -= choice.rows
-    upserts = plan(left, allow_bulk=False)
-    return Plan(
-        rows=rows,
-        bulk_jobs=len(bulk_rows),
-        bulk_rows=tuple(bulk_rows),
-        upsert_calls=upserts.upsert_calls,
-        upsert_rows=upserts.upsert_rows,
-        credits=len(bulk_rows) * BULK_JOB_CREDITS + upserts.credits,
-    )

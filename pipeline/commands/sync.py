@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import psycopg2
 
-from pipeline import initial_sync, report, validate
+from pipeline import accounting, initial_sync, report, validate
 from pipeline.commands.db import load
 from pipeline.commands.status import human_duration
 from pipeline.ledger import BatchState, RunState
@@ -254,6 +254,7 @@ def _abandon(settings: Settings, run_id: int, reason: str) -> None:
 
 def dry_run_document(settings: Settings, *, sample: int) -> dict[str, Any]:
     """What a run would do now, read in one read-only transaction."""
+    org_cached = accounting.org_id_cached(settings)
     conn = connect(settings, application="ordersync-dry-run")
     try:
         conn.set_session(readonly=True)
@@ -262,14 +263,16 @@ def dry_run_document(settings: Settings, *, sample: int) -> dict[str, Any]:
             budget = report.credits(conn, settings)
             running = report.running_run_ids(conn, settings)
             checked = validate.check_pending(conn, settings, sample=sample)
+            ahead = accounting.forecast(conn, settings, org_cached=org_cached)
     finally:
         conn.close()
-    run_plan = report.initial_run_plan(rows["sendable"], settings.batch_size)
-    cheapest = plan(rows["sendable"])
+    rows = {**rows, "writable": ahead.writable, "validated_out": ahead.validated_out}
+    run_plan = ahead.plan
+    cheapest = plan(ahead.writable)
     waiting = ""
-    if run_plan.credits > budget["left"]:
+    if ahead.credits > budget["left"]:
         waiting = (
-            f"credit budget: the run needs {run_plan.credits:,} credits, {budget['left']:,} left"
+            f"credit budget: the run needs {ahead.credits:,} credits, {budget['left']:,} left"
             " in the 24 h window; calls beyond it wait"
         )
     return {
@@ -280,6 +283,7 @@ def dry_run_document(settings: Settings, *, sample: int) -> dict[str, Any]:
         "batches": run_plan.bulk_jobs + run_plan.upsert_calls,
         "plan": run_plan.as_dict(),
         "cheapest": cheapest.as_dict(),
+        "forecast": ahead.as_dict(),
         "credits": budget,
         "waiting_reason": waiting,
         "running_run_ids": running,
@@ -324,15 +328,23 @@ def format_dry_run(document: dict[str, Any]) -> str:
             + ", ".join(map(str, document["running_run_ids"]))
             + " in progress: a new initial run would be refused"
         )
+    ahead = document["forecast"]
     lines.append(
         f"pending rows   {rows['pending']:,} ({rows['claimed']:,} in flight,"
-        f" {rows['quarantined']:,} quarantined) → {rows['sendable']:,} to send"
+        f" {rows['quarantined']:,} held back) → {rows['writable']:,} to send"
+        f" ({rows['validated_out']:,} more break a field rule: held back, never sent)"
     )
     lines.append(
         f"batches        {document['batches']:,}: {best['bulk_jobs']:,} bulk of up to"
         f" {document['batch_size']:,} rows, {best['upsert_calls']:,} upsert call(s) of up to 100"
     )
     lines.append(f"plan           {_mix(best)}: {best['credits']:,} credits")
+    lines.append(
+        f"will spend     {ahead['credits']:,} credits"
+        + (f" (plan + {ahead['org_call']} for GET org: the org id is not cached)"
+           if ahead["org_call"] else "")
+        + f"; minimum for these rows {ahead['minimum']:,}"
+    )  # fmt: skip
     cheapest = document["cheapest"]
     if cheapest["credits"] < best["credits"]:
         lines.append(
@@ -380,17 +392,38 @@ def format_progress(progress: dict[str, Any]) -> list[str]:
         f"run {progress['run_id']} {progress['state']}: {_count(done)} of {_count(total)} rows"
         f"{share}, synced {_count(progress.get('rows_synced'))},"
         f" skipped {_count(progress.get('rows_skipped'))}"
-        f" | {human_duration(progress.get('elapsed_s'))} elapsed,"
+        + (
+            f", held back {held:,}"
+            if (
+                held := (progress.get("rows_held") or 0) + (progress.get("rows_validated_out") or 0)
+            )
+            else ""
+        )
+        + f" | {human_duration(progress.get('elapsed_s'))} elapsed,"
         f" {'-' if rate is None else f'{rate:,.0f}'} rows/s,"
         f" ETA {human_duration(progress.get('eta_s'))}"
     )
     batches: dict[str, int] = progress.get("batches") or {}
     ordered = [s.value for s in BatchState] + sorted(set(batches) - {s.value for s in BatchState})
     shown = ", ".join(f"{s} {batches[s]:,}" for s in ordered if batches.get(s))
+    predicted = progress.get("credits_predicted")
     second = (
         f"batches: {shown or 'none yet'} | credits spent {_count(progress.get('credits_spent'))}"
+        + ("" if predicted is None else f" of {predicted:,} predicted")
     )
     return [first, second]
+
+
+def credit_lines(settings: Settings, run_id: int) -> list[str]:
+    """The run's credits explained (:func:`pipeline.accounting.explain`), read from the ledger."""
+    conn = connect(settings, application="ordersync-cli")
+    try:
+        with conn:
+            spent = accounting.run_spending(conn, settings, run_id)
+            predicted = report.run_forecast(conn, settings, run_id)
+    finally:
+        conn.close()
+    return accounting.explain(spent, predicted)
 
 
 def _moved(progress: dict[str, Any]) -> tuple[Any, ...]:
@@ -415,8 +448,12 @@ def follow_run(
     tty: bool | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    explain: Callable[[Settings, int], list[str]] | None = credit_lines,
 ) -> int:
     """Show ``read(settings, run_id)`` until the run ends; returns the exit code.
+
+    At the end, ``explain(settings, run_id)`` prints the run's credits: spent, predicted,
+    minimum, and why they differ (None: not shown).
 
     On a terminal the two progress lines are redrawn in place; otherwise a plain line is
     printed whenever the run moved (and at least every ``PLAIN_HEARTBEAT`` seconds).
@@ -447,6 +484,11 @@ def follow_run(
                     last_moved, last_line_at = moved, clock()
             out.flush()
             if finished:
+                try:
+                    if explain is not None:
+                        out.write("".join(f"{line}\n" for line in explain(settings, run_id)))
+                except psycopg2.Error as exc:
+                    out.write(f"(cannot read the run's credits: {str(exc).strip()})\n")
                 if progress.get("state") == RunState.DONE.value:
                     out.write(f"run {run_id} done\n")
                     return EXIT_OK

@@ -27,8 +27,12 @@ def test_operator_loop(
 
     before = cli_json(world.settings, "sync", "initial", "--dry-run", "--json", env=env)
     assert before["validation"]["bad_rows"] == BAD_ROWS and before["batches"] == 2
-    # 200 rows in batches of 100: by upsert (2 calls), as the run will send them
+    # 196 writable rows in batches of 100: by upsert (2 calls), as the run will send them;
+    # the 4 bad rows are held back and never sent
     assert (before["plan"]["bulk_jobs"], before["plan"]["upsert_calls"]) == (0, 2)
+    assert before["rows"]["writable"] == ROWS - BAD_ROWS
+    predicted = before["forecast"]["credits"]
+    assert predicted == before["forecast"]["minimum"] == 20
 
     result = run_cli(
         world.settings, "sync", "initial", "--follow", "--interval", "0.2", env=env, timeout=180
@@ -38,9 +42,13 @@ def test_operator_loop(
     run_id = int(lines[0].split()[2])
     assert lines[0] == f"initial run {run_id} started (ordersync.initial.start sent)"
     assert lines[-1] == f"run {run_id} done"
-    final = lines[-2]
+    final = next(line for line in reversed(lines) if line.startswith(f"run {run_id} done:"))
     assert f"run {run_id} done: {ROWS:,} of {ROWS:,} rows (100.0%)" in final
-    assert f"synced {ROWS - BAD_ROWS}" in final
+    assert f"synced {ROWS - BAD_ROWS}" in final and f"held back {BAD_ROWS}" in final
+    assert f"credits spent {predicted} of {predicted} predicted" in final
+    # every credit explained, in one line each
+    assert f"credits spent  {predicted} = 2 upsert call(s) {predicted}" in lines
+    assert "difference     none: spent as predicted" in lines
 
     status = cli_json(world.settings, "status", "--json", env=env)
     assert status["runs"][0]["id"] == run_id and status["runs"][0]["state"] == "done"
@@ -48,23 +56,21 @@ def test_operator_loop(
     rows = status["rows"]
     assert (rows["synced"], rows["pending"], rows["claimed"]) == (ROWS - BAD_ROWS, BAD_ROWS, 0)
     assert (rows["in_error"], rows["quarantined"], rows["sendable"]) == (BAD_ROWS, BAD_ROWS, 0)
-    assert status["credits"]["spent_24h"] > 0
+    assert status["credits"]["spent_24h"] == predicted
     assert status["credits"]["left"] == 50_000 - 1_000 - status["credits"]["spent_24h"]
     assert status["batches"]["failed"] == 0 and status["batches"]["reconciled"] >= 2
 
     errors = cli_json(world.settings, "errors", "--json", env=env)
     assert errors["total"] == BAD_ROWS
-    assert all(e["quarantined"] and e["attempts"] == 3 for e in errors["errors"])
-    assert set(errors["by_code"]) <= {"INVALID_DATA", "MANDATORY_NOT_FOUND"}
-    missing = cli_json(world.settings, "errors", "--code", "MANDATORY_NOT_FOUND", "--json", env=env)
-    assert missing["total"] == errors["by_code"].get("MANDATORY_NOT_FOUND", 0) >= 1
-    assert all(e["field"] == "Name" for e in missing["errors"])
+    assert all(e["quarantined"] and e["attempts"] == 1 for e in errors["errors"])
+    assert set(errors["by_code"]) == {"ORDERSYNC_VALIDATION"}
+    assert all(e["field"] and "value" in e["message"] for e in errors["errors"])
 
-    # the dry run now names exactly the rows Zoho refused
+    # the dry run names exactly the rows held back
     after = cli_json(world.settings, "sync", "initial", "--dry-run", "--json", env=env)
     flagged = {k for v in after["validation"]["violations"] for k in v["first_keys"]}
     assert flagged == {e["row_key"] for e in errors["errors"]}
 
-    released = cli_json(world.settings, "retry", "--quarantined", "--json", env=env)
+    released = cli_json(world.settings, "retry", "--force", "--json", env=env)
     assert released == {"retried": BAD_ROWS, "unquarantined": BAD_ROWS, "made_pending": 0}
     assert cli_json(world.settings, "status", "--json", env=env)["rows"]["sendable"] == BAD_ROWS

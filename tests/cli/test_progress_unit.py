@@ -87,7 +87,9 @@ def test_human_duration() -> None:
 def test_terminal_redraws_in_place() -> None:
     out = io.StringIO()
     steps = [progress(done=0), progress(done=30_000), progress("done", done=60_000)]
-    code = follow_run(Settings(), 7, reader(steps), out=out, tty=True, sleep=lambda s: None)
+    code = follow_run(
+        Settings(), 7, reader(steps), out=out, tty=True, sleep=lambda s: None, explain=None
+    )
     assert code == EXIT_OK
     text = out.getvalue()
     frames = text.split("\x1b[2F\x1b[J")  # up two lines, clear to the end: one redraw each
@@ -104,7 +106,9 @@ def test_plain_output_prints_only_when_the_run_moves() -> None:
         progress(done=25_000, elapsed_s=3),
         progress("failed", done=25_000, elapsed_s=4, error="token revoked"),
     ]
-    code = follow_run(Settings(), 7, reader(steps), out=out, tty=False, sleep=lambda s: None)
+    code = follow_run(
+        Settings(), 7, reader(steps), out=out, tty=False, sleep=lambda s: None, explain=None
+    )
     assert code == EXIT_RUN_FAILED
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and "\x1b[" not in out.getvalue()
@@ -117,7 +121,9 @@ def test_plain_output_prints_only_when_the_run_moves() -> None:
 def test_ctrl_c_stops_following() -> None:
     out = io.StringIO()
     steps: list[Any] = [progress(done=1), KeyboardInterrupt()]
-    code = follow_run(Settings(), 7, reader(steps), out=out, tty=False, sleep=lambda s: None)
+    code = follow_run(
+        Settings(), 7, reader(steps), out=out, tty=False, sleep=lambda s: None, explain=None
+    )
     assert code == EXIT_INTERRUPTED
     assert "stopped following; run 7 goes on (ordersync sync follow 7)" in out.getvalue()
 

@@ -49,10 +49,15 @@ def test_dry_run_prints_the_plan_and_bad_rows_and_writes_nothing(legacy_db: Sett
     assert (
         document["rows"]["pending"] == LEGACY_ROWS and document["rows"]["sendable"] == LEGACY_ROWS
     )
-    # 200 rows: cheaper by upsert than by a bulk job, as the run would send them (2 calls)
+    # the 8 bad rows are held back, never sent: 192 writable rows, by upsert (2 calls)
+    assert document["rows"]["writable"] == LEGACY_ROWS - LEGACY_BAD_ROWS
+    assert document["rows"]["validated_out"] == LEGACY_BAD_ROWS
     assert (document["batch_size"], document["batches"]) == (25_000, 2)
-    assert document["plan"]["bulk_jobs"] == 0
+    assert document["plan"]["bulk_jobs"] == 0 and document["plan"]["rows"] == 192
     assert document["plan"]["upsert_calls"] == 2 and document["plan"]["credits"] == 20
+    # no bulk job: no upload, so no GET org; predicted = minimum
+    assert document["forecast"]["credits"] == document["forecast"]["minimum"] == 20
+    assert document["forecast"]["org_call"] == 0
     assert document["cheapest"] == document["plan"]
     assert document["waiting_reason"] == ""
     assert document["credits"]["spent_24h"] == 7 and document["credits"]["left"] == 48_993
@@ -71,7 +76,9 @@ def test_dry_run_prints_the_plan_and_bad_rows_and_writes_nothing(legacy_db: Sett
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("dry run: nothing written, nothing sent to Zoho")
     assert "batches        2: 0 bulk of up to 25,000 rows, 2 upsert call(s)" in text.stdout
-    assert "2 upsert call(s) (200 rows): 20 credits" in text.stdout
+    assert "2 upsert call(s) (192 rows): 20 credits" in text.stdout
+    assert "will spend     20 credits; minimum for these rows 20" in text.stdout
+    assert "(8 more break a field rule: held back, never sent)" in text.stdout
     assert "cheapest" not in text.stdout
     assert f"{LEGACY_BAD_ROWS} of {LEGACY_ROWS} pending rows would be refused" in text.stdout
     for label, keys in expected.items():
@@ -111,7 +118,7 @@ def test_dry_run_prices_claims_as_the_run_does(legacy_db: Settings) -> None:
     """Bulk batches of ``batch_size`` only where a bulk job is cheaper; the rest by upsert."""
     conn = connect(legacy_db)
     try:
-        demo.seed(conn, legacy_db, 5_000, seed=7)  # 5,200 rows pending
+        demo.seed(conn, legacy_db, 5_000, seed=7)  # 5,200 rows pending, 5,192 writable
     finally:
         conn.close()
     before = snapshot(legacy_db)
@@ -124,13 +131,16 @@ def test_dry_run_prices_claims_as_the_run_does(legacy_db: Settings) -> None:
         assert document["rows"]["sendable"] == 5_200 and document["batch_size"] == batch_size
         return document
 
-    # batches of 5,000: one bulk job (500 credits), then 200 rows by 2 upsert calls (not a
-    # second bulk batch of 200 rows, as ceil(5,200 / 5,000) = 2 batches would have it)
+    # batches of 5,000: one bulk job (500 credits), then 192 rows by 2 upsert calls (not a
+    # second bulk batch of 192 rows, as ceil(5,192 / 5,000) = 2 batches would have it)
     plan = dry(5_000)
+    assert plan["rows"]["writable"] == 5_192
     assert plan["plan"]["bulk_jobs"] == 1 and plan["plan"]["bulk_rows"] == [5_000]
-    assert (plan["plan"]["upsert_calls"], plan["plan"]["upsert_rows"]) == (2, 200)
+    assert (plan["plan"]["upsert_calls"], plan["plan"]["upsert_rows"]) == (2, 192)
+    assert plan["forecast"]["credits"] == 520 + plan["forecast"]["org_call"]
+    assert plan["forecast"]["minimum"] == 500
     assert plan["plan"]["credits"] == 520 and plan["batches"] == 3
-    # the cheapest mix for the same rows is one bulk job of all 5,200: said, not planned
+    # the cheapest mix for the same rows is one bulk job of all 5,192: said, not planned
     assert plan["cheapest"]["bulk_jobs"] == 1 and plan["cheapest"]["credits"] == 500
     # batches too small for a bulk job to pay: every row by upsert, 52 calls
     small = dry(1_000)
@@ -149,10 +159,10 @@ def test_dry_run_prices_claims_as_the_run_does(legacy_db: Settings) -> None:
     lines = text.stdout.splitlines()
     assert "batches        3: 1 bulk of up to 5,000 rows, 2 upsert call(s) of up to 100" in lines
     assert (
-        "plan           1 bulk job(s) (5,000 rows) + 2 upsert call(s) (200 rows): 520 credits"
+        "plan           1 bulk job(s) (5,000 rows) + 2 upsert call(s) (192 rows): 520 credits"
         in lines
     )
     assert any(
-        line.startswith("cheapest       1 bulk job(s) (5,200 rows): 500 credits") for line in lines
+        line.startswith("cheapest       1 bulk job(s) (5,192 rows): 500 credits") for line in lines
     )
     assert snapshot(legacy_db) == before

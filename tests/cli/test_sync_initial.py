@@ -71,14 +71,16 @@ def _take_message(app: Celery, queue: str) -> tuple[dict[str, Any], dict[str, An
         return message.headers, kwargs
 
 
-def _refuse(settings: Settings, batch_id: int, row_key: int, *, max_attempts: int) -> None:
+def _refuse(
+    settings: Settings, batch_id: int, row_key: int, *, max_attempts: int, code: str
+) -> None:
     """Record Zoho's refusal of one row of ``batch_id``, as the reconcile step does."""
     conn = connect(settings)
     try:
         with conn:
             record_row_errors(
                 conn, replace(settings, max_attempts=max_attempts), batch_id,
-                [RowError(str(row_key), "INVALID_DATA", "Email", "invalid email")],
+                [RowError(str(row_key), code, "Email", "refused")],
             )  # fmt: skip
     finally:
         conn.close()
@@ -156,13 +158,13 @@ def test_sync_initial_follow_until_done(legacy_db: Settings, celery_env: CeleryT
             " VALUES ('bulk_write', 500, %s, 'kept')",
             (run_id,),
         )
-        # Zoho refused rows 99 and 100: row 100 will be retried (skipped, not done), row 99
-        # reached its last attempt (quarantined: done for this run); recorded in that order so
+        # Zoho refused rows 99 and 100: row 100 for the moment (retried: skipped, not done),
+        # row 99 for its data (held back: done for this run); recorded in that order so
         # no line in between shows 99 rows done
-        _refuse(legacy_db, batch, 100, max_attempts=3)
-        _refuse(legacy_db, batch, 99, max_attempts=1)
+        _refuse(legacy_db, batch, 100, max_attempts=3, code="LIMIT_EXCEEDED")
+        _refuse(legacy_db, batch, 99, max_attempts=3, code="INVALID_DATA")
         line = _read_line(proc, "99 of 200 rows")[-1]
-        assert "(49.5%)" in line and "synced 98, skipped 2" in line
+        assert "(49.5%)" in line and "synced 98, skipped 2, held back 1" in line
         assert "batches: reconciled 1 | credits spent 500" in line
         finish_run(legacy_db, run_id)
         out, err = proc.communicate(timeout=30)

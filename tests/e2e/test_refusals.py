@@ -63,7 +63,9 @@ def test_a_row_zoho_refuses_for_its_data_is_not_sent_again_until_it_changes(
     credits = world.sim.admin.credits()
     assert credits["by_api"] == {"bulk_create": BULK_JOB_CREDITS, "org": 1}
     assert progress["credits_spent"] == BULK_JOB_CREDITS + 1
-    errors = world.query("SELECT row_key, code, field, attempts, quarantined FROM ordersync.row_errors")
+    errors = world.query(
+        "SELECT row_key, code, field, attempts, quarantined FROM ordersync.row_errors"
+    )
     assert {e[0] for e in errors} == refused
     assert {e[1:] for e in errors} == {("INVALID_DATA", "Order_Status", 1, True)}
 

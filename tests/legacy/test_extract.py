@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import ledger
+from pipeline.demo import bad_row_ids
 from pipeline.ledger import BatchState
 from pipeline.legacy import render, schema
 from pipeline.legacy.connection import connect
@@ -20,7 +21,6 @@ from pipeline.legacy.extract import claim_realtime, extract_bulk
 from pipeline.legacy.mark import RowError, list_row_errors, mark_synced, record_row_errors
 from pipeline.serialize import json_record
 from pipeline.settings import Settings
-from pipeline.demo import bad_row_ids
 from pipeline.zoho.codes import VALIDATION_CODE
 from tests.fixtures.db import LEGACY_BAD_ROWS, LEGACY_ROWS
 from tests.legacy.helpers import query, sync_state
@@ -97,7 +97,9 @@ def test_render_zip_header_rows_checksum(legacy_db: Settings) -> None:
         ("43", VALIDATION_CODE, "Name", True),
     ]
     message = held[0][3]
-    assert "Order_Status: picklist (one of " in message and '"Aaaa aa aaaaaaa" (15 chars)' in message
+    assert (
+        "Order_Status: picklist (one of " in message and '"Aaaa aa aaaaaaa" (15 chars)' in message
+    )
     assert "Lost in transit" not in message
 
 

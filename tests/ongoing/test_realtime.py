@@ -13,9 +13,9 @@ from pipeline.initial_sync import start_initial_run
 from pipeline.ledger import RunState
 from pipeline.legacy.connection import connect
 from pipeline.realtime import PendingState, Reason
-from pipeline.zoho.codes import VALIDATION_CODE
 from pipeline.settings import Settings, SyncMode
 from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.codes import VALIDATION_CODE
 from pipeline.zoho.errors import RateLimited
 from tests.ongoing.conftest import MAX_DELAY, Ongoing
 
