@@ -21,6 +21,7 @@ from pipeline.ledger import BatchState
 from pipeline.legacy.names import PENDING_SINCE_COLUMN, Names, key_type
 from pipeline.planner import plan
 from pipeline.settings import Settings
+from pipeline.zoho import codes
 from pipeline.zoho.credits import WINDOW_SECONDS
 
 DEFAULT_RUNS = 5
@@ -116,7 +117,55 @@ def recent_runs(
                 "stats": stats or {},
             }
         )
+    _add_outcomes(conn, settings, runs)
     return runs
+
+
+def _add_outcomes(conn: Connection, settings: Settings, runs: list[dict[str, Any]]) -> None:
+    """Each run's rows written / refused by Zoho / held back by the field rules, and its
+    credits spent and predicted (three queries for all the runs)."""
+    ids = [r["id"] for r in runs]
+    if not ids:
+        return
+    n = Names(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT run_id, coalesce(sum(coalesce((stats->>'marked')::bigint,"
+                " (stats->>'ok')::bigint)), 0) FROM {} WHERE run_id = ANY(%s) GROUP BY run_id"
+            ).format(n.ledger_table("batches")),
+            (ids,),
+        )
+        written = {int(r): int(w) for r, w in cur.fetchall()}
+        cur.execute(
+            sql.SQL(
+                "SELECT b.run_id, count(*) FILTER (WHERE e.code <> %s),"
+                " count(*) FILTER (WHERE e.code = %s)"
+                " FROM {} e JOIN {} b ON b.id = e.batch_id WHERE b.run_id = ANY(%s)"
+                " GROUP BY b.run_id"
+            ).format(n.ledger_table("row_errors"), n.ledger_table("batches")),
+            (codes.VALIDATION_CODE, codes.VALIDATION_CODE, ids),
+        )
+        errors = {int(r): (int(z), int(v)) for r, z, v in cur.fetchall()}
+        cur.execute(
+            sql.SQL(
+                "SELECT run_id, coalesce(sum(credits), 0) FROM {} WHERE run_id = ANY(%s)"
+                " GROUP BY run_id"
+            ).format(n.ledger_table("credit_ledger")),
+            (ids,),
+        )
+        credits = {int(r): int(c) for r, c in cur.fetchall()}
+    for run in runs:
+        refused, validated_out = errors.get(run["id"], (0, 0))
+        forecast = run["stats"].get("forecast") or {}
+        run.update(
+            rows_written=written.get(run["id"], 0),
+            rows_refused=refused,
+            rows_validated_out=validated_out,
+            credits_spent=credits.get(run["id"], 0),
+            credits_predicted=forecast.get("credits"),
+            credits_minimum=forecast.get("minimum"),
+        )
 
 
 def run_forecast(conn: Connection, settings: Settings, run_id: int) -> dict[str, Any] | None:

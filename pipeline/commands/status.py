@@ -250,6 +250,16 @@ def format_status(document: dict[str, Any]) -> str:
                 f" {_of(run['rows_reconciled'], run['rows_total']):>21}  {_states(run['batches'])}"
                 + (f"  error: {run['error']}" if run["error"] else "")
             )
+            lines.append(
+                f"{'':>6}  rows written {run['rows_written']:,}, refused by Zoho"
+                f" {run['rows_refused']:,}, held back by the field rules"
+                f" {run['rows_validated_out']:,} | credits {run['credits_spent']:,}"
+                + (
+                    f" (predicted {run['credits_predicted']:,}, minimum {run['credits_minimum']:,})"
+                    if run["credits_predicted"] is not None
+                    else ""
+                )
+            )
     return "\n".join(lines)
 
 

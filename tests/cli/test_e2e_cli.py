@@ -53,6 +53,15 @@ def test_operator_loop(
     status = cli_json(world.settings, "status", "--json", env=env)
     assert status["runs"][0]["id"] == run_id and status["runs"][0]["state"] == "done"
     assert status["running_run_ids"] == []
+    run = status["runs"][0]
+    assert (run["rows_written"], run["rows_refused"], run["rows_validated_out"]) == (
+        ROWS - BAD_ROWS, 0, BAD_ROWS
+    )  # fmt: skip
+    assert run["credits_spent"] == run["credits_predicted"] == run["credits_minimum"] == predicted
+    text = run_cli(world.settings, "status", env=env).stdout
+    assert (
+        f"rows written {ROWS - BAD_ROWS}, refused by Zoho 0, held back by the field rules" in text
+    )
     rows = status["rows"]
     assert (rows["synced"], rows["pending"], rows["claimed"]) == (ROWS - BAD_ROWS, BAD_ROWS, 0)
     assert (rows["in_error"], rows["quarantined"], rows["sendable"]) == (BAD_ROWS, BAD_ROWS, 0)
