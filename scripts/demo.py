@@ -360,9 +360,10 @@ def summary(
         f"rows synced                  {synced:>9,}   (records in zohosim's Orders: {records:,})",
         f"rows not synced              {pending:>9,}   (rejected, held back until they change)",
         "",
-        "rows rejected by Zoho, by reason (code / field: rows, of which quarantined):",
+        "rows held back, by reason (code / field: rows, of which held back;"
+        " ORDERSYNC_VALIDATION: our field rules, never sent, 0 credits):",
     ]
-    lines += [f"    {code} / {field}: {n:,} ({q:,} quarantined)" for code, field, n, q in reasons]
+    lines += [f"    {code} / {field}: {n:,} ({q:,} held back)" for code, field, n, q in reasons]
     if not reasons:
         lines.append("    none")
     lines += [
@@ -373,6 +374,7 @@ def summary(
         f" {' + '.join(f'{n:,}' for (n,) in jobs)} rows",
         f"    naive (all upserts)      {naive_initial:>9,}   ceil({rows:,} / 10 records per"
         " credit)",
+        *(f"    {line}" for line in phases.get("initial_explained", "").splitlines()[1:]),
         f"churn                        {args.churn_seconds:.0f} s at {args.churn_rate:g} writes/s:"
         f" {', '.join(f'{k} {v}' for k, v in sorted(churn.items())) or '-'}",
         f"    near-real-time credits   {phases['churn_credits']:>9,}   (max_delay"
@@ -461,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases: dict[str, Any] = {
             "initial_seconds": time.monotonic() - started,
             "initial_credits": credits_spent(dsn),
+            # the run's credits explained: spent, predicted, minimum, why they differ
+            "initial_explained": ordersync(env, "sync", "credits", capture=True),
         }
         procs.check()
         # Beat (near-real-time checks, sweeper) starts once the initial load is done: while it

@@ -116,6 +116,15 @@ def register(subparsers: Any) -> None:
     )
     follow.set_defaults(func=run_follow)
 
+    credits = actions.add_parser(
+        "credits", help="a run's credits: spent, predicted, minimum, and why they differ"
+    )
+    credits.add_argument(
+        "run_id", nargs="?", type=int, metavar="RUN_ID", help="the run (default: the latest)"
+    )
+    credits.add_argument("--json", action="store_true", help="print one JSON object")
+    credits.set_defaults(func=run_credits)
+
 
 def _installed(settings: Settings) -> int:
     """EXIT_OK when installed; otherwise prints why and returns the exit code."""
@@ -198,6 +207,39 @@ def run_follow(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         run_id = running[0]
     return follow_run(settings, run_id, _reader(initial_sync.run_progress), interval=args.interval)
+
+
+def run_credits(args: argparse.Namespace) -> int:
+    """Print a run's credits explained (``sync credits``)."""
+    settings = load(args)
+    if settings is None:
+        return EXIT_ERROR
+    code = _installed(settings)
+    if code != EXIT_OK:
+        return code
+    conn = connect(settings, application="ordersync-cli")
+    try:
+        with conn:
+            run_id = args.run_id
+            if run_id is None:
+                latest = report.recent_runs(conn, settings, limit=1)
+                if not latest:
+                    print("no run yet", file=sys.stderr)
+                    return EXIT_ERROR
+                run_id = latest[0]["id"]
+            spent = accounting.run_spending(conn, settings, run_id)
+            predicted = report.run_forecast(conn, settings, run_id)
+    except psycopg2.Error as exc:
+        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps({"run_id": run_id, "spent": spent, "predicted": predicted}, indent=2))
+    else:
+        print(f"run {run_id}")
+        print("\n".join(accounting.explain(spent, predicted)))
+    return EXIT_OK
 
 
 def _reader(progress_of: ProgressReader) -> ProgressReader:
