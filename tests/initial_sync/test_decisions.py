@@ -145,3 +145,28 @@ def test_steps_are_routed_by_what_they_touch_and_the_sweeper_is_on_beat_with_exp
     ]
     assert entry["task"] == "ordersync.sweep"
     assert 0 < entry["options"]["expires"] <= 60
+
+
+def test_a_claim_is_priced_on_the_rows_it_takes() -> None:
+    # 6,000 rows ahead of the open batches: a bulk batch of them, forward
+    ahead = choose_claim(30_000, 25_000, ahead=6_000, after="500")
+    assert ahead is not None and (ahead.kind, ahead.rows, ahead.after) == (
+        BatchKind.BULK,
+        6_000,
+        "500",
+    )
+    # 2,700 ahead would cost 500 for 270 credits of upserts: the claim starts at the first free
+    # key instead, where 25,000 rows (24,300 freed behind the open batches) make the job pay
+    behind = choose_claim(27_000, 25_000, ahead=2_700, after="500")
+    assert behind is not None and (behind.kind, behind.rows, behind.after) == (
+        BatchKind.BULK,
+        25_000,
+        None,
+    )
+    # all that is free is below the break-even: upserts, never a job for 2,700 rows
+    tail = choose_claim(2_700, 25_000, ahead=2_700, after="500")
+    assert tail is not None and tail.kind is BatchKind.REALTIME and tail.rows == 2_700
+    # the break-even: from 4,991 rows upserts cost 500 credits too (a job: 1 call, not 50);
+    # 4,990 rows cost 499 by upsert
+    assert choose_claim(4_991, 25_000).kind is BatchKind.BULK  # type: ignore[union-attr]
+    assert choose_claim(4_990, 25_000).kind is BatchKind.REALTIME  # type: ignore[union-attr]
