@@ -53,9 +53,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import logging
-import os
 import secrets
 import time
 import zipfile
@@ -81,8 +79,7 @@ from pipeline.legacy.connection import connect, transaction
 from pipeline.legacy.extract import claim, claiming, count_sendable, free_rows, require_idle
 from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names, key_type
-from pipeline.legacy.render import ZIP_LEVEL, csv_name, header_line, sha256_file, zip_path
-from pipeline.serialize import select_list, session_timezone_sql
+from pipeline.legacy.render import render_claimed, sha256_file
 from pipeline.settings import Settings
 from pipeline.zoho import codes
 from pipeline.zoho.client import ZohoClient
@@ -612,71 +609,6 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rendered:
-    path: Path
-    checksum: str
-    rows: int
-    size: int
-
-
-def render_zip(conn: Connection, settings: Settings, batch: Batch) -> Rendered:
-    """Write the batch's zip from its claimed rows, as they stand at their claimed versions.
-
-    A row edited since the claim (its version moved on) is left out: it stays pending and goes
-    in a later batch. The zip is written aside and renamed, so it is whole or absent. Runs in
-    its own short transaction (read only). The key range keeps the join to an index range scan.
-    """
-    n = Names(settings)
-    batch_id = batch.id
-    work = Path(settings.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    final = zip_path(settings, batch_id)
-    partial = final.with_name(f".{final.name}.{os.getpid()}.part")
-    sink = io.BytesIO()
-    sink.write(header_line(settings.mapping))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(session_timezone_sql(settings.org_timezone))
-            query = sql.SQL(
-                """SELECT {exprs} FROM {table} t
-                   JOIN (SELECT c.k, c.v FROM {batches} b, unnest(b.keys, b.versions) AS c(k, v)
-                         WHERE b.id = {batch}) AS c ON t.{key} = c.k::{kt} AND t.{version} = c.v
-                   WHERE t.{key} BETWEEN {lo}::{kt} AND {hi}::{kt}
-                   ORDER BY t.{key}"""
-            ).format(
-                lo=sql.Literal(batch.key_lo),
-                hi=sql.Literal(batch.key_hi),
-                exprs=select_list(settings.mapping, "t"),
-                table=n.table,
-                batches=n.ledger_table("batches"),
-                batch=sql.Literal(batch_id),
-                key=n.key,
-                kt=key_type(conn, settings),
-                version=n.version,
-            )
-            cur.copy_expert(
-                sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER false)")
-                .format(query)
-                .as_string(conn),
-                sink,
-            )
-            rows = cur.rowcount
-        conn.commit()
-        with (
-            zipfile.ZipFile(
-                partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL
-            ) as archive,
-            archive.open(csv_name(batch_id), "w", force_zip64=True) as entry,
-        ):
-            entry.write(sink.getbuffer())
-        os.replace(partial, final)
-    finally:
-        sink.close()
-        partial.unlink(missing_ok=True)
-    return Rendered(final, sha256_file(final), rows, final.stat().st_size)
-
-
 def zip_is_intact(batch: Batch) -> bool:
     """Is the batch's zip on disk with the checksum recorded for it?"""
     if not batch.zip_path or not batch.checksum:
@@ -691,9 +623,9 @@ def render(conn: Connection, settings: Settings, batch_id: int) -> Outcome:
         batch = _load(conn, settings, batch_id)
         if batch is None or batch.state is not BatchState.EXTRACTED:
             return _nothing(batch_id, batch and batch.state)
-        rendered = render_zip(conn, settings, batch)
-        stats = {**batch.stats, "claimed": batch.row_count, "sent": rendered.rows}
-        if rendered.rows == 0:  # every claimed row changed since: they go in a later batch
+        rendered = render_claimed(conn, settings, batch)
+        stats = {**batch.stats, "claimed": batch.row_count, "sent": rendered.row_count}
+        if rendered.row_count == 0:  # every claimed row changed since: they go in a later batch
             ledger.transition(conn, settings, batch_id, batch.state, stats=stats)
             ledger.finish_batch(conn, settings, batch_id, BatchState.RECONCILED)
             conn.commit()
@@ -701,7 +633,7 @@ def render(conn: Connection, settings: Settings, batch_id: int) -> Outcome:
             return _after_finish(batch, "no row left at its claimed version")
         return _advance(
             conn, settings, batch, BatchState.EXTRACTED, BatchState.RENDERED, Step.UPLOAD,
-            zip_path=str(rendered.path), zip_bytes=rendered.size, checksum=rendered.checksum,
+            zip_path=str(rendered.path), zip_bytes=rendered.zip_bytes, checksum=rendered.checksum,
             stats=stats,
         )  # fmt: skip
 
@@ -721,10 +653,10 @@ def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: i
             return _nothing(batch_id, batch and batch.state)
         if not zip_is_intact(batch):
             log.warning("batch %s: zip missing or altered; rendering it again", batch_id)
-            rendered = render_zip(conn, settings, batch)
+            rendered = render_claimed(conn, settings, batch)
             _set(
-                conn, settings, batch_id, zip_path=str(rendered.path), zip_bytes=rendered.size,
-                checksum=rendered.checksum, stats={**batch.stats, "sent": rendered.rows},
+                conn, settings, batch_id, zip_path=str(rendered.path), zip_bytes=rendered.zip_bytes,
+                checksum=rendered.checksum, stats={**batch.stats, "sent": rendered.row_count},
             )  # fmt: skip
             conn.commit()
             batch = _load(conn, settings, batch_id)

@@ -361,6 +361,19 @@ def unfinished_batches(conn: Connection, settings: Settings) -> list[Batch]:
     return [b for b in batches if b is not None]
 
 
+def record_zip(
+    cur: Any, settings: Settings, batch_id: int, *, path: str, size: int, checksum: str
+) -> None:
+    """Record a batch's rendered zip (path, size, sha256), in the caller's transaction."""
+    cur.execute(
+        sql.SQL(
+            "UPDATE {} SET zip_path = %s, zip_bytes = %s, checksum = %s, updated_at = now()"
+            " WHERE id = %s"
+        ).format(sql.Identifier(settings.source.ledger_schema, "batches")),
+        (path, size, checksum, batch_id),
+    )
+
+
 def batch_claims(conn: Connection, settings: Settings, batch_id: int) -> list[tuple[str, int]]:
     """The ``(row_key, version)`` pairs a batch claimed, in claim (scan) order."""
     with conn.cursor() as cur:
