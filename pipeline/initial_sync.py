@@ -1042,11 +1042,10 @@ def stalled_batches(settings: Settings, older_than: float) -> list[tuple[int, St
     """
     with transaction(settings, "ordersync-sweeper") as cur:
         cur.execute(
-            sql.SQL(
-                "SELECT id, state FROM {} WHERE kind = %s AND state = ANY(%s)"
-                " AND updated_at < now() - make_interval(secs => %s) ORDER BY updated_at"
-            ).format(_t(settings, "batches")),
-            (BatchKind.BULK.value, [s.value for s in NEXT_STEP], float(older_than)),
+            sql.SQL("SELECT id, state FROM {} WHERE kind = %s AND {} ORDER BY updated_at").format(
+                _t(settings, "batches"), ledger.stuck_sql(older_than)
+            ),
+            (BatchKind.BULK.value,),
         )
         rows = cur.fetchall()
     return [(int(batch_id), NEXT_STEP[BatchState(state)]) for batch_id, state in rows]

@@ -361,6 +361,15 @@ def unfinished_batches(conn: Connection, settings: Settings) -> list[Batch]:
     return [b for b in batches if b is not None]
 
 
+def stuck_sql(older_than: float) -> sql.Composable:
+    """The one definition of a stuck batch, as a predicate on ``batches``: unfinished, and not
+    moved (``updated_at``) for ``older_than`` seconds. The sweeper restarts the stuck bulk
+    batches; ``/metrics`` counts every stuck batch (``ordersync_batch_stuck``)."""
+    return sql.SQL("(state NOT IN ({}) AND updated_at < now() - make_interval(secs => {}))").format(
+        finished_states_sql(), sql.Literal(float(older_than))
+    )
+
+
 def record_zip(
     cur: Any, settings: Settings, batch_id: int, *, path: str, size: int, checksum: str
 ) -> None:

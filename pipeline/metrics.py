@@ -51,6 +51,7 @@ from prometheus_client.registry import Collector
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
+from pipeline import ledger
 from pipeline.ledger import BatchKind, BatchState
 from pipeline.legacy.mark import row_error_counts
 from pipeline.legacy.names import Names
@@ -121,11 +122,9 @@ def read_snapshot(conn: Connection, settings: Settings) -> Snapshot:
     in_error, quarantined = row_error_counts(conn, settings)
     (stuck,) = _one(
         conn,
-        sql.SQL(
-            "SELECT count(*) FROM {} WHERE state <> ALL(%s)"
-            " AND updated_at < now() - make_interval(secs => %s)"
-        ).format(n.ledger_table("batches")),
-        ([s.value for s in BatchState if s.finished], float(settings.stall_after)),
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+            n.ledger_table("batches"), ledger.stuck_sql(settings.stall_after)
+        ),
     )
     buckets = sql.SQL(", ").join(
         sql.SQL("count(*) FILTER (WHERE d <= {})").format(sql.Literal(b))

@@ -39,7 +39,7 @@ def test_demo_script_runs_through_and_stops_what_it_started(tmp_path: Path) -> N
     assert synced, out
     assert synced.group(1) == synced.group(2)
     assert int(synced.group(1).replace(",", "")) >= 400 - 8
-    rejected = re.findall(r"^    ([A-Z_]+) / (\S+): (\d+) \((\d+) quarantined\)$", out, re.M)
+    rejected = re.findall(r"^    ([A-Z_]+) / (\S+): (\d+) \((\d+) held back\)$", out, re.M)
     assert sum(int(n) for *_, n, _ in rejected) == 8, out
     assert re.search(r"naive \(all upserts\)\s+40\b", out)
     flower = re.search(r"Flower\s+(http://127\.0\.0\.1:\d+)\s+user demo\s+password (\S+)", out)
