@@ -35,7 +35,7 @@ Rules that make a crash at any point lose nothing and do nothing twice:
 * Each claim is priced by the planner (:func:`choose_claim`): while a bulk job of the run's
   batch size is the cheaper way to send what is free, the claim is a bulk batch; otherwise
   (the retry rounds: rows Zoho skipped, rows edited in flight, a small tail) the ``upsert``
-  step sends the free rows by Upsert calls of 100 with ``pipeline.realtime.send_batch``
+  step sends the free rows by Upsert calls of 100 with ``pipeline.upserts.send_batch``
   (``realtime`` batches of the same run, version-checked marking, row errors), then hands on
   to the run's next claim.
 * A fatal error in poll or reconcile (a job Zoho no longer knows, a result file that cannot
@@ -72,7 +72,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
-from pipeline import accounting, ledger, realtime
+from pipeline import accounting, ledger, upserts
 from pipeline.claims import ClaimChoice, choose_claim
 from pipeline.ledger import Batch, BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import connect, transaction
@@ -555,7 +555,7 @@ def fail_run_if_hopeless(conn: Connection, settings: Settings, run_id: int) -> b
 def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int) -> Outcome:
     """Send the run's free rows by Upsert calls of 100, then hand on to the run's next claim.
 
-    Each call is one ``realtime`` batch of the run (``pipeline.realtime.send_batch``: claim,
+    Each call is one ``realtime`` batch of the run (``pipeline.upserts.send_batch``: claim,
     upsert, version-checked marking, row errors, claims released), so ``run_progress`` and the
     credit ledger count it. One step sends at most as many rows as were free when it began
     (a row Zoho refused is free again at once and may ride along in the step's next call;
@@ -576,10 +576,10 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
         choice = price_claim(cur, settings, key_type(conn, settings))
     if choice is None or choice.kind is BatchKind.BULK:
         return Outcome(None, Step.EXTRACT, run_id=run_id, note="a bulk claim, or nothing")
-    results: list[realtime.BatchResult] = []
+    results: list[upserts.BatchResult] = []
     try:
         while sum(r.sent for r in results) < choice.rows and len(results) < MAX_UPSERT_CALLS:
-            result = realtime.send_batch(conn, settings, client, run_id=run_id)
+            result = upserts.send_batch(conn, settings, client, run_id=run_id)
             if result is None:
                 break
             results.append(result)

@@ -39,16 +39,9 @@ from pipeline.ledger import RunKind, RunState
 from pipeline.legacy.connection import connect
 from pipeline.legacy.extract import hold_invalid_pending
 from pipeline.planner import Plan
-from pipeline.realtime import (
-    WAITING_KEY,
-    BatchResult,
-    pending_state,
-    release_abandoned,
-    send_batch,
-    set_run_stats,
-    waiting_stats,
-)
+from pipeline.realtime import WAITING_KEY, pending_state, set_run_stats, waiting_stats
 from pipeline.settings import Settings
+from pipeline.upserts import BatchResult, release_abandoned, send_batch
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import CreditBudgetExceeded
 

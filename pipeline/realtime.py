@@ -26,7 +26,6 @@ the next one), refused rows get a row error (code, field, message; quarantined a
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,21 +39,15 @@ from psycopg2.extras import Json
 from pipeline import ledger, planner
 from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import connect
-from pipeline.legacy.extract import RealtimeBatch, claim_realtime
-from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names, key_type
-from pipeline.serialize import json_record
 from pipeline.settings import Settings, SyncMode
+from pipeline.upserts import BatchResult, release_abandoned, send_batch
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import CreditBudgetExceeded
 from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits
-from pipeline.zoho.results import UpsertOutcome
 
 log = logging.getLogger(__name__)
 
-# A realtime batch not reconciled after this long lost its worker (the task's hard limit is
-# 360 s): it is ended ``failed`` so its rows are free again (upserts are safe to repeat).
-ABANDONED_AFTER = 900.0
 # Batches one flush sends at most; a bigger backlog continues in the next flush.
 MAX_BATCHES_PER_FLUSH = 200
 # The key of ``runs.stats`` that says why work is waiting (read by ``ordersync status``).
@@ -192,143 +185,6 @@ def pending_state(
 def due(conn: Connection, settings: Settings, now: datetime | None = None) -> Due:
     """Whether a near-real-time flush is due now (:func:`pending_state` then :func:`decide`)."""
     return decide(pending_state(conn, settings, now), settings)
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """One upsert batch: rows sent, accepted and marked, refused, changed meanwhile, credits."""
-
-    batch_id: int
-    sent: int
-    ok: int
-    refused: int
-    marked: int
-    stale: int  # accepted by Zoho but changed since the claim: still pending, goes again
-    quarantined: int
-    credits: int
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def reconcile(
-    conn: Connection,
-    settings: Settings,
-    batch: RealtimeBatch,
-    outcomes: Sequence[UpsertOutcome],
-    *,
-    seconds: float = 0.0,
-) -> BatchResult:
-    """Record Zoho's per-record outcomes of one realtime batch, in one transaction.
-
-    Accepted rows are marked synced with their record id, version-checked; refused rows get
-    a row error (Zoho's code, the first field it names, its message). The batch ends
-    ``reconciled`` with its counts in ``stats``, which releases its claims.
-    """
-    if len(outcomes) != len(batch.rows):
-        raise ValueError(
-            f"batch {batch.batch_id}: {len(batch.rows)} rows, {len(outcomes)} outcomes"
-        )
-    accepted: list[tuple[str, str | None]] = []
-    refused: list[RowError] = []
-    for row, outcome in zip(batch.rows, outcomes, strict=True):
-        if outcome.ok:
-            accepted.append((row.key, outcome.record_id))
-        else:
-            fields = outcome.error_fields
-            refused.append(
-                RowError(row.key, outcome.code, fields[0] if fields else None, outcome.message)
-            )
-    sent = len(batch.rows)
-    with conn:
-        marked = mark_synced(conn, settings, batch.batch_id, accepted)
-        errors = record_row_errors(conn, settings, batch.batch_id, refused)
-        result = BatchResult(
-            batch_id=batch.batch_id,
-            sent=sent,
-            ok=len(accepted),
-            refused=len(refused),
-            marked=marked.marked,
-            stale=marked.stale,
-            quarantined=errors.quarantined,
-            credits=upsert_credits(sent),
-            seconds=round(seconds, 4),
-        )
-        ledger.transition(
-            conn,
-            settings,
-            batch.batch_id,
-            BatchState.RECONCILED,
-            expected=_UNFINISHED,
-            stats=result.as_dict(),
-        )
-    log.info(
-        "batch %s: sent %d, ok %d, refused %d, stale %d, %d credits, %.3f s",
-        batch.batch_id, sent, result.ok, result.refused, result.stale, result.credits, seconds,
-    )  # fmt: skip
-    return result
-
-
-def send_batch(
-    conn: Connection,
-    settings: Settings,
-    client: ZohoClient,
-    *,
-    limit: int = UPSERT_MAX_RECORDS,
-    run_id: int | None = None,
-) -> BatchResult | None:
-    """Claim up to ``limit`` ready rows, upsert them, reconcile; None when no row is free.
-
-    If the upsert raises (a transient error the client's own retries did not outlast, the
-    credit budget, a fatal answer), the batch ends ``failed`` with the error and its rows stay
-    pending for a later flush; the error is raised again.
-    """
-    started = time.perf_counter()
-    batch = claim_realtime(conn, settings, limit=limit, run_id=run_id)
-    if batch is None:
-        return None
-    try:
-        records = [
-            json_record(settings.mapping, row.texts, ignore_empty=settings.zoho.ignore_empty)
-            for row in batch.rows
-        ]
-        outcomes = client.upsert(records, run_id=run_id, batch_id=batch.batch_id)
-    except Exception as exc:
-        with conn:
-            ledger.finish_batch(conn, settings, batch.batch_id, BatchState.FAILED, error=str(exc))
-        log.warning("batch %s failed, its %d rows stay pending: %s", batch.batch_id,
-                    len(batch.rows), exc)  # fmt: skip
-        raise
-    return reconcile(conn, settings, batch, outcomes, seconds=time.perf_counter() - started)
-
-
-def release_abandoned(
-    conn: Connection, settings: Settings, older_than: float = ABANDONED_AFTER
-) -> list[int]:
-    """End ``failed`` the realtime batches that stopped moving (their worker died mid-flush).
-
-    Their rows are pending still and become free again; sending them twice is harmless
-    (upserts match on the unique field). Returns the batch ids released.
-    """
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "SELECT id FROM {} WHERE kind = %s AND state IN ({})"
-                " AND updated_at < now() - make_interval(secs => %s) ORDER BY id"
-            ).format(Names(settings).ledger_table("batches"), _unfinished_sql()),
-            (BatchKind.REALTIME.value, older_than),
-        )
-        ids = [int(r[0]) for r in cur.fetchall()]
-        for batch_id in ids:
-            ledger.finish_batch(
-                conn, settings, batch_id, BatchState.FAILED,
-                error=f"abandoned: no outcome recorded within {older_than:.0f} s",
-            )  # fmt: skip
-    if ids:
-        log.warning("released abandoned realtime batches %s", ids)
-    return ids
 
 
 @dataclass(frozen=True)

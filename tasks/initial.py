@@ -25,7 +25,7 @@ from psycopg2.extensions import connection as Connection
 from pipeline import initial_sync as sync
 from pipeline.initial_sync import RUN_STEPS, Outcome, Step
 from pipeline.legacy.connection import connect
-from pipeline.realtime import release_abandoned
+from pipeline.upserts import release_abandoned
 from tasks.app import app
 from tasks.base import worker_client, worker_settings
 
