@@ -370,8 +370,9 @@ def summary(
         "",
         f"initial sync                 {phases['initial_seconds']:.0f} s for {rows:,} rows"
         f" (zohosim --job-speed {args.job_speed})",
-        f"    credits spent            {phases['initial_credits']:>9,}   bulk jobs of"
-        f" {' + '.join(f'{n:,}' for (n,) in jobs)} rows",
+        f"    credits spent            {phases['initial_credits']:>9,}   "
+        + (f"bulk jobs of {' + '.join(f'{n:,}' for (n,) in jobs)} rows" if jobs
+           else "no bulk job (fewer writable rows than a job's break-even)"),
         f"    naive (all upserts)      {naive_initial:>9,}   ceil({rows:,} / 10 records per"
         " credit)",
         *(f"    {line}" for line in phases.get("initial_explained", "").splitlines()[1:]),
