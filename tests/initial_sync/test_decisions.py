@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.claims import choose_claim
 from pipeline.initial_sync import (
     MAX_POLL,
     NEXT_STEP,
     RUN_STEPS,
     RunInProgress,
     Step,
-    choose_claim,
     poll_countdown,
     result_row_error,
     run_is_done,

@@ -46,7 +46,7 @@ def sync_env(
     return env
 
 
-# An initial sync prices each claim (pipeline.initial_sync.choose_claim): a bulk job only for a
+# An initial sync prices each claim (pipeline.claims.choose_claim): a bulk job only for a
 # batch of about 5,000 rows or more. 5,000 more rows on the template's 200 (8 of them bad) with
 # batches of 5,000: one bulk job of 5,000 rows, then an upsert round for the other 200 and the
 # rows Zoho refused.

@@ -1,0 +1,162 @@
+"""The run's claims: price the next claim, then a bulk batch (extract) or Upsert calls (upsert)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from pipeline import ledger, upserts
+from pipeline.claims import ClaimChoice, choose_claim
+from pipeline.initial_sync.batch import (
+    fail_run_if_hopeless,
+    table,
+)
+from pipeline.initial_sync.decisions import (
+    FREE_COUNT_CAP,
+    MAX_UPSERT_CALLS,
+    Outcome,
+    Step,
+    run_is_done,
+    step_retry_countdown,
+    window_has_room,
+)
+from pipeline.ledger import BatchKind, RunKind, RunState
+from pipeline.legacy.extract import claim, claiming, count_sendable, free_rows, require_idle
+from pipeline.legacy.names import key_type
+from pipeline.settings import Settings
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.errors import FatalZohoError
+
+log = logging.getLogger(__name__)
+
+
+def price_claim(cur: Any, settings: Settings, kt: sql.Composable) -> ClaimChoice | None:
+    """:func:`choose_claim` on the sendable rows now, in the caller's claiming transaction.
+
+    Counts (up to ``FREE_COUNT_CAP``) the sendable rows and those ahead of the highest open
+    bulk batch: the rows the claim would really take.
+    """
+    free = free_rows(cur, settings, kt)
+    total = count_sendable(cur, settings, kt, free, cap=FREE_COUNT_CAP)
+    ahead = None
+    if free.highest is not None and total:
+        ahead = count_sendable(cur, settings, kt, free, after=free.highest, cap=FREE_COUNT_CAP)
+    after = None if free.highest is None else str(free.highest)
+    return choose_claim(total, settings.batch_size, ahead=ahead, after=after)
+
+
+def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
+    """Claim the run's next batch (≤ ``batch_size`` free pending rows, key order) → ``extracted``.
+
+    Inside the claim lock: does nothing if the run is not running or its in-flight window is
+    full; finishes the run (``done``) when nothing is left to claim and none of its batches is
+    unfinished. When the planner finds upserts cheaper for what is free (:func:`choose_claim`),
+    claims nothing and names the ``upsert`` step for the run instead (not for an interval run:
+    ``pipeline.interval`` has priced its rows and calls this step for the bulk part only).
+    """
+    with claiming(conn, settings) as kt, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT state, kind FROM {} WHERE id = %s").format(table(settings, "runs")),
+            (run_id,),
+        )
+        row = cur.fetchone()
+        if row is None or row[0] != RunState.RUNNING.value:
+            return Outcome(None, None, run_id=run_id, note="run is not running")
+        # an interval run priced its rows itself (pipeline.interval): it claims bulk only
+        priced = row[1] != RunKind.INTERVAL.value
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
+                table(settings, "batches"),
+                ledger.finished_states_sql(),
+            ),
+            (run_id,),
+        )
+        open_batches = int(cur.fetchone()[0])  # type: ignore[index]
+        if not window_has_room(open_batches, settings.batches_in_flight):
+            return Outcome(None, None, run_id=run_id, note="in-flight window is full")
+        choice = price_claim(cur, settings, kt) if priced else None
+        if choice is not None and choice.kind is BatchKind.REALTIME:
+            return Outcome(None, Step.UPSERT, run_id=run_id,
+                           note=f"upserts: {choice.plan.describe()}")  # fmt: skip
+        if choice is not None:  # exactly the rows it was priced on
+            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=choice.rows,
+                               run_id=run_id, after=choice.after)  # fmt: skip
+        else:  # unpriced (interval), or nothing sendable: rows that break a rule are held
+            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK,
+                               limit=settings.batch_size, run_id=run_id)  # fmt: skip
+        cur.execute(
+            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
+                table(settings, "runs")
+            ),
+            (run_id,),
+        )
+        if claimed is None:
+            if run_is_done(open_batches, claimed=False):
+                ledger.finish_run(conn, settings, run_id, RunState.DONE)
+                log.info("run %s done: nothing left to claim", run_id)
+                return Outcome(None, None, run_id=run_id, note="run done")
+            return Outcome(None, None, run_id=run_id, note="nothing free to claim")
+    log.info(
+        "batch %s claimed: %s rows, keys %s..%s",
+        claimed.batch_id, claimed.row_count, claimed.key_lo, claimed.key_hi,
+    )  # fmt: skip
+    more = window_has_room(open_batches + 1, settings.batches_in_flight)
+    return Outcome(claimed.batch_id, Step.RENDER, run_id=run_id, more=more)
+
+
+def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int) -> Outcome:
+    """Send the run's free rows by Upsert calls of 100, then hand on to the run's next claim.
+
+    Each call is one ``realtime`` batch of the run (``pipeline.upserts.send_batch``: claim,
+    upsert, version-checked marking, row errors, claims released), so ``run_progress`` and the
+    credit ledger count it. One step sends at most as many rows as were free when it began
+    (a row Zoho refused is free again at once and may ride along in the step's next call;
+    every attempt counts towards its quarantine), then hands back to EXTRACT, which prices
+    what is left again; it hands back at once if the planner finds a bulk job cheaper. A
+    call that fails fatally fails its batch (its rows stay pending); the run fails after
+    ``MAX_FAILED_BATCHES``.
+    """
+    started = time.monotonic()
+    require_idle(conn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT state FROM {} WHERE id = %s").format(table(settings, "runs")), (run_id,)
+        )
+        row = cur.fetchone()
+        if row is None or row[0] != RunState.RUNNING.value:
+            return Outcome(None, None, run_id=run_id, note="run is not running")
+        choice = price_claim(cur, settings, key_type(conn, settings))
+    if choice is None or choice.kind is BatchKind.BULK:
+        return Outcome(None, Step.EXTRACT, run_id=run_id, note="a bulk claim, or nothing")
+    results: list[upserts.BatchResult] = []
+    try:
+        while sum(r.sent for r in results) < choice.rows and len(results) < MAX_UPSERT_CALLS:
+            result = upserts.send_batch(conn, settings, client, run_id=run_id)
+            if result is None:
+                break
+            results.append(result)
+    except FatalZohoError as exc:  # send_batch failed the batch: its rows stay pending
+        log.error("run %s: an upsert call was refused: %s", run_id, exc)
+        with conn:
+            if fail_run_if_hopeless(conn, settings, run_id):
+                return Outcome(None, None, run_id=run_id, note="run failed")
+        return Outcome(None, Step.EXTRACT, run_id=run_id,
+                       countdown=step_retry_countdown(1), note="upsert refused")  # fmt: skip
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
+                table(settings, "runs")
+            ),
+            (run_id,),
+        )
+    log.info(
+        "run %s: %s upsert calls, sent %s / ok %s / refused %s (stale %s), credits %s, %.2f s",
+        run_id, len(results), sum(r.sent for r in results), sum(r.marked for r in results),
+        sum(r.refused for r in results), sum(r.stale for r in results),
+        sum(r.credits for r in results), time.monotonic() - started,
+    )  # fmt: skip
+    return Outcome(None, Step.EXTRACT, run_id=run_id, note=f"{len(results)} upsert calls")

@@ -1,0 +1,102 @@
+"""The initial sync's vocabulary and pure decisions: steps, outcomes, limits, back-off (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pipeline.ledger import BatchState
+from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
+
+CALLBACK_PREFIX = "/zoho/callback/"  # the web process's route (tasks.web.CALLBACK_PREFIX)
+FIRST_POLL = 0.25  # seconds before the first poll of a job; doubled each poll
+MAX_POLL = 60.0  # seconds: the longest wait between two polls
+CALLBACK_RECHECK = 30.0  # seconds between checks while waiting for a job's callback
+MAX_JOB_ATTEMPTS = 3  # jobs per batch (FAILED or refused) before the batch fails
+MAX_FAILED_BATCHES = 5  # failed batches before a run gives up
+BATCH_LOCK_CLASS = 0x05D0  # first key of the per-batch advisory lock (second: the batch id)
+BATCH_LOCK_TIMEOUT = "120s"
+MAX_STEP_ERRORS = 3  # fatal errors of one step (poll, reconcile) before the batch fails
+STEP_RETRY_COUNTDOWN = 1.0  # seconds before a step that hit a fatal error runs again; doubled
+MAX_UPSERT_CALLS = 100  # upsert calls one ``upsert`` step makes at most (then the next claim)
+# Free rows counted at most per claim: above this a bulk job is always the cheaper way.
+FREE_COUNT_CAP = BULK_JOB_MAX_ROWS + 1
+
+
+class Step(StrEnum):
+    """The six steps of a bulk batch, and the run's upsert step (task ``ordersync.<step>``)."""
+
+    EXTRACT = "extract"
+    RENDER = "render"
+    UPLOAD = "upload"
+    CREATE_JOB = "create_job"
+    POLL = "poll"
+    RECONCILE = "reconcile"
+    UPSERT = "upsert"  # a run's step, like EXTRACT: its free rows by Upsert calls
+
+
+# Steps that take the run id (the others take a batch id).
+RUN_STEPS = frozenset({Step.EXTRACT, Step.UPSERT})
+# The steps of a bulk batch, in order.
+BULK_STEPS = (Step.EXTRACT, Step.RENDER, Step.UPLOAD, Step.CREATE_JOB, Step.POLL, Step.RECONCILE)
+
+
+# The step that moves a batch on from each unfinished state.
+NEXT_STEP: dict[BatchState, Step] = {
+    BatchState.EXTRACTED: Step.RENDER,
+    BatchState.RENDERED: Step.UPLOAD,
+    BatchState.UPLOADED: Step.CREATE_JOB,
+    BatchState.JOB_CREATED: Step.POLL,
+    BatchState.JOB_DONE: Step.RECONCILE,
+}
+
+
+class RunInProgress(Exception):
+    """An initial sync is already running; ``run_id`` and ``summary`` (its progress) say which."""
+
+    def __init__(self, run_id: int, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(run_id, summary)
+        self.run_id = run_id
+        self.summary = dict(summary or {})
+
+    def __str__(self) -> str:
+        return f"initial sync run {self.run_id} is in progress"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step did and what should run next.
+
+    ``next_step`` EXTRACT and UPSERT are for ``run_id`` (claim the run's next batch, send its
+    free rows by upsert); any other step is for ``batch_id``; either after ``countdown``
+    seconds. ``more`` asks for one more EXTRACT of the run (the in-flight window has room).
+    None: nothing to send (done, or someone else carries on).
+    """
+
+    batch_id: int | None
+    next_step: Step | None
+    run_id: int | None = None
+    countdown: float = 0.0
+    more: bool = False
+    note: str = ""
+
+
+def poll_countdown(polls: int) -> float:
+    """Seconds before poll number ``polls + 1`` of a job: 0.25, 0.5, 1, 2, … capped at 60."""
+    return min(MAX_POLL, FIRST_POLL * 2 ** max(0, polls))
+
+
+def window_has_room(open_batches: int, batches_in_flight: int) -> bool:
+    """May the run claim another batch now?"""
+    return open_batches < batches_in_flight
+
+
+def run_is_done(open_batches: int, claimed: bool) -> bool:
+    """A run is done when nothing could be claimed and none of its batches is unfinished."""
+    return not claimed and open_batches == 0
+
+
+def step_retry_countdown(errors: int) -> float:
+    """Seconds before a step runs again after its ``errors``-th fatal error: 1, 2, 4, …"""
+    return STEP_RETRY_COUNTDOWN * 2 ** max(0, errors - 1)

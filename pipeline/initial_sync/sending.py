@@ -1,0 +1,185 @@
+"""A bulk batch on its way to Zoho: render the zip, upload it, create the job (never twice)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+from psycopg2.extras import Json
+
+from pipeline import ledger
+from pipeline.initial_sync.batch import (
+    advance,
+    after_finish,
+    batch_lock,
+    job_failed,
+    load,
+    nothing,
+    seconds_since,
+    set_fields,
+    table,
+    touch,
+)
+from pipeline.initial_sync.callbacks import (
+    fresh_token,
+    token_digest,
+)
+from pipeline.initial_sync.decisions import (
+    CALLBACK_PREFIX,
+    CALLBACK_RECHECK,
+    Outcome,
+    Step,
+    poll_countdown,
+)
+from pipeline.ledger import Batch, BatchState
+from pipeline.legacy.render import render_claimed, sha256_file
+from pipeline.settings import Settings
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.errors import AmbiguousJobCreation, FatalZohoError, ZohoError
+
+log = logging.getLogger(__name__)
+
+
+def zip_is_intact(batch: Batch) -> bool:
+    """Is the batch's zip on disk with the checksum recorded for it?"""
+    if not batch.zip_path or not batch.checksum:
+        return False
+    path = Path(batch.zip_path)
+    return path.is_file() and sha256_file(path) == batch.checksum
+
+
+def render(conn: Connection, settings: Settings, batch_id: int) -> Outcome:
+    """``extracted`` → ``rendered``: the zip on disk, its checksum and row count recorded."""
+    with batch_lock(conn, batch_id):
+        batch = load(conn, settings, batch_id)
+        if batch is None or batch.state is not BatchState.EXTRACTED:
+            return nothing(batch_id, batch and batch.state)
+        rendered = render_claimed(conn, settings, batch)
+        stats = {**batch.stats, "claimed": batch.row_count, "sent": rendered.row_count}
+        if rendered.row_count == 0:  # every claimed row changed since: they go in a later batch
+            ledger.transition(conn, settings, batch_id, batch.state, stats=stats)
+            ledger.finish_batch(conn, settings, batch_id, BatchState.RECONCILED)
+            conn.commit()
+            rendered.path.unlink(missing_ok=True)
+            return after_finish(batch, "no row left at its claimed version")
+        return advance(
+            conn, settings, batch, BatchState.EXTRACTED, BatchState.RENDERED, Step.UPLOAD,
+            zip_path=str(rendered.path), zip_bytes=rendered.zip_bytes, checksum=rendered.checksum,
+            stats=stats,
+        )  # fmt: skip
+
+
+def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int) -> Outcome:
+    """``rendered`` → ``uploaded`` with Zoho's ``file_id``. Never uploads a batch twice: the
+    file id is recorded with the state, and a batch past ``rendered`` is left alone.
+    """
+    with batch_lock(conn, batch_id):
+        batch = load(conn, settings, batch_id)
+        if batch is None or batch.state is not BatchState.RENDERED:
+            return nothing(batch_id, batch and batch.state)
+        if not zip_is_intact(batch):
+            log.warning("batch %s: zip missing or altered; rendering it again", batch_id)
+            rendered = render_claimed(conn, settings, batch)
+            set_fields(
+                conn, settings, batch_id, zip_path=str(rendered.path), zip_bytes=rendered.zip_bytes,
+                checksum=rendered.checksum, stats={**batch.stats, "sent": rendered.row_count},
+            )  # fmt: skip
+            conn.commit()
+            batch = load(conn, settings, batch_id)
+            assert batch is not None
+        try:
+            file_id = client.upload(
+                Path(batch.zip_path or ""), run_id=batch.run_id, batch_id=batch.id
+            )
+        except FatalZohoError as exc:  # refused (too large, bad file): count it like a job
+            return job_failed(conn, settings, batch, f"upload refused: {exc}")
+        return advance(
+            conn, settings, batch, BatchState.RENDERED, BatchState.UPLOADED, Step.CREATE_JOB,
+            file_id=file_id,
+        )  # fmt: skip
+
+
+def create_job(
+    conn: Connection,
+    settings: Settings,
+    client: ZohoClient,
+    batch_id: int,
+    *,
+    new_token: Any = None,
+) -> Outcome:
+    """``uploaded`` → ``job_created``: record the intent, create the job, record its id.
+
+    With a callback URL configured, the job calls back on ``<callback_url>/zoho/callback/<token>``
+    with a fresh token per attempt (``new_token()``; its digest is stored). An earlier intent
+    without a job id is waited on (callback) for ``settings.job_callback_wait`` seconds before a
+    new job is created.
+    """
+    with batch_lock(conn, batch_id):
+        batch = load(conn, settings, batch_id)
+        if batch is None or batch.state is not BatchState.UPLOADED:
+            return nothing(batch_id, batch and batch.state)
+        stats = dict(batch.stats)
+        if batch.job_requested_at is not None:
+            if batch.job_hint:  # a callback named a job: the poll step checks and takes it
+                return Outcome(batch_id, Step.POLL, run_id=batch.run_id, note="callback hint")
+            waited = seconds_since(batch.job_requested_at)
+            wait = settings.job_callback_wait if settings.zoho.callback_url else 0.0
+            if waited < wait:
+                touch(conn, settings, batch_id, stats)
+                conn.commit()
+                countdown = min(CALLBACK_RECHECK, wait - waited)
+                return Outcome(
+                    batch_id, Step.CREATE_JOB, run_id=batch.run_id, countdown=countdown,
+                    note="waiting for the job's callback",
+                )  # fmt: skip
+            stats["jobs_recreated"] = int(stats.get("jobs_recreated", 0)) + 1
+            log.warning(
+                "batch %s: no job id %.0f s after create-job was sent; creating the job again",
+                batch_id, waited,
+            )  # fmt: skip
+        token: str | None = None
+        callback_url: str | None = None
+        if settings.zoho.callback_url:
+            token = new_token() if new_token is not None else fresh_token()
+            callback_url = settings.zoho.callback_url.rstrip("/") + CALLBACK_PREFIX + token
+        with conn.cursor() as cur:  # the intent, committed before anything is sent
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET job_requested_at = now(), callback_digest = %s,"
+                    " job_hint = NULL, job_requests = job_requests + 1, stats = %s,"
+                    " updated_at = now() WHERE id = %s AND state = %s"
+                ).format(table(settings, "batches")),
+                (
+                    None if token is None else token_digest(token),
+                    Json(stats),
+                    batch_id,
+                    BatchState.UPLOADED.value,
+                ),
+            )
+        conn.commit()
+        try:
+            job_id = client.create_upsert_job(
+                batch.file_id or "", settings.mapping, callback_url=callback_url,
+                run_id=batch.run_id, batch_id=batch_id,
+            )  # fmt: skip
+        except AmbiguousJobCreation as exc:
+            log.warning("batch %s: %s; waiting for the job's callback", batch_id, exc)
+            wait = settings.job_callback_wait if callback_url else 0.0
+            return Outcome(batch_id, Step.CREATE_JOB, run_id=batch.run_id,
+                           countdown=min(CALLBACK_RECHECK, wait), note="ambiguous")  # fmt: skip
+        except FatalZohoError as exc:  # refused: no job exists
+            set_fields(conn, settings, batch_id, job_requested_at=None, callback_digest=None)
+            conn.commit()
+            return job_failed(conn, settings, batch, f"create-job refused: {exc}")
+        except ZohoError:  # transient and not sent (429, budget, no slot): no job exists
+            set_fields(conn, settings, batch_id, job_requested_at=None, callback_digest=None)
+            conn.commit()
+            raise
+        return advance(
+            conn, settings, batch, BatchState.UPLOADED, BatchState.JOB_CREATED, Step.POLL,
+            countdown=poll_countdown(0), job_id=job_id, job_hint=None,
+            stats={**stats, "polls": 0},
+        )  # fmt: skip

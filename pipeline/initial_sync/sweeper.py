@@ -1,0 +1,69 @@
+"""The sweeper's view: batches and runs that stopped moving."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg2 import sql
+
+from pipeline import ledger
+from pipeline.initial_sync.batch import (
+    table,
+)
+from pipeline.initial_sync.decisions import (
+    NEXT_STEP,
+    Step,
+)
+from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
+from pipeline.legacy.connection import transaction
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RUN_KINDS_SWEPT = (RunKind.INITIAL.value, RunKind.MANUAL.value, RunKind.INTERVAL.value)
+
+
+def stalled_batches(settings: Settings, older_than: float) -> list[tuple[int, Step]]:
+    """Unfinished bulk batches whose ``updated_at`` is older than ``older_than`` seconds, with
+    the step to re-run for each (by its state), oldest first.
+    """
+    with transaction(settings, "ordersync-sweeper") as cur:
+        cur.execute(
+            sql.SQL("SELECT id, state FROM {} WHERE kind = %s AND {} ORDER BY updated_at").format(
+                table(settings, "batches"), ledger.stuck_sql(older_than)
+            ),
+            (BatchKind.BULK.value,),
+        )
+        rows = cur.fetchall()
+    return [(int(batch_id), NEXT_STEP[BatchState(state)]) for batch_id, state in rows]
+
+
+def stalled_runs(settings: Settings, older_than: float) -> list[int]:
+    """Running bulk runs with room in their window and no claim for ``older_than`` seconds:
+    their chain of claims was lost (a worker died in extract, a message was lost).
+    """
+    with transaction(settings, "ordersync-sweeper") as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT r.id FROM {runs} r
+                   WHERE r.state = %s AND r.kind = ANY(%s)
+                     AND r.updated_at < now() - make_interval(secs => %s)
+                     AND (SELECT count(*) FROM {batches} b WHERE b.run_id = r.id
+                          AND b.state NOT IN ({finished})) < %s
+                     AND NOT EXISTS (SELECT 1 FROM {batches} b WHERE b.run_id = r.id
+                          AND b.updated_at >= now() - make_interval(secs => %s))
+                   ORDER BY r.id"""
+            ).format(
+                runs=table(settings, "runs"),
+                batches=table(settings, "batches"),
+                finished=ledger.finished_states_sql(),
+            ),
+            (
+                RunState.RUNNING.value,
+                list(_RUN_KINDS_SWEPT),
+                float(older_than),
+                settings.batches_in_flight,
+                float(older_than),
+            ),
+        )
+        return [int(r[0]) for r in cur.fetchall()]
