@@ -50,7 +50,7 @@ from kombu import Queue as KombuQueue
 
 from pipeline.settings import Settings, load_settings
 from tasks.base import MAX_COUNTDOWN, SOFT_TIME_LIMIT, TIME_LIMIT, OrdersyncTask
-from tasks.schedule import BEAT_SCHEDULE
+from tasks.schedule import BEAT_SCHEDULE, beat_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,7 @@ def celery_config(broker_url: str, options: CeleryOptions) -> dict[str, Any]:
         "task_default_exchange": options.queue_name(Queue.DB),
         "task_default_routing_key": options.queue_name(Queue.DB),
         "task_create_missing_queues": False,
-        "task_routes": {
-            name: {"queue": options.queue_name(q)} for name, q in ROUTES.items()
-        },
+        "task_routes": {name: {"queue": options.queue_name(q)} for name, q in ROUTES.items()},
         "control_exchange": options.name("celery"),
         "event_exchange": options.name("celeryev"),
         "timezone": "UTC",
@@ -200,9 +198,7 @@ def celery_config(broker_url: str, options: CeleryOptions) -> dict[str, Any]:
     }
 
 
-def create_app(
-    settings: Settings | None = None, options: CeleryOptions | None = None
-) -> Celery:
+def create_app(settings: Settings | None = None, options: CeleryOptions | None = None) -> Celery:
     """A configured Celery app. Tests build their own to send into an isolated namespace."""
     settings = load_settings() if settings is None else settings
     options = CeleryOptions.from_env() if options is None else options
@@ -216,7 +212,5 @@ def create_app(
         redbeat_key_prefix=":".join(filter(None, (options.namespace, "ordersync:redbeat"))),
         redbeat_lock_timeout=60,
     )
-    from tasks.ongoing import beat_schedule  # the sync mode's entries (imports no app)
-
     celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, **beat_schedule(settings)}
     return celery_app

@@ -23,15 +23,15 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 
 from pipeline import initial_sync as sync
-from pipeline.initial_sync import RUN_STEPS, Outcome, Step
+from pipeline.initial_sync import Outcome, Step
 from pipeline.legacy.connection import connect
 from pipeline.upserts import release_abandoned
 from tasks.app import app
 from tasks.base import worker_client, worker_settings
+from tasks.steps import TASK_NAMES, send_step
 
 logger = logging.getLogger(__name__)
 
-TASK_NAMES: dict[Step, str] = {step: f"ordersync.{step.value}" for step in Step}
 START = "ordersync.initial.start"
 SWEEP = "ordersync.sweep"
 
@@ -45,24 +45,13 @@ def _db() -> Iterator[Connection]:
         conn.close()
 
 
-def send_step(
-    step: Step, *, run_id: int | None = None, batch_id: int | None = None, countdown: float = 0.0
-) -> None:
-    """Send one step: EXTRACT and UPSERT take the run id, the others the batch id (and the run
-    id, when known, for the log lines only)."""
-    kwargs: dict[str, int | None] = {"run_id": run_id}
-    if step not in RUN_STEPS:
-        kwargs = {"batch_id": batch_id, **({"run_id": run_id} if run_id is not None else {})}
-    app.send_task(TASK_NAMES[step], kwargs=kwargs, countdown=countdown or None)
-
-
 def hand_on(outcome: Outcome) -> dict[str, Any]:
     """Send what the outcome names; a small dict for the task's result and logs."""
     if outcome.next_step is not None:
-        send_step(outcome.next_step, run_id=outcome.run_id, batch_id=outcome.batch_id,
+        send_step(app, outcome.next_step, run_id=outcome.run_id, batch_id=outcome.batch_id,
                   countdown=outcome.countdown)  # fmt: skip
     if outcome.more and outcome.run_id is not None:
-        send_step(Step.EXTRACT, run_id=outcome.run_id)
+        send_step(app, Step.EXTRACT, run_id=outcome.run_id)
     next_step = outcome.next_step.value if outcome.next_step else None
     return {"batch_id": outcome.batch_id, "next": next_step, "note": outcome.note}
 
@@ -132,9 +121,9 @@ def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     batches = sync.stalled_batches(settings, threshold)
     for batch_id, step in batches:
         logger.warning("batch %s stalled: re-enqueueing %s", batch_id, step)
-        send_step(step, batch_id=batch_id)
+        send_step(app, step, batch_id=batch_id)
     runs = sync.stalled_runs(settings, threshold)
     for run_id in runs:
         logger.warning("run %s stalled: re-enqueueing its next claim", run_id)
-        send_step(Step.EXTRACT, run_id=run_id)
+        send_step(app, Step.EXTRACT, run_id=run_id)
     return {"batches": [b for b, _ in batches], "runs": runs, "released": released}

@@ -22,47 +22,20 @@ from typing import Any
 
 import redis
 from celery import shared_task
-from celery.schedules import crontab
 
 from pipeline import interval, realtime
+from pipeline.initial_sync import Step
 from pipeline.realtime import Reason
-from pipeline.settings import Settings, SyncMode
+from pipeline.settings import Settings
 from tasks.base import OrdersyncTask, worker_client, worker_settings
+from tasks.schedule import INTERVAL_RUN, REALTIME_CHECK
+from tasks.steps import send_step
 
 logger = logging.getLogger(__name__)
 
-REALTIME_CHECK = "ordersync.realtime.check"
-INTERVAL_RUN = "ordersync.interval.run"
-# A missed interval run (beat or workers down) is dropped after this long; the next one comes.
-INTERVAL_EXPIRES = 3600
 # While an interval run asked for by a near-real-time check (a backlog cheaper by bulk) is on
 # its way, checks do not ask again.
 BACKLOG_REQUEST_TTL = 600
-
-
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The beat entries of ``settings.mode``: data, every entry with ``expires``."""
-    entries: dict[str, dict[str, Any]] = {}
-    if settings.mode in (SyncMode.REALTIME, SyncMode.BOTH):
-        entries[REALTIME_CHECK] = {
-            "task": REALTIME_CHECK,
-            "schedule": settings.realtime_check,
-            "options": {"expires": settings.realtime_check},
-        }
-    if settings.mode in (SyncMode.INTERVAL, SyncMode.BOTH):
-        minute, hour, day_of_month, month, day_of_week = settings.interval_crontab.split()
-        entries[INTERVAL_RUN] = {
-            "task": INTERVAL_RUN,
-            "schedule": crontab(
-                minute=minute,
-                hour=hour,
-                day_of_month=day_of_month,
-                month_of_year=month,
-                day_of_week=day_of_week,
-            ),
-            "options": {"expires": INTERVAL_EXPIRES},
-        }
-    return entries
 
 
 @shared_task(name=REALTIME_CHECK, base=OrdersyncTask, bind=True)
@@ -102,12 +75,9 @@ def _backlog_handled(settings: Settings) -> None:
 @shared_task(name=INTERVAL_RUN, base=OrdersyncTask, bind=True)
 def interval_run(self: OrdersyncTask) -> dict[str, Any]:
     """Plan and send every pending row: upserts here, bulk batches on to the initial-sync chain."""
-    from pipeline.initial_sync import Step
-    from tasks.initial import send_step  # imports tasks.app: not at module level
-
     settings = worker_settings()
     result = interval.run_interval(settings, worker_client())
     for batch_id in result.bulk_batches:
-        send_step(Step.RENDER, batch_id=batch_id)
+        send_step(self.app, Step.RENDER, batch_id=batch_id, run_id=result.run_id)
     _backlog_handled(settings)  # its rows are claimed: a later backlog may ask again
     return result.as_dict()

@@ -11,6 +11,13 @@ from typing import Any
 
 from celery.schedules import crontab
 
+from pipeline.settings import Settings, SyncMode
+
+REALTIME_CHECK = "ordersync.realtime.check"
+INTERVAL_RUN = "ordersync.interval.run"
+# A missed interval run (beat or workers down) is dropped after this long; the next one comes.
+INTERVAL_EXPIRES = 3600
+
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Re-enqueue the step of any bulk batch (and the claim chain of any run) that stopped moving
     # for ``settings.stall_after`` seconds: a worker died, a message was lost.
@@ -20,3 +27,28 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "options": {"expires": 50},
     },
 }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The beat entries of ``settings.mode``: data, every entry with ``expires``."""
+    entries: dict[str, dict[str, Any]] = {}
+    if settings.mode in (SyncMode.REALTIME, SyncMode.BOTH):
+        entries[REALTIME_CHECK] = {
+            "task": REALTIME_CHECK,
+            "schedule": settings.realtime_check,
+            "options": {"expires": settings.realtime_check},
+        }
+    if settings.mode in (SyncMode.INTERVAL, SyncMode.BOTH):
+        minute, hour, day_of_month, month, day_of_week = settings.interval_crontab.split()
+        entries[INTERVAL_RUN] = {
+            "task": INTERVAL_RUN,
+            "schedule": crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month,
+                day_of_week=day_of_week,
+            ),
+            "options": {"expires": INTERVAL_EXPIRES},
+        }
+    return entries

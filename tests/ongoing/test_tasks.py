@@ -10,7 +10,7 @@ from celery.schedules import crontab
 
 from pipeline.settings import Settings, SyncMode
 from tasks.config import CeleryOptions, create_app
-from tasks.ongoing import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
+from tasks.schedule import INTERVAL_RUN, REALTIME_CHECK, beat_schedule
 from tests.fixtures.celery import BeatProcess, WorkerFactory
 from tests.fixtures.sim_settings import sim_env
 from tests.ongoing.conftest import MAX_DELAY, Ongoing

@@ -27,7 +27,8 @@ from celery import Celery
 
 from pipeline.initial_sync import run_progress, start_initial_run
 from pipeline.settings import Settings
-from tasks.initial import START, TASK_NAMES
+from tasks.initial import START
+from tasks.steps import TASK_NAMES
 from tests.deploy.deployfiles import Process, free_port
 from tests.fixtures.celery import CeleryTestEnv, WorkerFactory
 from tests.ops.helpers import (
