@@ -102,14 +102,8 @@ def probe(
             raise psycopg2.OperationalError(f"probe {key}: injected transient failure {attempt}")
         if attempt <= polls:
             self.schedule_again(
-                poll_countdown,
-                dsn,
-                schema,
-                key,
-                polls=polls,
-                poll_countdown=poll_countdown,
-                run_id=run_id,
-                batch_id=batch_id,
+                poll_countdown, dsn, schema, key,
+                polls=polls, poll_countdown=poll_countdown, run_id=run_id, batch_id=batch_id,
             )
             cur.execute(
                 sql.SQL("UPDATE {} SET finished_at = clock_timestamp() WHERE n = %s").format(

@@ -256,7 +256,9 @@ class _QuietHandler(WSGIRequestHandler):
     """Access log through ``logging``, tokens redacted."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        logger.info("%s %s %s %s", self.address_string(), self.command, redact(self.path), code)
+        logger.info(
+            "%s %s %s %s", self.address_string(), self.command, redact(self.path), code
+        )
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         logger.info("%s %s", self.address_string(), redact(format % args))
