@@ -312,10 +312,6 @@ class ZohoClient:
         self._zgid = zgid
         return zgid
 
-    def org_call_pending(self) -> bool:
-        """Would the next upload first fetch the org id (one credit)? False once it is cached."""
-        return not (self._zgid or self.redis.exists(self._zgid_key))
-
     def upload(
         self, zip_path: Path | str, *, run_id: int | None = None, batch_id: int | None = None
     ) -> str:

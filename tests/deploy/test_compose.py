@@ -94,10 +94,8 @@ def _all_invocations(compose: dict[str, Any]) -> dict[tuple[str, ...], tuple[Inv
                 inv.help_argv, (Invocation(inv.help_argv, (), inv.description), set())
             )
             merged = tuple(sorted({*known_inv.options, *inv.options}))
-            found[inv.help_argv] = (
-                Invocation(inv.help_argv, merged, inv.description),
-                used_by | {name},
-            )
+            found[inv.help_argv] = (Invocation(inv.help_argv, merged, inv.description),
+                                    used_by | {name})
     return found
 
 

@@ -59,7 +59,9 @@ def test_flower_refuses_to_start_without_credentials(celery_env: CeleryTestEnv) 
 
 
 @pytest.mark.timeout(180)
-def test_flower_basic_auth_and_worker_metrics(celery_env: CeleryTestEnv, tmp_path: Path) -> None:
+def test_flower_basic_auth_and_worker_metrics(
+    celery_env: CeleryTestEnv, tmp_path: Path
+) -> None:
     credentials = active_env()["FLOWER_BASIC_AUTH"].split(",")[0]
     user, _, password = credentials.partition(":")
     port = free_port()
@@ -70,7 +72,9 @@ def test_flower_basic_auth_and_worker_metrics(celery_env: CeleryTestEnv, tmp_pat
         subprocess_env(celery_env.env(FLOWER_BASIC_AUTH=credentials)),
         tmp_path / "flower.log",
     )
-    worker = Process(_worker_argv(celery_env, hostname), celery_env.env(), tmp_path / "worker.log")
+    worker = Process(
+        _worker_argv(celery_env, hostname), celery_env.env(), tmp_path / "worker.log"
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -45,7 +45,9 @@ class ProbeDb:
 
     def effects(self, key: str) -> list[tuple[object, ...]]:
         """``(task_id, applied_at)`` rows of the effect (at most one by construction)."""
-        return self.query("SELECT task_id, applied_at FROM {s}.probe_effects WHERE key = %s", key)
+        return self.query(
+            "SELECT task_id, applied_at FROM {s}.probe_effects WHERE key = %s", key
+        )
 
 
 @pytest.fixture(scope="module")
@@ -59,5 +61,7 @@ def probe_db() -> Iterator[ProbeDb]:
     install_probe_tables(db.dsn, db.schema)
     yield db
     with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
     admin.close()

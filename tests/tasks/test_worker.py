@@ -85,7 +85,9 @@ def test_transient_errors_are_retried_with_backoff_up_to_max_retries(
     celery_worker: WorkerProcess, celery_sender: Celery, probe_db: ProbeDb
 ) -> None:
     flaky = celery_sender.send_task(PROBE, args=probe_db.args("flaky"), kwargs={"fail_times": 2})
-    broken = celery_sender.send_task(PROBE, args=probe_db.args("broken"), kwargs={"fail_times": 99})
+    broken = celery_sender.send_task(
+        PROBE, args=probe_db.args("broken"), kwargs={"fail_times": 99}
+    )
     fatal = celery_sender.send_task(
         PROBE, args=probe_db.args("fatal"), kwargs={"fail_times": 1, "fatal": True}
     )
@@ -182,7 +184,9 @@ def test_worker_killed_mid_task_redelivers_on_rabbitmq(
     env = make_celery_env(broker_url="amqp://guest:guest@127.0.0.1:5672//")
     sender = env.make_app()
     try:
-        _redelivery_after_sigkill(env, celery_worker_factory, sender, probe_db, gate, "killed-amqp")
+        _redelivery_after_sigkill(
+            env, celery_worker_factory, sender, probe_db, gate, "killed-amqp"
+        )
     finally:
         sender.close()
         cleanup_celery_env(env)

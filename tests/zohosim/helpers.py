@@ -14,48 +14,22 @@ import requests
 from zohosim.testing import SimProcess
 
 T = 10.0
-HEADER = [
-    "parent_id",
-    "Name",
-    "Customer_Name",
-    "Email",
-    "Order_Status",
-    "Amount",
-    "Currency_Code",
-    "Quantity",
-    "Order_Date",
-    "Shipped_At",
-    "Is_Gift",
-    "Notes",
-]
+HEADER = ["parent_id", "Name", "Customer_Name", "Email", "Order_Status", "Amount",
+          "Currency_Code", "Quantity", "Order_Date", "Shipped_At", "Is_Gift", "Notes"]
 FORMATS = {"Order_Date": "yyyy-MM-dd", "Shipped_At": "yyyy-MM-dd'T'HH:mm:ssXXX"}
 
 
 def order_row(i: int, **over: str) -> list[str]:
-    row = {
-        "parent_id": str(i),
-        "Name": f"SO-{i}",
-        "Customer_Name": f"Customer {i}",
-        "Email": f"c{i}@example.com",
-        "Order_Status": "Paid",
-        "Amount": f"{i}.50",
-        "Currency_Code": "USD",
-        "Quantity": "2",
-        "Order_Date": "2024-05-01",
-        "Shipped_At": "2024-05-02T10:00:00+05:30",
-        "Is_Gift": "false",
-        "Notes": "n",
-    }
+    row = {"parent_id": str(i), "Name": f"SO-{i}", "Customer_Name": f"Customer {i}",
+           "Email": f"c{i}@example.com", "Order_Status": "Paid", "Amount": f"{i}.50",
+           "Currency_Code": "USD", "Quantity": "2", "Order_Date": "2024-05-01",
+           "Shipped_At": "2024-05-02T10:00:00+05:30", "Is_Gift": "false", "Notes": "n"}
     row.update(over)
     return [row[h] for h in HEADER]
 
 
-def make_zip(
-    rows: Sequence[Sequence[str]],
-    header: Sequence[str] = HEADER,
-    name: str = "orders.csv",
-    delimiter: str = ",",
-) -> bytes:
+def make_zip(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER,
+             name: str = "orders.csv", delimiter: str = ",") -> bytes:
     text = io.StringIO()
     w = csv.writer(text, delimiter=delimiter, lineterminator="\n")
     w.writerow(header)
@@ -86,12 +60,9 @@ class Api:
         self._token: str | None = None
 
     def token_response(self, **params: str) -> requests.Response:
-        data = {
-            "grant_type": "refresh_token",
-            "client_id": self.sim.client_id,
-            "client_secret": self.sim.client_secret,
-            "refresh_token": self.sim.refresh_token,
-        }
+        data = {"grant_type": "refresh_token", "client_id": self.sim.client_id,
+                "client_secret": self.sim.client_secret,
+                "refresh_token": self.sim.refresh_token}
         data.update(params)
         return self.http.post(f"{self.base}/oauth/v2/token", data=data, timeout=T)
 
@@ -122,17 +93,12 @@ class Api:
     def upsert(self, records: list[dict[str, Any]], **body: Any) -> requests.Response:
         return self.post("/crm/v8/Orders/upsert", json={"data": records, **body})
 
-    def upload(
-        self,
-        data: bytes,
-        *,
-        feature: str = "bulk-write",
-        org: str | None = None,
-        filename: str = "orders.zip",
-        content_type: str | None = "application/zip",
-    ) -> requests.Response:
+    def upload(self, data: bytes, *, feature: str = "bulk-write", org: str | None = None,
+               filename: str = "orders.zip", content_type: str | None = "application/zip"
+               ) -> requests.Response:
         headers = self.headers(feature=feature, **{"X-CRM-ORG": org or self.sim.zgid})
-        part: tuple[Any, ...] = (filename, data, content_type) if content_type else (filename, data)
+        part: tuple[Any, ...] = (filename, data, content_type) if content_type else (filename,
+                                                                                     data)
         return self.post("/crm/v8/upload", headers=headers, files={"file": part})
 
     def file_id(self, data: bytes) -> str:
@@ -140,20 +106,13 @@ class Api:
         assert r.status_code == 200, r.text
         return str(r.json()["details"]["file_id"])
 
-    def job_body(
-        self,
-        file_id: str,
-        operation: str = "upsert",
-        find_by: str | None = "parent_id",
-        field_mappings: list[dict[str, Any]] | None = None,
-        **top: Any,
-    ) -> dict[str, Any]:
-        res: dict[str, Any] = {
-            "type": "data",
-            "module": {"api_name": "Orders"},
-            "file_id": file_id,
-            "field_mappings": mappings() if field_mappings is None else field_mappings,
-        }
+    def job_body(self, file_id: str, operation: str = "upsert", find_by: str | None = "parent_id",
+                 field_mappings: list[dict[str, Any]] | None = None, **top: Any
+                 ) -> dict[str, Any]:
+        res: dict[str, Any] = {"type": "data", "module": {"api_name": "Orders"},
+                               "file_id": file_id,
+                               "field_mappings": mappings() if field_mappings is None
+                               else field_mappings}
         if find_by is not None:
             res["find_by"] = find_by
         return {"operation": operation, "resource": [res], **top}

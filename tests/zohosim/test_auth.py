@@ -23,12 +23,8 @@ def test_refresh_grant_form_body(api: Api, zohosim: SimProcess) -> None:
 
 
 def test_refresh_grant_query_string(api: Api, zohosim: SimProcess) -> None:
-    params = {
-        "grant_type": "refresh_token",
-        "client_id": zohosim.client_id,
-        "client_secret": zohosim.client_secret,
-        "refresh_token": zohosim.refresh_token,
-    }
+    params = {"grant_type": "refresh_token", "client_id": zohosim.client_id,
+              "client_secret": zohosim.client_secret, "refresh_token": zohosim.refresh_token}
     r = requests.post(f"{zohosim.base_url}/oauth/v2/token", params=params, timeout=T)
     assert "access_token" in r.json()
 
@@ -59,7 +55,7 @@ def test_refresh_throttle(api: Api, zohosim: SimProcess) -> None:
     assert r.status_code == 200
     assert r.json() == {
         "error_description": "You have made too many requests continuously. "
-        "Please try again after some time.",
+                             "Please try again after some time.",
         "error": "Access Denied",
         "status": "failure",
     }
@@ -86,30 +82,18 @@ def test_sixteenth_token_invalidates_the_oldest(api: Api, zohosim: SimProcess) -
 
 
 def test_missing_or_garbled_header(api: Api) -> None:
-    for headers in (
-        {},
-        {"Authorization": "Bearer abc"},
-        {"Authorization": "Zoho-oauthtoken "},
-        {"Authorization": "garbage"},
-    ):
+    for headers in ({}, {"Authorization": "Bearer abc"}, {"Authorization": "Zoho-oauthtoken "},
+                    {"Authorization": "garbage"}):
         r = api.get("/crm/v8/org", headers=headers)
         assert error(r) == (401, "AUTHENTICATION_FAILURE")
-        assert r.json() == {
-            "code": "AUTHENTICATION_FAILURE",
-            "details": {},
-            "message": "Authentication failed",
-            "status": "error",
-        }
+        assert r.json() == {"code": "AUTHENTICATION_FAILURE", "details": {},
+                            "message": "Authentication failed", "status": "error"}
 
 
 def test_unknown_token(api: Api) -> None:
     r = api.get("/crm/v8/org", headers={"Authorization": "Zoho-oauthtoken 1000.nope.nope"})
-    assert r.json() == {
-        "code": "INVALID_TOKEN",
-        "details": {},
-        "message": "invalid oauth token",
-        "status": "error",
-    }
+    assert r.json() == {"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token",
+                        "status": "error"}
     assert r.status_code == 401
 
 
@@ -126,12 +110,8 @@ def test_invalidate_all_tokens(api: Api, zohosim: SimProcess) -> None:
     assert api.get("/crm/v8/org").status_code == 200
     zohosim.admin.invalidate_tokens()
     assert error(api.get("/crm/v8/org")) == (401, "INVALID_TOKEN")
-    assert (
-        api.get(
-            "/crm/v8/org", headers={"Authorization": f"Zoho-oauthtoken {api.new_token()}"}
-        ).status_code
-        == 200
-    )
+    assert api.get("/crm/v8/org", headers={
+        "Authorization": f"Zoho-oauthtoken {api.new_token()}"}).status_code == 200
 
 
 def test_auth_failures_are_not_charged(api: Api, zohosim: SimProcess) -> None:
@@ -149,16 +129,9 @@ def test_current_user(api: Api) -> None:
 
 def test_api_domain_follows_the_host_the_client_used(zohosim: SimProcess) -> None:
     port = zohosim.base_url.rsplit(":", 1)[1]
-    r = requests.post(
-        f"http://localhost:{port}/oauth/v2/token",
-        timeout=T,
-        data={
-            "grant_type": "refresh_token",
-            "client_id": zohosim.client_id,
-            "client_secret": zohosim.client_secret,
-            "refresh_token": zohosim.refresh_token,
-        },
-    )
+    r = requests.post(f"http://localhost:{port}/oauth/v2/token", timeout=T, data={
+        "grant_type": "refresh_token", "client_id": zohosim.client_id,
+        "client_secret": zohosim.client_secret, "refresh_token": zohosim.refresh_token})
     assert r.json()["api_domain"] == f"http://localhost:{port}"
 
 
@@ -166,8 +139,7 @@ def test_revoke_refresh_token(api: Api, zohosim: SimProcess) -> None:
     assert api.get("/crm/v8/org").status_code == 200
     url = f"{zohosim.base_url}/oauth/v2/token/revoke"
     assert requests.post(url, params={"token": "1000.other"}, timeout=T).json() == {
-        "error": "invalid_token"
-    }
+        "error": "invalid_token"}
     r = requests.post(url, params={"token": zohosim.refresh_token}, timeout=T)
     assert (r.status_code, r.json()) == (200, {"status": "success"})
     assert error(api.get("/crm/v8/org")) == (401, "INVALID_TOKEN")
@@ -177,16 +149,13 @@ def test_revoke_refresh_token(api: Api, zohosim: SimProcess) -> None:
 
 
 def test_legacy_expiry_and_expired_token_code_switches(api: Api, zohosim: SimProcess) -> None:
-    zohosim.admin.configure(
-        token_expiry_legacy=True, token_ttl=1, expired_token_code="AUTHENTICATION_FAILURE"
-    )
+    zohosim.admin.configure(token_expiry_legacy=True, token_ttl=1,
+                            expired_token_code="AUTHENTICATION_FAILURE")
     body = api.token_response().json()
     assert (body["expires_in"], body["expires_in_sec"]) == (1000, 1)
     h = {"Authorization": f"Zoho-oauthtoken {body['access_token']}"}
     time.sleep(1.2)
     assert error(api.get("/crm/v8/org", headers=h)) == (401, "AUTHENTICATION_FAILURE")
     # an unknown token is still INVALID_TOKEN
-    assert error(api.get("/crm/v8/org", headers={"Authorization": "Zoho-oauthtoken 1000.x"})) == (
-        401,
-        "INVALID_TOKEN",
-    )
+    assert error(api.get("/crm/v8/org", headers={"Authorization": "Zoho-oauthtoken 1000.x"})
+                 ) == (401, "INVALID_TOKEN")

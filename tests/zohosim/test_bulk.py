@@ -27,10 +27,7 @@ def test_upload_success(api: Api) -> None:
     assert r.headers["Content-Type"] == "application/json"
     body = r.json()
     assert (body["status"], body["code"], body["message"]) == (
-        "success",
-        "FILE_UPLOAD_SUCCESS",
-        "file uploaded.",
-    )
+        "success", "FILE_UPLOAD_SUCCESS", "file uploaded.")
     assert isinstance(body["details"]["file_id"], str)
     assert body["details"]["file_id"].isdigit()
     assert body["details"]["created_time"]
@@ -48,18 +45,14 @@ def test_upload_header_errors(api: Api) -> None:
         r = api.upload(data, **kw)
         assert r.status_code == 400
         assert r.json()["x-error"] == "check if headers [feature, X-CRM-ORG] are present and valid"
-    r = api.post(
-        "/crm/v8/upload", headers=api.headers(feature="bulk-write"), files={"file": ("a.zip", data)}
-    )
+    r = api.post("/crm/v8/upload", headers=api.headers(feature="bulk-write"),
+                 files={"file": ("a.zip", data)})
     assert r.status_code == 400
     r = api.upload(data, feature="bulk-read")
     assert r.status_code == 200  # as captured from Zoho: clients must read `status`
-    assert r.json() == {
-        "status": "error",
-        "code": "NOT_SUPPORTED_FEATURE",
-        "message": "Feature is not supported",
-        "details": {"created_time": "1970-01-01T00:00:00+00:00"},
-    }
+    assert r.json() == {"status": "error", "code": "NOT_SUPPORTED_FEATURE",
+                        "message": "Feature is not supported",
+                        "details": {"created_time": "1970-01-01T00:00:00+00:00"}}
 
 
 def test_upload_content_errors(api: Api) -> None:
@@ -67,11 +60,9 @@ def test_upload_content_errors(api: Api) -> None:
     assert error(r) == (400, "INVALID_FILE_FORMAT")
     assert r.json()["message"] == "invalid file format. only zip format is supported"
     assert "created_time" in r.json()["details"]
-    r = api.post(
-        "/crm/v8/upload",
-        headers=api.headers(feature="bulk-write", **{"X-CRM-ORG": api.sim.zgid}),
-        files={"other": ("a.zip", make_zip([order_row(1)]))},
-    )
+    r = api.post("/crm/v8/upload", headers=api.headers(feature="bulk-write",
+                                                        **{"X-CRM-ORG": api.sim.zgid}),
+                 files={"other": ("a.zip", make_zip([order_row(1)]))})
     assert error(r) == (400, "MANDATORY_NOT_FOUND")
     wide = make_zip([["v"] * 201], header=[f"c{i}" for i in range(201)])
     assert error(api.upload(wide)) == (400, "HEADER_LIMIT_EXCEEDED")
@@ -104,7 +95,6 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             target[int(last)] = value
         else:
             target[last] = value
-
     return mutate
 
 
@@ -112,12 +102,8 @@ _DELETE = object()
 CREATE_ERRORS = [
     ("operation", _DELETE, "MANDATORY_NOT_FOUND", {"api_name": "operation"}),
     ("operation", "merge", "INVALID_DATA", {"api_name": "operation"}),
-    (
-        "callback",
-        {"url": "http://x.example/cb", "method": "get"},
-        "INVALID_CALLBACK_METHOD",
-        {"supported_callback_methods": ["post"]},
-    ),
+    ("callback", {"url": "http://x.example/cb", "method": "get"}, "INVALID_CALLBACK_METHOD",
+     {"supported_callback_methods": ["post"]}),
     ("callback", {"method": "post"}, "MANDATORY_NOT_FOUND", {"api_name": "url"}),
     ("resource", _DELETE, "MANDATORY_NOT_FOUND", {"api_name": "resource"}),
     ("resource", [], "INVALID_DATA", {"api_name": "resource"}),
@@ -130,39 +116,23 @@ CREATE_ERRORS = [
     ("resource.0.find_by", _DELETE, "MANDATORY_NOT_FOUND", {"api_name": "find_by"}),
     ("resource.0.find_by", "Customer_Name", "INVALID_DATA", {"api_name": "find_by"}),
     ("resource.0.field_mappings.0.api_name", "Bogus", "INVALID_FIELD", {"api_name": "Bogus"}),
-    (
-        "resource.0.field_mappings.0.api_name",
-        _DELETE,
-        "MANDATORY_NOT_FOUND",
-        {"api_name": "api_name"},
-    ),
+    ("resource.0.field_mappings.0.api_name", _DELETE, "MANDATORY_NOT_FOUND",
+     {"api_name": "api_name"}),
     ("resource.0.field_mappings.0.index", _DELETE, "MANDATORY_NOT_FOUND", {"api_name": "index"}),
     ("resource.0.field_mappings.0.index", -1, "COLUMN_INDEX_NOT_FOUND", {}),
     ("resource.0.field_mappings.0.index", 99, "COLUMN_INDEX_NOT_FOUND", {}),
-    (
-        "resource.0.field_mappings.8.format",
-        "yyyy-MM-dd HH:mm",
-        "INVALID_FORMAT",
-        {"api_name": "Order_Date"},
-    ),
+    ("resource.0.field_mappings.8.format", "yyyy-MM-dd HH:mm", "INVALID_FORMAT",
+     {"api_name": "Order_Date"}),
     ("resource.0.field_mappings.9.format", "qqq", "INVALID_FORMAT", {"api_name": "Shipped_At"}),
-    (
-        "resource.0.field_mappings.1",
-        {"api_name": "Notes", "index": 11},
-        "MANDATORY_FIELDS_NOT_MAPPED",
-        {},
-    ),
+    ("resource.0.field_mappings.1", {"api_name": "Notes", "index": 11},
+     "MANDATORY_FIELDS_NOT_MAPPED", {}),
 ]
 
 
-@pytest.mark.parametrize(
-    ("path", "value", "code", "details"),
-    CREATE_ERRORS,
-    ids=[f"{c[0]}={c[2]}" for c in CREATE_ERRORS],
-)
-def test_create_job_errors(
-    api: Api, zohosim: SimProcess, path: str, value: Any, code: str, details: dict[str, Any]
-) -> None:
+@pytest.mark.parametrize(("path", "value", "code", "details"), CREATE_ERRORS,
+                         ids=[f"{c[0]}={c[2]}" for c in CREATE_ERRORS])
+def test_create_job_errors(api: Api, zohosim: SimProcess, path: str, value: Any, code: str,
+                           details: dict[str, Any]) -> None:
     body = api.job_body(api.file_id(make_zip([order_row(1)])))
     _set(path, value if value is _DELETE else copy.deepcopy(value))(body)
     r = api.create_job(body)
@@ -178,38 +148,19 @@ def test_create_job_more_errors(api: Api) -> None:
     assert error(api.post("/crm/bulk/v8/write", data=b"not json")) == (400, "INVALID_DATA")
     too_many = [{"api_name": "Notes", "index": 0}] * 201
     assert error(api.create_job(api.job_body(fid, field_mappings=too_many))) == (
-        400,
-        "HEADER_LIMIT_EXCEEDED",
-    )
+        400, "HEADER_LIMIT_EXCEEDED")
     two = io.BytesIO()
     with zipfile.ZipFile(two, "w") as zf:
         zf.writestr("a.csv", "Name\nx\n")
         zf.writestr("b.csv", "Name\ny\n")
     fid2 = api.file_id(two.getvalue())
-    assert error(
-        api.create_job(
-            api.job_body(
-                fid2,
-                find_by=None,
-                operation="insert",
-                field_mappings=[{"api_name": "Name", "index": 0}],
-            )
-        )
-    ) == (400, "FILE_NOT_SUPPORTED")
+    assert error(api.create_job(api.job_body(fid2, find_by=None, operation="insert",
+                                             field_mappings=[{"api_name": "Name", "index": 0}]))
+                 ) == (400, "FILE_NOT_SUPPORTED")
     # update needs no mandatory mapping; insert needs no find_by
-    assert (
-        api.create_job(
-            api.job_body(
-                fid,
-                operation="update",
-                field_mappings=[
-                    {"api_name": "parent_id", "index": 0},
-                    {"api_name": "Notes", "index": 11},
-                ],
-            )
-        ).status_code
-        == 201
-    )
+    assert api.create_job(api.job_body(fid, operation="update", field_mappings=[
+        {"api_name": "parent_id", "index": 0}, {"api_name": "Notes", "index": 11}])
+    ).status_code == 201
     assert api.create_job(api.job_body(fid, operation="insert", find_by=None)).status_code == 201
     assert error(api.get("/crm/bulk/v8/write/5725767000000000042")) == (404, "RESOURCE_NOT_FOUND")
 
@@ -219,21 +170,13 @@ def test_create_job_more_errors(api: Api) -> None:
 
 def test_upsert_job_end_to_end(api: Api, zohosim: SimProcess) -> None:
     api.upsert([{"Name": "SO-old", "parent_id": "2", "Notes": "keep"}])
-    rows = [
-        order_row(1),
-        order_row(2, Notes=""),
-        order_row(3, Email="bad", Amount="x"),
-        order_row(4, Name=""),
-        order_row(5, Order_Status="Lost", Order_Date="2024-13-01"),
-    ]
+    rows = [order_row(1), order_row(2, Notes=""), order_row(3, Email="bad", Amount="x"),
+            order_row(4, Name=""), order_row(5, Order_Status="Lost", Order_Date="2024-13-01")]
     r = api.create_job(api.job_body(api.file_id(make_zip(rows)), ignore_empty=True))
     assert r.status_code == 201
     created = r.json()
     assert (created["status"], created["code"], created["message"]) == (
-        "success",
-        "SUCCESS",
-        "success",
-    )
+        "success", "SUCCESS", "success")
     job_id = created["details"]["id"]
     assert job_id.isdigit()
     job = api.wait_job(job_id)
@@ -245,22 +188,11 @@ def test_upsert_job_end_to_end(api: Api, zohosim: SimProcess) -> None:
     assert res["status"] == res["code"] == "COMPLETED"
     assert res["module"] == {"id": res["module"]["id"], "api_name": "Orders"}
     assert res["module"]["id"].isdigit()
-    assert res["file"] == {
-        "status": "COMPLETED",
-        "name": "orders.csv",
-        "added_count": 1,
-        "skipped_count": 3,
-        "updated_count": 1,
-        "total_count": 5,
-    }
-    assert res["field_mappings"][0] == {
-        "api_name": "parent_id",
-        "index": 0,
-        "format": None,
-        "find_by": None,
-        "module": None,
-        "default_value": None,
-    }
+    assert res["file"] == {"status": "COMPLETED", "name": "orders.csv", "added_count": 1,
+                           "skipped_count": 3, "updated_count": 1, "total_count": 5}
+    assert res["field_mappings"][0] == {"api_name": "parent_id", "index": 0, "format": None,
+                                        "find_by": None, "module": None,
+                                        "default_value": None}
     assert res["field_mappings"][8]["format"] == "yyyy-MM-dd"
     url = job["result"]["download_url"]
     assert url == (f"{zohosim.base_url}/v8/crm/{zohosim.zgid}/bulk-write/{job_id}/{job_id}.zip")
@@ -269,7 +201,8 @@ def test_upsert_job_end_to_end(api: Api, zohosim: SimProcess) -> None:
     assert f'filename="{job_id}.zip"' in r.headers["Content-Disposition"]
     name, out = api.result_rows(job)
     assert name == "Orders-orders.csv"
-    assert list(out[0]) == ["parent_id", "Name", "Customer_Name", "STATUS", "RECORD_ID", "ERRORS"]
+    assert list(out[0]) == ["parent_id", "Name", "Customer_Name", "STATUS", "RECORD_ID",
+                            "ERRORS"]
     assert [(o["parent_id"], o["STATUS"], o["ERRORS"]) for o in out] == [
         ("1", "ADDED", ""),
         ("2", "UPDATED", ""),
@@ -299,10 +232,8 @@ def test_insert_with_find_by_skips_matches(api: Api) -> None:
     job = api.run_job([order_row(1), order_row(2)], operation="insert")
     assert job["resource"][0]["file"]["added_count"] == 1
     _name, out = api.result_rows(job)
-    assert [(o["STATUS"], o["ERRORS"]) for o in out] == [
-        ("SKIPPED", "DUPLICATE_DATA-parent_id"),
-        ("ADDED", ""),
-    ]
+    assert [(o["STATUS"], o["ERRORS"]) for o in out] == [("SKIPPED", "DUPLICATE_DATA-parent_id"),
+                                                       ("ADDED", "")]
 
 
 def test_update_never_creates(api: Api, zohosim: SimProcess) -> None:
@@ -310,9 +241,7 @@ def test_update_never_creates(api: Api, zohosim: SimProcess) -> None:
     job = api.run_job([order_row(1, Notes="new"), order_row(2)], operation="update")
     _name, out = api.result_rows(job)
     assert [(o["STATUS"], o["ERRORS"]) for o in out] == [
-        ("UPDATED", ""),
-        ("SKIPPED", "RESOURCE_NOT_FOUND-parent_id"),
-    ]
+        ("UPDATED", ""), ("SKIPPED", "RESOURCE_NOT_FOUND-parent_id")]
     assert len(zohosim.admin.records()) == 1
 
 
@@ -327,14 +256,11 @@ def test_other_formats_and_default_value(api: Api, zohosim: SimProcess) -> None:
     header = ["parent_id", "Name", "Order_Date", "Shipped_At", "Order_Status"]
     rows = [["1", "SO-1", "05/31/2024", "31.05.2024 13:45", ""]]
     fid = api.file_id(make_zip(rows, header=header, delimiter=";"))
-    fm = [
-        {"api_name": "parent_id", "index": 0},
-        {"api_name": "Name", "index": 1},
-        {"api_name": "Order_Date", "index": 2, "format": "MM/dd/yyyy"},
-        {"api_name": "Shipped_At", "index": 3, "format": "dd.MM.yyyy HH:mm"},
-        {"api_name": "Order_Status", "index": 4, "default_value": {"value": "New"}},
-        {"api_name": "Currency_Code", "default_value": {"value": "GBP"}},
-    ]
+    fm = [{"api_name": "parent_id", "index": 0}, {"api_name": "Name", "index": 1},
+          {"api_name": "Order_Date", "index": 2, "format": "MM/dd/yyyy"},
+          {"api_name": "Shipped_At", "index": 3, "format": "dd.MM.yyyy HH:mm"},
+          {"api_name": "Order_Status", "index": 4, "default_value": {"value": "New"}},
+          {"api_name": "Currency_Code", "default_value": {"value": "GBP"}}]
     r = api.create_job(api.job_body(fid, field_mappings=fm))
     job = api.wait_job(r.json()["details"]["id"])
     assert job["resource"][0]["file"]["added_count"] == 1
@@ -370,9 +296,7 @@ def test_download_needs_auth_and_a_finished_job(api: Api, zohosim: SimProcess) -
     assert error(requests.get(url, timeout=10)) == (401, "AUTHENTICATION_FAILURE")
     bogus = url.replace(job["id"], "5725767000000000042")
     assert error(api.http.get(bogus, headers=api.headers(), timeout=10)) == (
-        404,
-        "RESOURCE_NOT_FOUND",
-    )
+        404, "RESOURCE_NOT_FOUND")
 
 
 def test_relative_download_url(api: Api, zohosim: SimProcess) -> None:
@@ -399,9 +323,8 @@ def test_fail_next_job(api: Api, zohosim: SimProcess) -> None:
 
 @pytest.mark.parametrize("spelling", ["IN PROGRESS", "INPROGRESS"])
 def test_status_progression(api: Api, zohosim: SimProcess, spelling: str) -> None:
-    zohosim.admin.configure(
-        job_rows_per_second=100, job_queue_seconds=1.0, status_spelling=spelling
-    )
+    zohosim.admin.configure(job_rows_per_second=100, job_queue_seconds=1.0,
+                            status_spelling=spelling)
     fid = api.file_id(make_zip([order_row(i) for i in range(100)]))
     job_id = api.create_job(api.job_body(fid)).json()["details"]["id"]
     seen: list[dict[str, Any]] = []
@@ -435,12 +358,8 @@ def callback_server() -> Iterator[tuple[str, list[dict[str, Any]], threading.Eve
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             n = int(self.headers["Content-Length"])
-            received.append(
-                {
-                    "content_type": self.headers["Content-Type"],
-                    "body": json.loads(self.rfile.read(n)),
-                }
-            )
+            received.append({"content_type": self.headers["Content-Type"],
+                             "body": json.loads(self.rfile.read(n))})
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -460,9 +379,9 @@ def callback_server() -> Iterator[tuple[str, list[dict[str, Any]], threading.Eve
         t.join(5)
 
 
-def test_callback_posts_job_details(
-    api: Api, callback_server: tuple[str, list[dict[str, Any]], threading.Event]
-) -> None:
+def test_callback_posts_job_details(api: Api,
+                                    callback_server: tuple[str, list[dict[str, Any]],
+                                                           threading.Event]) -> None:
     url, received, got = callback_server
     fid = api.file_id(make_zip([order_row(1)]))
     body = api.job_body(fid, callback={"url": url, "method": "post"})
@@ -501,11 +420,8 @@ def test_character_encoding(api: Api, zohosim: SimProcess) -> None:
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("orders.csv", text)
     fid = api.file_id(buf.getvalue())
-    fm = [
-        {"api_name": "parent_id", "index": 0},
-        {"api_name": "Name", "index": 1},
-        {"api_name": "Customer_Name", "index": 2},
-    ]
+    fm = [{"api_name": "parent_id", "index": 0}, {"api_name": "Name", "index": 1},
+          {"api_name": "Customer_Name", "index": 2}]
     body = api.job_body(fid, field_mappings=fm, character_encoding="windows-1252")
     job = api.wait_job(api.create_job(body).json()["details"]["id"])
     assert job["character_encoding"] == "windows-1252"
@@ -525,7 +441,4 @@ def test_upload_errors_with_http_200_switch(api: Api, zohosim: SimProcess) -> No
     zohosim.admin.configure(upload_errors_http_200=True)
     r = api.upload(b"not a zip", filename="x.csv", content_type="text/csv")
     assert (r.status_code, r.json()["status"], r.json()["code"]) == (
-        200,
-        "error",
-        "INVALID_FILE_FORMAT",
-    )
+        200, "error", "INVALID_FILE_FORMAT")

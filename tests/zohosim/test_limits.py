@@ -75,9 +75,8 @@ def test_credit_costs_are_configurable(api: Api, zohosim: SimProcess) -> None:
     api.get("/crm/v8/org")
     api.get("/crm/bulk/v8/write/5725767000000000042")  # 404: not charged
     assert zohosim.admin.credits()["used_24h"] == 0
-    job_id = api.create_job(api.job_body(api.file_id(make_zip([order_row(1)])))).json()["details"][
-        "id"
-    ]
+    job_id = api.create_job(api.job_body(api.file_id(make_zip([order_row(1)])))
+                            ).json()["details"]["id"]
     api.wait_job(job_id)
     assert zohosim.admin.credits()["by_api"]["bulk_get"] >= 2
 
@@ -107,25 +106,15 @@ def test_concurrency_limit(api: Api, zohosim: SimProcess) -> None:
 def test_sub_concurrency_counts_big_upserts_only(api: Api, zohosim: SimProcess) -> None:
     zohosim.admin.configure(sub_concurrency=2, latency_ms=600)
     big = [{"Name": f"SO-{i}", "parent_id": str(i)} for i in range(11)]
-    rs = _many(
-        api,
-        5,
-        lambda s, h: s.post(
-            f"{api.base}/crm/v8/Orders/upsert", json={"data": big}, headers=h, timeout=10
-        ),
-    )
+    rs = _many(api, 5, lambda s, h: s.post(f"{api.base}/crm/v8/Orders/upsert",
+                                           json={"data": big}, headers=h, timeout=10))
     codes = [r.status_code for r in rs]
     assert codes.count(429) >= 1
     assert 1 <= codes.count(200) <= 5
     assert zohosim.admin.requests()["max_concurrent_sub"] == 2
     small = big[:10]
-    rs = _many(
-        api,
-        5,
-        lambda s, h: s.post(
-            f"{api.base}/crm/v8/Orders/upsert", json={"data": small}, headers=h, timeout=10
-        ),
-    )
+    rs = _many(api, 5, lambda s, h: s.post(f"{api.base}/crm/v8/Orders/upsert",
+                                           json={"data": small}, headers=h, timeout=10))
     assert [r.status_code for r in rs] == [200] * 5
 
 
@@ -137,22 +126,15 @@ def test_request_log(api: Api, zohosim: SimProcess) -> None:
     (tok, org) = log["requests"]
     assert tok["api"] == "token"
     assert (org["api"], org["method"], org["path"], org["status"]) == (
-        "org",
-        "GET",
-        "/crm/v8/org",
-        200,
-    )
+        "org", "GET", "/crm/v8/org", 200)
     assert org["end"] - org["start"] >= 0.05
     assert log["max_concurrent"] == 1
 
 
-@pytest.mark.parametrize(
-    ("kind", "status", "code"),
-    [("500", 500, "INTERNAL_ERROR"), ("503", 503, None), ("429", 429, "TOO_MANY_REQUESTS")],
-)
-def test_error_faults(
-    api: Api, zohosim: SimProcess, kind: str, status: int, code: str | None
-) -> None:
+@pytest.mark.parametrize(("kind", "status", "code"), [
+    ("500", 500, "INTERNAL_ERROR"), ("503", 503, None), ("429", 429, "TOO_MANY_REQUESTS")])
+def test_error_faults(api: Api, zohosim: SimProcess, kind: str, status: int,
+                      code: str | None) -> None:
     api.get("/crm/v8/org")
     zohosim.admin.fault("org", kind, count=2)
     for _ in range(2):
@@ -216,20 +198,12 @@ def test_admin_validation(zohosim: SimProcess) -> None:
 
 def test_config_round_trip(zohosim: SimProcess) -> None:
     cfg = zohosim.admin.config()
-    for key in (
-        "token_ttl",
-        "refresh_limit",
-        "max_live_tokens",
-        "credit_limit",
-        "concurrency",
-        "sub_concurrency",
-        "job_rows_per_second",
-        "status_spelling",
-        "download_url_style",
-        "latency_ms",
-    ):
+    for key in ("token_ttl", "refresh_limit", "max_live_tokens", "credit_limit", "concurrency",
+                "sub_concurrency", "job_rows_per_second", "status_spelling",
+                "download_url_style", "latency_ms"):
         assert key in cfg
-    assert (cfg["credit_limit"], cfg["concurrency"], cfg["sub_concurrency"]) == (5_000_000, 20, 10)
+    assert (cfg["credit_limit"], cfg["concurrency"], cfg["sub_concurrency"]) == (
+        5_000_000, 20, 10)
     new = zohosim.admin.configure(concurrency=5, status_spelling="INPROGRESS")
     assert (new["concurrency"], new["status_spelling"]) == (5, "INPROGRESS")
 
@@ -246,20 +220,14 @@ def test_reset_clears_everything_but_config(api: Api, zohosim: SimProcess) -> No
     assert stats["jobs"] == {"total": 1, "by_status": {"COMPLETED": 1}}
     assert stats["tokens_issued"] == 1
     zohosim.admin.reset()
-    assert zohosim.admin.stats() == {
-        "records": {"Orders": 0},
-        "uploads": 0,
-        "jobs": {"total": 0, "by_status": {}},
-        "tokens_issued": 0,
-    }
+    assert zohosim.admin.stats() == {"records": {"Orders": 0}, "uploads": 0,
+                                     "jobs": {"total": 0, "by_status": {}}, "tokens_issued": 0}
     assert zohosim.admin.credits()["used_24h"] == 0
     assert zohosim.admin.requests()["requests"] == []
     assert zohosim.admin.config()["concurrency"] == 7
     api._token = None
-    assert error(api.get("/crm/v8/org", headers={"Authorization": "Zoho-oauthtoken x"})) == (
-        401,
-        "INVALID_TOKEN",
-    )
+    assert error(api.get("/crm/v8/org", headers={
+        "Authorization": "Zoho-oauthtoken x"})) == (401, "INVALID_TOKEN")
     assert api.get("/crm/v8/org").status_code == 200  # fault cleared, new token works
     assert api.run_job([order_row(1)])["status"] == "COMPLETED"  # fail-next cleared
 

@@ -20,20 +20,8 @@ def test_fields_metadata_shape(api: Api) -> None:
     r = api.get("/crm/v8/settings/fields", params={"module": "Orders"})
     assert r.status_code == 200
     fields = {f["api_name"]: f for f in r.json()["fields"]}
-    for name in (
-        "Name",
-        "parent_id",
-        "Customer_Name",
-        "Email",
-        "Order_Status",
-        "Amount",
-        "Currency_Code",
-        "Quantity",
-        "Order_Date",
-        "Shipped_At",
-        "Is_Gift",
-        "Notes",
-    ):
+    for name in ("Name", "parent_id", "Customer_Name", "Email", "Order_Status", "Amount",
+                 "Currency_Code", "Quantity", "Order_Date", "Shipped_At", "Is_Gift", "Notes"):
         assert name in fields
     assert all(f["id"].isdigit() for f in fields.values())
     assert fields["parent_id"]["unique"] == {"casesensitive": "false"}
@@ -53,18 +41,14 @@ def test_fields_metadata_shape(api: Api) -> None:
 def test_fields_errors(api: Api) -> None:
     assert error(api.get("/crm/v8/settings/fields")) == (400, "REQUIRED_PARAM_MISSING")
     assert error(api.get("/crm/v8/settings/fields", params={"module": "Nope"})) == (
-        400,
-        "INVALID_MODULE",
-    )
+        400, "INVALID_MODULE")
 
 
 def _seed(api: Api, n: int) -> list[str]:
     ids: list[str] = []
     for start in range(0, n, 100):
-        recs = [
-            {"Name": f"SO-{i}", "parent_id": str(i), "Amount": i}
-            for i in range(start, min(n, start + 100))
-        ]
+        recs = [{"Name": f"SO-{i}", "parent_id": str(i), "Amount": i}
+                for i in range(start, min(n, start + 100))]
         r = api.upsert(recs)
         assert r.status_code == 200, r.text
         ids += [d["details"]["id"] for d in r.json()["data"]]
@@ -79,31 +63,21 @@ def test_records_paging(api: Api) -> None:
     assert r.status_code == 200
     info = body["info"]
     assert {k: info[k] for k in ("per_page", "count", "page", "more_records")} == {
-        "per_page": 200,
-        "count": 200,
-        "page": 1,
-        "more_records": True,
-    }
+        "per_page": 200, "count": 200, "page": 1, "more_records": True}
     assert info["next_page_token"]
     assert [d["id"] for d in body["data"]] == ids[:200]
     assert set(body["data"][0]) == {"id", "Name", "parent_id"}
     r = api.get("/crm/v8/Orders", params={"fields": "Name", "page": 2, "per_page": 200})
     info = r.json()["info"]
     assert (info["count"], info["page"], info["more_records"], info["next_page_token"]) == (
-        50,
-        2,
-        False,
-        None,
-    )
+        50, 2, False, None)
     assert api.get("/crm/v8/Orders", params={"fields": "Name", "page": 3}).status_code == 204
 
 
 def test_records_errors(api: Api) -> None:
     assert error(api.get("/crm/v8/Orders")) == (400, "REQUIRED_PARAM_MISSING")
     assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "per_page": 201})) == (
-        400,
-        "INVALID_DATA",
-    )
+        400, "INVALID_DATA")
     assert error(api.get("/crm/v8/Orders", params={"fields": "Bogus"})) == (400, "INVALID_DATA")
     assert error(api.get("/crm/v8/Nope", params={"fields": "Name"})) == (400, "INVALID_MODULE")
 
@@ -140,10 +114,8 @@ def test_modules(api: Api) -> None:
     assert mod["id"].isdigit()
     assert api.get("/crm/v8/settings/modules/Orders").json()["modules"][0]["api_name"] == "Orders"
     assert error(api.get("/crm/v8/settings/modules/Nope")) == (400, "INVALID_MODULE")
-    r = api.get(
-        "/crm/v8/settings/modules",
-        headers={**api.headers(), "If-Modified-Since": "2026-01-01T00:00:00+00:00"},
-    )
+    r = api.get("/crm/v8/settings/modules", headers={
+        **api.headers(), "If-Modified-Since": "2026-01-01T00:00:00+00:00"})
     assert (r.status_code, r.content) == (304, b"")
 
 
@@ -151,25 +123,17 @@ def test_search_and_ids(api: Api) -> None:
     ids = _seed(api, 5)
     r = api.get("/crm/v8/Orders/search", params={"criteria": "(parent_id:equals:3)"})
     assert [d["id"] for d in r.json()["data"]] == [ids[3]]
-    r = api.get(
-        "/crm/v8/Orders/search",
-        params={"criteria": "((parent_id:in:1,2)or(Name:starts_with:so-4))", "fields": "Name"},
-    )
+    r = api.get("/crm/v8/Orders/search", params={
+        "criteria": "((parent_id:in:1,2)or(Name:starts_with:so-4))", "fields": "Name"})
     assert [d["Name"] for d in r.json()["data"]] == ["SO-1", "SO-2", "SO-4"]
     assert set(r.json()["data"][0]) == {"id", "Name"}
-    r = api.get(
-        "/crm/v8/Orders/search",
-        params={"criteria": "((Amount:greater_than:2)and(Amount:less_than:4))"},
-    )
+    r = api.get("/crm/v8/Orders/search", params={
+        "criteria": "((Amount:greater_than:2)and(Amount:less_than:4))"})
     assert [d["parent_id"] for d in r.json()["data"]] == ["3"]
-    assert (
-        api.get("/crm/v8/Orders/search", params={"criteria": "(parent_id:equals:99)"}).status_code
-        == 204
-    )
+    assert api.get("/crm/v8/Orders/search",
+                   params={"criteria": "(parent_id:equals:99)"}).status_code == 204
     assert error(api.get("/crm/v8/Orders/search", params={"criteria": "parent_id="})) == (
-        400,
-        "INVALID_QUERY",
-    )
+        400, "INVALID_QUERY")
     assert error(api.get("/crm/v8/Orders/search")) == (400, "REQUIRED_PARAM_MISSING")
     r = api.get("/crm/v8/Orders", params={"fields": "Name", "ids": f"{ids[4]},{ids[0]},123"})
     assert [d["Name"] for d in r.json()["data"]] == ["SO-4", "SO-0"]
@@ -178,9 +142,9 @@ def test_search_and_ids(api: Api) -> None:
 def test_page_limit_and_page_token(api: Api, zohosim: SimProcess) -> None:
     zohosim.admin.configure(page_limit=100)
     ids = _seed(api, 130)
-    assert error(
-        api.get("/crm/v8/Orders", params={"fields": "Name", "page": 3, "per_page": 50})
-    ) == (400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED")
+    assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "page": 3,
+                                                     "per_page": 50})) == (
+        400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED")
     got: list[str] = []
     params: dict[str, str | int] = {"fields": "Name", "per_page": 50}
     while True:
@@ -191,33 +155,24 @@ def test_page_limit_and_page_token(api: Api, zohosim: SimProcess) -> None:
         params = {"fields": "Name", "per_page": 50, "page_token": body["info"]["next_page_token"]}
     assert got == ids
     assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "page_token": "zz"})) == (
-        400,
-        "INVALID_DATA",
-    )
+        400, "INVALID_DATA")
 
 
 def test_sort_by(api: Api, zohosim: SimProcess) -> None:
     ids = _seed(api, 3)
-    api.upsert(
-        [{"Name": "SO-0", "parent_id": "0", "Notes": "touched"}],
-        duplicate_check_fields=["parent_id"],
-    )
-    r = api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "id", "sort_order": "desc"})
+    api.upsert([{"Name": "SO-0", "parent_id": "0", "Notes": "touched"}],
+               duplicate_check_fields=["parent_id"])
+    r = api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "id",
+                                          "sort_order": "desc"})
     assert [d["id"] for d in r.json()["data"]] == ids[::-1]
     assert (r.json()["info"]["sort_by"], r.json()["info"]["sort_order"]) == ("id", "desc")
-    r = api.get(
-        "/crm/v8/Orders",
-        params={"fields": "Name", "sort_by": "Modified_Time", "sort_order": "desc"},
-    )
+    r = api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "Modified_Time",
+                                          "sort_order": "desc"})
     assert r.json()["data"][0]["id"] in ids
     assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "Name"})) == (
-        400,
-        "INVALID_DATA",
-    )
+        400, "INVALID_DATA")
     # sorted reads belong to the sub-concurrency group
     zohosim.admin.configure(sub_concurrency=0)
     assert error(api.get("/crm/v8/Orders", params={"fields": "Name", "sort_by": "id"})) == (
-        429,
-        "TOO_MANY_REQUESTS",
-    )
+        429, "TOO_MANY_REQUESTS")
     assert api.get("/crm/v8/Orders", params={"fields": "Name"}).status_code == 200

@@ -16,9 +16,8 @@ from zohosim.testing import SimProcess
 
 
 def test_first_line_and_urls() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zohosim", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "zohosim", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -35,23 +34,13 @@ def test_first_line_and_urls() -> None:
 
 
 def test_env_credentials_and_options(tmp_path: Path) -> None:
-    env = {
-        "ZOHOSIM_CLIENT_ID": "1000.OTHER",
-        "ZOHOSIM_CLIENT_SECRET": "s3",
-        "ZOHOSIM_REFRESH_TOKEN": "1000.r.t",
-        "ZOHOSIM_ZGID": "123456",
-    }
-    with SimProcess(
-        token_ttl=77,
-        env=env,
-        extra_args=["--status-spelling", "INPROGRESS", "--download-url-style", "relative"],
-    ) as sim:
+    env = {"ZOHOSIM_CLIENT_ID": "1000.OTHER", "ZOHOSIM_CLIENT_SECRET": "s3",
+           "ZOHOSIM_REFRESH_TOKEN": "1000.r.t", "ZOHOSIM_ZGID": "123456"}
+    with SimProcess(token_ttl=77, env=env,
+                    extra_args=["--status-spelling", "INPROGRESS",
+                                "--download-url-style", "relative"]) as sim:
         assert (sim.client_id, sim.client_secret, sim.refresh_token, sim.zgid) == (
-            "1000.OTHER",
-            "s3",
-            "1000.r.t",
-            "123456",
-        )
+            "1000.OTHER", "s3", "1000.r.t", "123456")
         api = Api(sim)
         assert api.token_response().json()["expires_in"] == 77
         assert api.get("/crm/v8/org").json()["org"][0]["zgid"] == "123456"
@@ -103,24 +92,12 @@ def test_state_survives_restart(tmp_path: Path) -> None:
 
 
 def test_schema_option(tmp_path: Path) -> None:
-    schema = {
-        "modules": [
-            {
-                "api_name": "Deals_X",
-                "id": "5725767000000009999",
-                "system_duplicate_field": "Name",
-                "fields": [
-                    {
-                        "api_name": "Name",
-                        "data_type": "text",
-                        "length": 10,
-                        "system_mandatory": True,
-                    },
-                    {"api_name": "Code", "data_type": "text", "unique": True},
-                ],
-            }
-        ]
-    }
+    schema = {"modules": [{"api_name": "Deals_X", "id": "5725767000000009999",
+                           "system_duplicate_field": "Name",
+                           "fields": [
+                               {"api_name": "Name", "data_type": "text", "length": 10,
+                                "system_mandatory": True},
+                               {"api_name": "Code", "data_type": "text", "unique": True}]}]}
     path = tmp_path / "schema.json"
     path.write_text(json.dumps(schema))
     with SimProcess(extra_args=["--schema", str(path)]) as sim:
@@ -146,11 +123,8 @@ def test_unfinished_job_resumes_after_restart(tmp_path: Path) -> None:
         api = Api(sim)
         done = api.wait_job(job)
         assert done["status"] == "COMPLETED"
-        assert (
-            done["resource"][0]["file"]["added_count"]
-            + done["resource"][0]["file"]["updated_count"]
-            == 300
-        )
+        assert done["resource"][0]["file"]["added_count"] + done["resource"][0]["file"][
+            "updated_count"] == 300
         assert sim.admin.stats()["records"]["Orders"] == 300
         api.http.close()
 

@@ -9,15 +9,12 @@ from zohosim.schema import FieldError, check_format, compile_java_pattern, load_
 from zohosim.search import CriteriaError, parse_criteria
 
 
-@pytest.mark.parametrize(
-    ("pattern", "fmt", "has_date", "has_time"),
-    [
-        ("yyyy-MM-dd", "%Y-%m-%d", True, False),
-        ("MM/dd/yyyy HH:mm:ss", "%m/%d/%Y %H:%M:%S", True, True),
-        ("yyyy-MM-dd'T'HH:mm:ssXXX", "%Y-%m-%dT%H:%M:%S%z", True, True),
-        ("dd.MM.yy hh:mm a", "%d.%m.%y %I:%M %p", True, True),
-    ],
-)
+@pytest.mark.parametrize(("pattern", "fmt", "has_date", "has_time"), [
+    ("yyyy-MM-dd", "%Y-%m-%d", True, False),
+    ("MM/dd/yyyy HH:mm:ss", "%m/%d/%Y %H:%M:%S", True, True),
+    ("yyyy-MM-dd'T'HH:mm:ssXXX", "%Y-%m-%dT%H:%M:%S%z", True, True),
+    ("dd.MM.yy hh:mm a", "%d.%m.%y %I:%M %p", True, True),
+])
 def test_java_patterns(pattern: str, fmt: str, has_date: bool, has_time: bool) -> None:
     assert compile_java_pattern(pattern) == (fmt, has_date, has_time)
 
@@ -37,10 +34,8 @@ def test_csv_converters() -> None:
     fields = load_schema().modules["Orders"].fields
     assert fields["Order_Date"].from_csv("31/05/2024", "dd/MM/yyyy") == "2024-05-31"
     assert fields["Order_Date"].from_csv("05/31/2024") == "2024-05-31"
-    assert (
-        fields["Shipped_At"].from_csv("2024-05-31T10:00:00Z", "yyyy-MM-dd'T'HH:mm:ssXXX")
-        == "2024-05-31T10:00:00+00:00"
-    )
+    assert fields["Shipped_At"].from_csv("2024-05-31T10:00:00Z",
+                                         "yyyy-MM-dd'T'HH:mm:ssXXX") == "2024-05-31T10:00:00+00:00"
     assert fields["Is_Gift"].from_csv("TRUE") is True
     assert fields["Quantity"].from_csv("007") == 7
     with pytest.raises(FieldError) as exc:

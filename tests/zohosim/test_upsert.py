@@ -13,20 +13,11 @@ from zohosim.testing import SimProcess
 
 
 def rec(i: int, **over: Any) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "Name": f"SO-{i}",
-        "parent_id": f"P{i}",
-        "Customer_Name": "Ann",
-        "Email": "ann@example.com",
-        "Order_Status": "Paid",
-        "Amount": 10.5,
-        "Currency_Code": "EUR",
-        "Quantity": 2,
-        "Order_Date": "2024-05-01",
-        "Shipped_At": "2024-05-02T10:00:00+05:30",
-        "Is_Gift": True,
-        "Notes": "fragile",
-    }
+    r: dict[str, Any] = {"Name": f"SO-{i}", "parent_id": f"P{i}", "Customer_Name": "Ann",
+                         "Email": "ann@example.com", "Order_Status": "Paid", "Amount": 10.5,
+                         "Currency_Code": "EUR", "Quantity": 2, "Order_Date": "2024-05-01",
+                         "Shipped_At": "2024-05-02T10:00:00+05:30", "Is_Gift": True,
+                         "Notes": "fragile"}
     r.update(over)
     return r
 
@@ -46,10 +37,7 @@ def test_insert_then_update(api: Api, zohosim: SimProcess) -> None:
     r = api.upsert([rec(1, Amount=99)], duplicate_check_fields=["parent_id"])
     (item,) = r.json()["data"]
     assert (item["action"], item["duplicate_field"], item["message"]) == (
-        "update",
-        "parent_id",
-        "record updated",
-    )
+        "update", "parent_id", "record updated")
     assert item["details"]["id"] == d["id"]
     stored = {x["parent_id"]: x for x in zohosim.admin.records()}
     assert stored["P1"]["Amount"] == 99
@@ -59,11 +47,8 @@ def test_insert_then_update(api: Api, zohosim: SimProcess) -> None:
 
 
 def test_body_without_content_type(api: Api) -> None:
-    r = api.post(
-        "/crm/v8/Orders/upsert",
-        data=json.dumps({"data": [rec(1)]}).encode(),
-        headers={**api.headers(), "Content-Type": ""},
-    )
+    r = api.post("/crm/v8/Orders/upsert", data=json.dumps({"data": [rec(1)]}).encode(),
+                 headers={**api.headers(), "Content-Type": ""})
     assert r.status_code == 200
     assert r.json()["data"][0]["status"] == "success"
 
@@ -78,7 +63,8 @@ def test_name_is_used_only_when_listed(api: Api, zohosim: SimProcess) -> None:
     item = r.json()["data"][0]
     assert (item["action"], item["duplicate_field"]) == ("update", "Name")
     # listed Name then the unique fields
-    r = api.upsert([rec(7, Name="SO-1", parent_id="P-third")], duplicate_check_fields=["Name"])
+    r = api.upsert([rec(7, Name="SO-1", parent_id="P-third")],
+                   duplicate_check_fields=["Name"])
     assert r.json()["data"][0]["duplicate_field"] == "Name"
     assert len(zohosim.admin.records()) == 2
 
@@ -86,9 +72,8 @@ def test_name_is_used_only_when_listed(api: Api, zohosim: SimProcess) -> None:
 def test_duplicate_data_details(api: Api) -> None:
     api.upsert([rec(1), rec(2)], duplicate_check_fields=["parent_id"])
     # match record 2 through Name, then try to give it record 1's parent_id
-    r = api.upsert(
-        [{"Name": "SO-2", "parent_id": "P1"}], duplicate_check_fields=["Name", "parent_id"]
-    )
+    r = api.upsert([{"Name": "SO-2", "parent_id": "P1"}], duplicate_check_fields=["Name",
+                                                                                  "parent_id"])
     assert r.status_code == 400
     (item,) = r.json()["data"]
     assert item["code"] == "DUPLICATE_DATA"
@@ -130,26 +115,13 @@ def test_invalid_data(api: Api, field: str, value: Any, extra: dict[str, Any]) -
     assert r.status_code == 207
     ok, bad = r.json()["data"]
     assert ok["status"] == "success"
-    assert bad == {
-        "code": "INVALID_DATA",
-        "message": "invalid data",
-        "status": "error",
-        "details": {**extra, "api_name": field, "json_path": f"$.data[1].{field}"},
-    }
+    assert bad == {"code": "INVALID_DATA", "message": "invalid data", "status": "error",
+                   "details": {**extra, "api_name": field, "json_path": f"$.data[1].{field}"}}
 
 
 def test_valid_edge_values(api: Api, zohosim: SimProcess) -> None:
-    r = api.upsert(
-        [
-            rec(
-                1,
-                Shipped_At="2024-05-02T10:00:00Z",
-                Amount="12.345",
-                Quantity="7",
-                Customer_Name="x" * 100,
-            )
-        ]
-    )
+    r = api.upsert([rec(1, Shipped_At="2024-05-02T10:00:00Z", Amount="12.345", Quantity="7",
+                        Customer_Name="x" * 100)])
     assert r.status_code == 200, r.text
     (stored,) = zohosim.admin.records()
     assert stored["Shipped_At"] == "2024-05-02T10:00:00+00:00"
@@ -161,11 +133,8 @@ def test_mandatory_not_found_on_insert_only(api: Api) -> None:
     r = api.upsert([{"parent_id": "P9"}])
     assert r.status_code == 400
     assert r.json()["data"][0] == {
-        "code": "MANDATORY_NOT_FOUND",
-        "message": "required field not found",
-        "status": "error",
-        "details": {"api_name": "Name", "json_path": "$.data[0].Name"},
-    }
+        "code": "MANDATORY_NOT_FOUND", "message": "required field not found", "status": "error",
+        "details": {"api_name": "Name", "json_path": "$.data[0].Name"}}
     api.upsert([rec(9, parent_id="P9")])
     r = api.upsert([{"parent_id": "P9", "Amount": 3}], duplicate_check_fields=["parent_id"])
     assert r.json()["data"][0]["action"] == "update"
