@@ -21,8 +21,9 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline tasks zohosim tests bench
-	$(BIN)/mypy pipeline tasks zohosim
+	$(BIN)/ruff check cli pipeline tasks zohosim tests bench
+	$(BIN)/mypy cli pipeline tasks zohosim
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

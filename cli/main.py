@@ -1,4 +1,4 @@
-"""The ``ordersync`` command line. Each command group lives in ``pipeline.commands.<name>``."""
+"""The ``ordersync`` command line. Each command group lives in ``cli.commands.<name>``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"pipeline.commands.{name}")
+        module = importlib.import_module(f"cli.commands.{name}")
         module.register(subparsers)
     return parser
 

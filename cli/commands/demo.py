@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg2
 
+from cli.commands.db import load
 from pipeline import demo
-from pipeline.commands.db import load
 from pipeline.legacy.connection import connect
 
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
+from cli.commands.db import load
 from pipeline import report
-from pipeline.commands.db import load
 from pipeline.legacy import schema
 from pipeline.legacy.connection import connect
 from pipeline.retry import RetryResult, retry_row_errors

@@ -31,14 +31,15 @@ from typing import IO, Any
 
 import psycopg2
 
-from pipeline import accounting, initial_sync, report, validate
-from pipeline.commands.db import load
-from pipeline.commands.status import human_duration
+from cli.commands.db import load
+from cli.commands.status import human_duration
+from pipeline import accounting, initial_sync, ledger, report, validate
 from pipeline.ledger import BatchState, RunState
 from pipeline.legacy import schema
 from pipeline.legacy.connection import connect
 from pipeline.planner import plan
 from pipeline.settings import Settings
+from tasks.config import create_app
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -260,13 +261,7 @@ def _reader(progress_of: ProgressReader) -> ProgressReader:
 
 
 def enqueue_initial_run(settings: Settings, run_id: int) -> None:
-    """Send ``ordersync.initial.start`` with ``{"run_id": run_id}`` by name.
-
-    The command line is the one place in ``pipeline`` that reaches the task layer, and only
-    here, at call time: ``pipeline`` modules never import Celery.
-    """
-    from tasks.config import create_app
-
+    """Send ``ordersync.initial.start`` with ``{"run_id": run_id}`` by name."""
     app = create_app(settings)
     try:
         app.send_task(START_TASK, kwargs={"run_id": run_id})
@@ -276,8 +271,6 @@ def enqueue_initial_run(settings: Settings, run_id: int) -> None:
 
 def _abandon(settings: Settings, run_id: int, reason: str) -> None:
     """Mark a run that never reached the workers as failed, so it blocks no later run."""
-    from pipeline import ledger
-
     try:
         conn = connect(settings, application="ordersync-cli")
         try:

@@ -41,9 +41,9 @@ def run_cli(
     cwd: Path | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m pipeline.cli <args>`` with the test database's settings; never raises on exit."""
+    """``python -m cli.main <args>`` with the test database's settings; never raises on exit."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=cli_env(settings, env),
         cwd=cwd or settings.work_dir.parent,
         capture_output=True,
@@ -109,9 +109,9 @@ def add_errors(
 def start_cli(
     settings: Settings, *args: str, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[str]:
-    """Start ``python -m pipeline.cli <args>`` in the background (stdout piped, line-buffered)."""
+    """Start ``python -m cli.main <args>`` in the background (stdout piped, line-buffered)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=cli_env(settings, env),
         cwd=settings.work_dir.parent,
         stdout=subprocess.PIPE,

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pipeline.commands.processes import command_line
-from pipeline.commands.status import human_duration
-from pipeline.commands.sync import (
+from cli.commands.processes import command_line
+from cli.commands.status import human_duration
+from cli.commands.sync import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUN_FAILED,

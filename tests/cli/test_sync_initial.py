@@ -219,7 +219,7 @@ def test_on_a_terminal_follow_is_the_default_and_redraws_in_place(
 ) -> None:
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "sync", "initial", "--interval", "0.2"],
+        [sys.executable, "-m", "cli.main", "sync", "initial", "--interval", "0.2"],
         env=cli_env(legacy_db, _broker_env(celery_env)),
         cwd=legacy_db.work_dir.parent,
         stdout=secondary,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from cli.main import main
 from pipeline import demo
-from pipeline.cli import main
 from pipeline.legacy.connection import connect
 from pipeline.settings import Settings
 from tests.legacy.helpers import query

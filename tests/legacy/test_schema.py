@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from cli.main import main
 from pipeline import demo
-from pipeline.cli import main
 from pipeline.legacy import schema
 from pipeline.legacy.connection import connect
 from pipeline.mapping import Mapping

@@ -136,7 +136,7 @@ class BrokerSampler:
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
@@ -175,7 +175,7 @@ def test_no_secret_in_logs_or_task_messages_and_callbacks_need_a_real_token(
         env, tmp_path / "worker.log",
     )  # fmt: skip
     web = Process(
-        [sys.executable, "-m", "pipeline.cli", "web", "--port", str(web_port)],
+        [sys.executable, "-m", "cli.main", "web", "--port", str(web_port)],
         env, tmp_path / "web.log",
     )  # fmt: skip
     events = EventLog(celery_sender)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def ordersync(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

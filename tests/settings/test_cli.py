@@ -35,7 +35,7 @@ def run_check(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProc
     path.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSYNC_")}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "config", "check", *args],
+        [sys.executable, "-m", "cli.main", "--config", str(path), "config", "check", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -123,7 +123,7 @@ def test_show_prints_toml_without_touching_the_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSYNC_")}
     env["ORDERSYNC_SYNC_BATCH_SIZE"] = "777"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--config", str(path), "config", "show"],
+        [sys.executable, "-m", "cli.main", "--config", str(path), "config", "show"],
         capture_output=True,
         text=True,
         env=env,
