@@ -244,16 +244,98 @@ _SETTABLE = frozenset(
 )
 
 
-def create_run(conn: Connection, settings: Settings, kind: RunKind) -> int:
-    """Start a run; returns its id (in the caller's transaction)."""
+def _t(settings: Settings, name: str) -> sql.Identifier:
+    return sql.Identifier(settings.source.ledger_schema, name)
+
+
+def create_run(
+    conn: Connection, settings: Settings, kind: RunKind, stats: dict[str, Any] | None = None
+) -> int:
+    """Start a run (with its first ``stats``); returns its id (in the caller's transaction).
+
+    A second running initial run is refused by the partial unique index
+    (``psycopg2.errors.UniqueViolation``).
+    """
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("INSERT INTO {} (kind) VALUES (%s) RETURNING id").format(
-                sql.Identifier(settings.source.ledger_schema, "runs")
+            sql.SQL("INSERT INTO {} (kind, stats) VALUES (%s, %s) RETURNING id").format(
+                _t(settings, "runs")
             ),
-            (kind.value,),
+            (kind.value, Json(stats or {})),
         )
         return int(cur.fetchone()[0])  # type: ignore[index]
+
+
+def touch_run(conn: Connection, settings: Settings, run_id: int) -> None:
+    """Note that a run moved (``updated_at``: the sweeper leaves it alone)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(_t(settings, "runs")),
+            (run_id,),
+        )
+
+
+def merge_run_stats(
+    conn: Connection, settings: Settings, run_id: int, stats: dict[str, Any]
+) -> None:
+    """Merge ``stats`` into the run's ``stats`` (in the caller's transaction)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET stats = stats || %s, updated_at = now() WHERE id = %s").format(
+                _t(settings, "runs")
+            ),
+            (Json(stats), run_id),
+        )
+
+
+def set_batch(conn: Connection, settings: Settings, batch_id: int, **fields: Any) -> None:
+    """Set columns of a batch (names from the settable ones) without changing its state, and
+    touch ``updated_at``; in the caller's transaction."""
+    unknown = set(fields) - _SETTABLE
+    if unknown:
+        raise ValueError(f"not settable on a batch: {sorted(unknown)}")
+    sets = [sql.SQL("updated_at = now()")]
+    params: list[Any] = []
+    for name, value in fields.items():
+        sets.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
+        params.append(Json(value) if name == "stats" else value)
+    params.append(batch_id)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
+                _t(settings, "batches"), sql.SQL(", ").join(sets)
+            ),
+            params,
+        )
+
+
+def record_job_intent(
+    conn: Connection, settings: Settings, batch_id: int, digest: str | None, stats: dict[str, Any]
+) -> None:
+    """Record that create-job is about to be sent for an ``uploaded`` batch (commit before
+    sending): when, the callback token's digest, one more request; any earlier hint cleared."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "UPDATE {} SET job_requested_at = now(), callback_digest = %s,"
+                " job_hint = NULL, job_requests = job_requests + 1, stats = %s,"
+                " updated_at = now() WHERE id = %s AND state = %s"
+            ).format(_t(settings, "batches")),
+            (digest, Json(stats), batch_id, BatchState.UPLOADED.value),
+        )
+
+
+def record_job_hint(cur: Any, settings: Settings, batch_id: int, job_id: str) -> bool:
+    """Keep the job id a callback named, only for a batch that sent create-job without
+    learning the id; True if stored."""
+    cur.execute(
+        sql.SQL(
+            "UPDATE {} SET job_hint = %s WHERE id = %s AND state = %s"
+            " AND job_id IS NULL AND job_requested_at IS NOT NULL"
+        ).format(_t(settings, "batches")),
+        (job_id[:100], batch_id, BatchState.UPLOADED.value),
+    )
+    return bool(cur.rowcount == 1)
 
 
 def finish_run(

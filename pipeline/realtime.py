@@ -34,7 +34,6 @@ from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
-from psycopg2.extras import Json
 
 from pipeline import ledger, planner
 from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
@@ -226,13 +225,7 @@ class FlushResult:
 
 def set_run_stats(conn: Connection, settings: Settings, run_id: int, stats: dict[str, Any]) -> None:
     """Merge ``stats`` into the run's ``stats`` (in the caller's transaction)."""
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("UPDATE {} SET stats = stats || %s, updated_at = now() WHERE id = %s").format(
-                Names(settings).ledger_table("runs")
-            ),
-            (Json(stats), run_id),
-        )
+    ledger.merge_run_stats(conn, settings, run_id, stats)
 
 
 def waiting_stats(rows: int, reason: str, retry_after: float | None = None) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
-from psycopg2.extras import Json
 
 from pipeline import ledger
 from pipeline.initial_sync.decisions import (
@@ -61,30 +60,12 @@ def batch_lock(conn: Connection, batch_id: int) -> Iterator[None]:
 
 
 def touch(conn: Connection, settings: Settings, batch_id: int, stats: dict[str, Any]) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("UPDATE {} SET updated_at = now(), stats = %s WHERE id = %s").format(
-                table(settings, "batches")
-            ),
-            (Json(stats), batch_id),
-        )
+    ledger.set_batch(conn, settings, batch_id, stats=stats)
 
 
 def set_fields(conn: Connection, settings: Settings, batch_id: int, **fields: Any) -> None:
     """Set columns of a batch without changing its state (and touch ``updated_at``)."""
-    sets = [sql.SQL("updated_at = now()")]
-    params: list[Any] = []
-    for name, value in fields.items():
-        sets.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
-        params.append(Json(value) if name == "stats" else value)
-    params.append(batch_id)
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
-                table(settings, "batches"), sql.SQL(", ").join(sets)
-            ),
-            params,
-        )
+    ledger.set_batch(conn, settings, batch_id, **fields)
 
 
 def load(conn: Connection, settings: Settings, batch_id: int) -> Batch | None:

@@ -17,7 +17,6 @@ from pipeline.initial_sync.batch import (
 from pipeline.initial_sync.decisions import (
     CALLBACK_PREFIX,
 )
-from pipeline.ledger import BatchState
 from pipeline.legacy.connection import transaction
 from pipeline.settings import Settings
 
@@ -49,14 +48,7 @@ def record_job_hint(settings: Settings, batch_id: int, job_id: str) -> bool:
     id (the web process calls this; the poll step verifies it with a GET). True if stored.
     """
     with transaction(settings, "ordersync-web") as cur:
-        cur.execute(
-            sql.SQL(
-                "UPDATE {} SET job_hint = %s WHERE id = %s AND state = %s"
-                " AND job_id IS NULL AND job_requested_at IS NOT NULL"
-            ).format(table(settings, "batches")),
-            (job_id[:100], batch_id, BatchState.UPLOADED.value),
-        )
-        return cur.rowcount == 1
+        return ledger.record_job_hint(cur, settings, batch_id, job_id)
 
 
 def batch_by_token(settings: Settings, token: str) -> int | None:

@@ -88,12 +88,7 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         else:  # unpriced (interval), or nothing sendable: rows that break a rule are held
             claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK,
                                limit=settings.batch_size, run_id=run_id)  # fmt: skip
-        cur.execute(
-            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
-                table(settings, "runs")
-            ),
-            (run_id,),
-        )
+        ledger.touch_run(conn, settings, run_id)
         if claimed is None:
             if run_is_done(open_batches, claimed=False):
                 ledger.finish_run(conn, settings, run_id, RunState.DONE)
@@ -147,12 +142,7 @@ def upsert(conn: Connection, settings: Settings, client: ZohoClient, run_id: int
         return Outcome(None, Step.EXTRACT, run_id=run_id,
                        countdown=step_retry_countdown(1), note="upsert refused")  # fmt: skip
     with conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("UPDATE {} SET updated_at = now() WHERE id = %s").format(
-                table(settings, "runs")
-            ),
-            (run_id,),
-        )
+        ledger.touch_run(conn, settings, run_id)
     log.info(
         "run %s: %s upsert calls, sent %s / ok %s / refused %s (stale %s), credits %s, %.2f s",
         run_id, len(results), sum(r.sent for r in results), sum(r.marked for r in results),

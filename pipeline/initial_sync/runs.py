@@ -9,9 +9,8 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
-from psycopg2.extras import Json
 
-from pipeline import accounting
+from pipeline import accounting, ledger
 from pipeline.initial_sync.batch import (
     table,
 )
@@ -57,13 +56,7 @@ def start_initial_run(settings: Settings) -> int:
                 pending = all_pending - held
                 ahead = accounting.forecast(conn, settings, org_cached=org_cached)
                 stats = {"rows_total": pending, "rows_held": held, "forecast": ahead.as_dict()}
-                cur.execute(
-                    sql.SQL("INSERT INTO {} (kind, stats) VALUES (%s, %s) RETURNING id").format(
-                        table(settings, "runs")
-                    ),
-                    (RunKind.INITIAL.value, Json(stats)),
-                )
-                run_id = int(cur.fetchone()[0])  # type: ignore[index]
+                run_id = ledger.create_run(conn, settings, RunKind.INITIAL, stats)
         except psycopg2.errors.UniqueViolation:
             with conn, conn.cursor() as cur:
                 cur.execute(

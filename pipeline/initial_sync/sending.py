@@ -6,9 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
-from psycopg2.extras import Json
 
 from pipeline import ledger
 from pipeline.initial_sync.batch import (
@@ -20,7 +18,6 @@ from pipeline.initial_sync.batch import (
     nothing,
     seconds_since,
     set_fields,
-    table,
     touch,
 )
 from pipeline.initial_sync.callbacks import (
@@ -145,20 +142,9 @@ def create_job(
         if settings.zoho.callback_url:
             token = new_token() if new_token is not None else fresh_token()
             callback_url = settings.zoho.callback_url.rstrip("/") + CALLBACK_PREFIX + token
-        with conn.cursor() as cur:  # the intent, committed before anything is sent
-            cur.execute(
-                sql.SQL(
-                    "UPDATE {} SET job_requested_at = now(), callback_digest = %s,"
-                    " job_hint = NULL, job_requests = job_requests + 1, stats = %s,"
-                    " updated_at = now() WHERE id = %s AND state = %s"
-                ).format(table(settings, "batches")),
-                (
-                    None if token is None else token_digest(token),
-                    Json(stats),
-                    batch_id,
-                    BatchState.UPLOADED.value,
-                ),
-            )
+        # the intent, committed before anything is sent
+        digest = None if token is None else token_digest(token)
+        ledger.record_job_intent(conn, settings, batch_id, digest, stats)
         conn.commit()
         try:
             job_id = client.create_upsert_job(
