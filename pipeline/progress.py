@@ -46,8 +46,9 @@ class OpenBatch:
     kind: BatchKind
     state: BatchState
     rows: int
-    job_processed: int | None = None  # rows Zoho says it has done (a running job), if it says
-    job_seconds: float | None = None  # since the job was requested
+    job_processed: int | None = None  # rows Zoho said it had done at the last poll, if it said
+    job_seconds: float | None = None  # from the job's request to that poll
+    since_poll: float = 0.0  # seconds since that poll
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,16 @@ def estimate_seconds(
 ) -> float:
     """Seconds until the last job ends: open bulk batches first (less what Zoho has done), then
     the unclaimed rows in jobs of ``batch_size``, on ``slots`` jobs at a time at ``speed``.
-    Upsert batches (100 rows a call) count as no time."""
+    A job Zoho reported on is taken to have gone on at ``speed`` since that poll. Upsert
+    batches (100 rows a call) count as no time."""
     if speed <= 0:
         raise ValueError("speed must be positive")
-    work = [
-        max(0, b.rows - (b.job_processed or 0)) / speed
-        for b in batches
-        if b.kind is BatchKind.BULK and b.state is not BatchState.JOB_DONE
-    ]
+    work = []
+    for b in batches:
+        if b.kind is not BatchKind.BULK or b.state is BatchState.JOB_DONE:
+            continue
+        done = 0.0 if b.job_processed is None else b.job_processed + speed * b.since_poll
+        work.append(max(0.0, b.rows - done) / speed)
     if unclaimed_rows > 0:
         full, rest = divmod(unclaimed_rows, max(1, batch_size))
         work += [batch_size / speed] * full + ([rest / speed] if rest else [])
@@ -101,15 +104,16 @@ def read_open_batches(conn: Connection, settings: Settings, run_id: int) -> list
         cur.execute(
             sql.SQL(
                 "SELECT kind, state, row_count, (stats->>'job_processed')::bigint,"
-                " extract(epoch FROM now() - job_requested_at)::float8"
+                " extract(epoch FROM updated_at - job_requested_at)::float8,"
+                " greatest(0, extract(epoch FROM now() - updated_at))::float8"
                 " FROM {} WHERE run_id = %s AND state <> ALL(%s) ORDER BY id"
             ).format(batches),
             (run_id, [s.value for s in BatchState if s.finished]),
         )
         return [
             OpenBatch(BatchKind(kind), BatchState(state), int(rows),
-                      None if done is None else int(done), seconds)
-            for kind, state, rows, done, seconds in cur.fetchall()
+                      None if done is None else int(done), seconds, float(since or 0.0))
+            for kind, state, rows, done, seconds, since in cur.fetchall()
         ]  # fmt: skip
 
 

@@ -171,6 +171,9 @@ def test_estimate_lays_jobs_on_the_slots_in_flight() -> None:
     # what Zoho has done comes off; one slot: all in a row
     half = [OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 1_000, 500, 1.0)]
     assert estimate_seconds(half, 1_500, 1_000, 1, 100.0) == 5.0 + 10.0 + 5.0
+    # a job last polled 2 s ago has gone on meanwhile
+    polled = [OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 1_000, 500, 5.0, since_poll=2.0)]
+    assert estimate_seconds(polled, 0, 1_000, 1, 100.0) == 3.0
     upserts = [OpenBatch(BatchKind.REALTIME, BatchState.EXTRACTED, 100)]
     assert estimate_seconds(upserts, 0, 25_000, 3, 100.0) == 0.0
 
