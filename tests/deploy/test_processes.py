@@ -62,10 +62,12 @@ def test_web_and_zohosim_health_checks(celery_env: CeleryTestEnv, tmp_path: Path
 METRIC_TYPES = {
     "ordersync_credits_spent_24h": "gauge",
     "ordersync_credits_left_24h": "gauge",
+    "ordersync_credits_budget_24h": "gauge",
     "ordersync_pending_rows": "gauge",
     "ordersync_oldest_pending_age_seconds": "gauge",
     "ordersync_rows_synced_total": "counter",
     "ordersync_rows_in_error": "gauge",
+    "ordersync_rows_in_error_by_code": "gauge",
     "ordersync_rows_quarantined": "gauge",
     "ordersync_batches": "gauge",
     "ordersync_batch_stuck": "gauge",

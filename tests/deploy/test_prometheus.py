@@ -21,10 +21,12 @@ PROMTOOL = requires_tool("promtool", "Debian: apt-get install prometheus")
 OUR_METRICS = {
     "ordersync_credits_spent_24h",
     "ordersync_credits_left_24h",
+    "ordersync_credits_budget_24h",
     "ordersync_pending_rows",
     "ordersync_oldest_pending_age_seconds",
     "ordersync_rows_synced_total",
     "ordersync_rows_in_error",
+    "ordersync_rows_in_error_by_code",
     "ordersync_rows_quarantined",
     "ordersync_batches",
     "ordersync_batch_stuck",
