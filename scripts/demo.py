@@ -128,8 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--any-ports",
         action="store_true",
-        help="any free ports rather than 8010 (zohosim), 8080 (web), 5555 (Flower) when free"
-        " ($DEMO_SIM_PORT, $DEMO_WEB_PORT, $DEMO_FLOWER_PORT set one port)",
+        help="any free ports, not 8010 (zohosim), 8080 (web), 5555 (Flower) first"
+        " ($DEMO_SIM_PORT, $DEMO_WEB_PORT, $DEMO_FLOWER_PORT still set one)",
     )
     p.add_argument(
         "--exit",
