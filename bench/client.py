@@ -64,7 +64,9 @@ def _naive_worker(url: str, token: str, start: Any, out: Any, w: int, calls: int
     start.wait(60)
     ok = 0
     for c in range(calls):
-        body = {"data": _records(w + 1000, c, n), "duplicate_check_fields": ["parent_id"]}
+        body: dict[str, Any] = {
+            "data": _records(w + 1000, c, n), "duplicate_check_fields": ["parent_id"]
+        }
         r = session.post(url, json=body, headers=headers, timeout=(5, 60))
         ok += sum(item.get("status") == "success" for item in r.json().get("data", []))
     out.put(ok)

@@ -74,7 +74,7 @@ def bench_job(sim: SimProcess, rows: int) -> dict[str, Any]:
     fm: list[dict[str, Any]] = [{"api_name": n, "index": i} for i, n in enumerate(HEADER)]
     fm[8]["format"] = "yyyy-MM-dd"
     fm[9]["format"] = "yyyy-MM-dd'T'HH:mm:ssXXX"
-    body = {"operation": "upsert", "resource": [{
+    body: dict[str, Any] = {"operation": "upsert", "resource": [{
         "type": "data", "module": {"api_name": "Orders"}, "file_id": file_id,
         "find_by": "parent_id", "field_mappings": fm}]}
     job_id = s.post(f"{sim.base_url}/crm/bulk/v8/write", json=body, headers=h,
@@ -139,8 +139,9 @@ def bench_upserts(sim: SimProcess, threads: int, seconds: float) -> dict[str, An
         return 0
 
     def upsert100(s: requests.Session, n: int) -> int:
-        recs = [{"Name": f"SO-{n}-{i}", "parent_id": f"{n}-{i}", "Amount": 10.5,
-                 "Order_Date": "2024-05-01", "Email": "a@example.com"} for i in range(100)]
+        recs: list[dict[str, Any]] = [
+            {"Name": f"SO-{n}-{i}", "parent_id": f"{n}-{i}", "Amount": 10.5,
+             "Order_Date": "2024-05-01", "Email": "a@example.com"} for i in range(100)]
         r = s.post(url, json={"data": recs, "duplicate_check_fields": ["parent_id"]},
                    headers=h, timeout=TIMEOUT)
         assert r.status_code == 200, r.text

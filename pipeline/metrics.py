@@ -8,10 +8,12 @@ of them. The names and types are the ones those rules use:
 ==========================================  =========  ==========================================
 ``ordersync_credits_spent_24h``             gauge      credits reserved or spent, rolling 24 h
 ``ordersync_credits_left_24h``              gauge      budget − reserve − spent (≥ 0)
+``ordersync_credits_budget_24h``            gauge      the daily credit budget (reserve included)
 ``ordersync_pending_rows``                  gauge      rows not synced (claimed ones included)
 ``ordersync_oldest_pending_age_seconds``    gauge      age of the oldest pending change (0: none)
 ``ordersync_rows_synced_total``             counter    rows marked synced by reconciled batches
 ``ordersync_rows_in_error``                 gauge      rows with a recorded Zoho error
+``ordersync_rows_in_error_by_code{code}``   gauge      the same, by Zoho's error code
 ``ordersync_rows_quarantined``              gauge      rows held back at their current version
 ``ordersync_batches{state}``                gauge      batches by state, every state, all time
 ``ordersync_batch_stuck``                   gauge      unfinished batches idle > ``stall_after``
@@ -83,6 +85,8 @@ class Snapshot:
     rows_quarantined: int
     batches: dict[str, int]
     batch_stuck: int
+    credits_budget_24h: int = 0
+    errors_by_code: dict[str, int] = field(default_factory=dict)
     # cumulative counts per upper bound of JOB_DURATION_BUCKETS, then the total and the sum
     job_buckets: tuple[int, ...] = field(default_factory=tuple)
     job_count: int = 0
@@ -120,6 +124,13 @@ def read_snapshot(conn: Connection, settings: Settings) -> Snapshot:
         (BatchState.RECONCILED.value,),
     )
     in_error, quarantined = row_error_counts(conn, settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT code, count(*) FROM {} GROUP BY code ORDER BY code").format(
+                n.ledger_table("row_errors")
+            )
+        )
+        by_code = {str(code): int(count) for code, count in cur.fetchall()}
     (stuck,) = _one(
         conn,
         sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
@@ -150,6 +161,8 @@ def read_snapshot(conn: Connection, settings: Settings) -> Snapshot:
         rows_quarantined=int(quarantined),
         batches=batch_states(conn, settings),
         batch_stuck=int(stuck),
+        credits_budget_24h=zoho.daily_credit_budget,
+        errors_by_code=by_code,
         job_buckets=tuple(int(c) for c in counts),
         job_count=int(job_count),
         job_sum=float(job_sum),
@@ -168,6 +181,13 @@ def families(snapshot: Snapshot) -> list[Metric]:
     )
     for state in BatchState:
         batches.add_metric([state.value], s.batches.get(state.value, 0))
+    by_code = GaugeMetricFamily(
+        "ordersync_rows_in_error_by_code",
+        "Rows with a recorded Zoho error, by Zoho's error code.",
+        labels=["code"],
+    )
+    for code, count in sorted(s.errors_by_code.items()):
+        by_code.add_metric([code], count)
     jobs = HistogramMetricFamily(
         "ordersync_job_duration_seconds",
         "Bulk jobs of reconciled batches: seconds from job request to the batch's end.",
@@ -191,6 +211,11 @@ def families(snapshot: Snapshot) -> list[Metric]:
             "Credits the sync may still spend in the rolling 24 h (budget - reserve - spent).",
             s.credits_left_24h,
         ),
+        _gauge(
+            "ordersync_credits_budget_24h",
+            "The sync's credit budget for a rolling 24 h (daily_credit_budget, reserve included).",
+            s.credits_budget_24h,
+        ),
         _gauge("ordersync_pending_rows", "Legacy rows not synced.", s.pending_rows),
         _gauge(
             "ordersync_oldest_pending_age_seconds",
@@ -203,6 +228,7 @@ def families(snapshot: Snapshot) -> list[Metric]:
             value=s.rows_synced_total,
         ),
         _gauge("ordersync_rows_in_error", "Rows with a recorded Zoho error.", s.rows_in_error),
+        by_code,
         _gauge(
             "ordersync_rows_quarantined",
             "Rows held back after max_attempts failures, until they change.",

@@ -12,9 +12,14 @@ What it does, all state and logs under ``var/demo/``:
 3. ``ordersync sync initial --follow`` (live progress); then beat, and ``ordersync demo churn``
    for a minute while near-real-time sync runs with ``realtime_max_delay`` 20 s; then waits
    until the churn's changes have reached zohosim;
-4. prints a summary: rows synced, rows rejected by reason, credits spent beside the naive cost,
-   where Flower is and how to log in. On a terminal it then keeps everything running until
-   Ctrl-C; otherwise (or with ``--exit``) it stops. Ctrl-C at any point stops what it started.
+4. prints a summary: rows synced, rows rejected by reason, credits spent beside the naive cost.
+   On a terminal it then keeps everything running until Ctrl-C, and says where Flower is and
+   how to log in; otherwise (or with ``--exit``) it stops them all, Flower too. Ctrl-C at any
+   point stops what it started.
+
+Ports: zohosim 8010, web 8080, Flower 5555 when free, else any free port (printed). A port
+given in ``DEMO_SIM_PORT``, ``DEMO_WEB_PORT`` or ``DEMO_FLOWER_PORT`` is used as it is: if it is
+busy, the demo stops at once and says which variable to change.
 
 Shorter runs: ``DEMO_ROWS=5000 DEMO_CHURN_SECONDS=10 make demo`` (see ``--help`` for every
 ``DEMO_*`` variable). The broker names live in their own namespace (``ordersyncdemo``), so the
@@ -49,6 +54,9 @@ BIN = Path(sys.executable).parent
 NAMESPACE = "ordersyncdemo"  # broker names and Redis keys of the demo (default)
 FLOWER_USER = "demo"
 CLIENT_ID = "1000.ORDERSYNCDEMO"
+# (process, variable that sets its port, port when the variable is unset and the port is free)
+PORTS = (("zohosim", "DEMO_SIM_PORT", 8010), ("web", "DEMO_WEB_PORT", 8080),
+         ("Flower", "DEMO_FLOWER_PORT", 5555))  # fmt: skip
 
 
 def _env(name: str, default: str) -> str:
@@ -120,7 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--any-ports",
         action="store_true",
-        help="free ports rather than 8010 (zohosim), 8080 (web), 5555 (Flower)",
+        help="any free ports, not 8010 (zohosim), 8080 (web), 5555 (Flower) first"
+        " ($DEMO_SIM_PORT, $DEMO_WEB_PORT, $DEMO_FLOWER_PORT still set one)",
     )
     p.add_argument(
         "--exit",
@@ -131,17 +140,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)  # fmt: skip
 
 
-def free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else any free port."""
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free port")
+def port_is_free(port: int) -> bool:
+    """Nothing answers on 127.0.0.1:``port`` and a server could bind it there."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def any_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PortBusy(Exception):
+    def __init__(self, what: str, variable: str, port: int) -> None:
+        super().__init__(what, variable, port)
+        self.what, self.variable, self.port = what, variable, port
+
+    def __str__(self) -> str:
+        return (f"port {self.port} for {self.what} is busy: set {self.variable} to a free port,"
+                " or unset it to let the demo pick one")  # fmt: skip
+
+
+def choose_port(what: str, variable: str, default: int, env: dict[str, str], *,
+                any_port: bool = False) -> int:  # fmt: skip
+    """The port for ``what``: ``env[variable]`` if set (:class:`PortBusy` if taken), else
+    ``default`` when free (unless ``any_port``), else any free port."""
+    given = env.get(variable, "")
+    if given:
+        if not given.isdigit() or not 0 < int(given) < 65536:
+            raise SystemExit(f"{variable}={given!r}: a port number (1-65535)")
+        if not port_is_free(int(given)):
+            raise PortBusy(what, variable, int(given))
+        return int(given)
+    if not any_port and port_is_free(default):
+        return default
+    return any_free_port()
 
 
 def say(text: str) -> None:
@@ -333,7 +376,11 @@ def summary(
     password: str,
     web: str,
     var: Path,
+    *,
+    stay: bool,
 ) -> str:
+    """The demo's closing summary. ``stay``: the processes keep running after it (a terminal),
+    so Flower's login and the metrics URL are shown; otherwise they are stopped as it prints."""
     (total, synced, pending), = sql_one(
         dsn, "SELECT count(*), count(*) FILTER (WHERE synced), count(*) FILTER (WHERE NOT synced)"
         " FROM orders",
@@ -383,8 +430,17 @@ def summary(
         f"    naive (1 upsert/write)   {naive_churn:>9,}",
         f"credits, all told            {ours:>9,}   (zohosim counted {zoho.get('used_24h', 0):,})",
         "",
-        f"Flower     {flower}   user {FLOWER_USER}  password {password}",
-        f"metrics    {web}/metrics",
+    ]
+    if stay:
+        lines += [
+            f"Flower     {flower}   user {FLOWER_USER}  password {password}",
+            f"metrics    {web}/metrics",
+        ]
+    else:
+        lines.append(
+            "Flower     stopped with the demo (run `make demo` on a terminal to keep it up)"
+        )
+    lines += [
         f"logs       {var}/logs/   settings {var}/ordersync.toml",
         "================================================================================",
     ]
@@ -399,8 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(var / "work", ignore_errors=True)
     logs.mkdir(parents=True, exist_ok=True)
 
-    ports = (0, 0, 0) if args.any_ports else (8010, 8080, 5555)
-    sim_port, web_port, flower_port = (free_port(p) for p in ports)
+    try:
+        sim_port, web_port, flower_port = (
+            choose_port(what, variable, default, dict(os.environ), any_port=args.any_ports)
+            for what, variable, default in PORTS
+        )
+    except PortBusy as exc:
+        print(f"demo: {exc}", file=sys.stderr, flush=True)
+        return 1
     sim, web = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
     flower = f"http://127.0.0.1:{flower_port}"
     dsn = f"{args.pg}/{args.database}"
@@ -440,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ordersync(env, "db", "install", capture=True)
 
         say(f"zohosim on {sim} (--job-speed {args.job_speed}), worker, web, Flower")
+        print(f"    ports: zohosim {sim_port}, web {web_port}, Flower {flower_port}"
+              " (set DEMO_SIM_PORT, DEMO_WEB_PORT, DEMO_FLOWER_PORT to choose)",
+              flush=True)  # fmt: skip
         procs.start("zohosim", [str(BIN / "zohosim"), "serve", "--port", str(sim_port),
                                 "--job-speed", args.job_speed], sim_env)  # fmt: skip
         queues = ",".join(f"{args.namespace}.{q}" for q in ("ordersync.db", "ordersync.zoho"))
@@ -456,7 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_http(f"{web}/healthz", procs, "web")
         wait_http(f"{flower}/healthcheck", procs, "Flower")
         wait_log(logs / "worker.log", " ready.", procs)
-        print(f"    Flower {flower} (user {FLOWER_USER}, password {password})", flush=True)
+        print(f"    Flower {flower} (user {FLOWER_USER}, password {password}) while the demo runs",
+              flush=True)  # fmt: skip
 
         say("ordersync sync initial --follow")
         started = time.monotonic()
@@ -487,9 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases["drain_seconds"] = wait_drained(dsn, procs, timeout=4 * args.max_delay + 60)
         phases["churn_credits"] = credits_spent(dsn) - phases["initial_credits"]
 
-        print(summary(dsn, sim, args, phases, flower, password, web, var), flush=True)
-        if sys.stdout.isatty() and not args.exit:
-            print("Everything keeps running: press Ctrl-C to stop it.", flush=True)
+        stay = sys.stdout.isatty() and not args.exit
+        print(summary(dsn, sim, args, phases, flower, password, web, var, stay=stay), flush=True)
+        if stay:
+            print("Flower, zohosim, the worker, beat and web keep running: press Ctrl-C here to"
+                  " stop them all (logs stay in var/demo/logs/).", flush=True)  # fmt: skip
             while True:
                 procs.check()
                 time.sleep(1)

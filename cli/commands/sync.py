@@ -34,6 +34,7 @@ import psycopg2
 from cli.commands.db import load
 from cli.commands.status import human_duration
 from pipeline import accounting, initial_sync, ledger, report, validate
+from pipeline import progress as in_flight
 from pipeline.ledger import BatchState, RunState
 from pipeline.legacy import schema
 from pipeline.legacy.connection import connect
@@ -244,10 +245,11 @@ def run_credits(args: argparse.Namespace) -> int:
 
 
 def _reader(progress_of: ProgressReader) -> ProgressReader:
-    """``run_progress`` plus, once the run has ended, its ``error``."""
+    """``run_progress`` plus, while the run goes on, what its batches and jobs are doing
+    (:func:`pipeline.progress.activity`), and once it has ended, its ``error``."""
 
     def read(settings: Settings, run_id: int) -> dict[str, Any]:
-        progress = progress_of(settings, run_id)
+        progress = in_flight.activity(settings, run_id, progress_of(settings, run_id))
         if progress.get("state") != RunState.RUNNING.value and "error" not in progress:
             conn = connect(settings, application="ordersync-cli")
             try:
@@ -419,10 +421,14 @@ def _count(value: Any) -> str:
 
 
 def format_progress(progress: dict[str, Any]) -> list[str]:
-    """Two lines for a ``run_progress`` dict: rows and timing; batches and credits."""
+    """Lines for a ``run_progress`` dict: rows and timing; batches and credits; and, with the
+    keys of :func:`pipeline.progress.activity`, what is in flight (the ETA is then the one from
+    the expected job time)."""
     total, done = progress.get("rows_total"), progress.get("rows_done") or 0
     share = f" ({100.0 * done / total:.1f}%)" if total else ""
     rate = progress.get("rate_rows_s")
+    eta = progress.get("eta_jobs_s")
+    eta = progress.get("eta_s") if eta is None else eta
     first = (
         f"run {progress['run_id']} {progress['state']}: {_count(done)} of {_count(total)} rows"
         f"{share}, synced {_count(progress.get('rows_synced'))},"
@@ -436,7 +442,7 @@ def format_progress(progress: dict[str, Any]) -> list[str]:
         )
         + f" | {human_duration(progress.get('elapsed_s'))} elapsed,"
         f" {'-' if rate is None else f'{rate:,.0f}'} rows/s,"
-        f" ETA {human_duration(progress.get('eta_s'))}"
+        f" ETA {human_duration(eta)}"
     )
     batches: dict[str, int] = progress.get("batches") or {}
     ordered = [s.value for s in BatchState] + sorted(set(batches) - {s.value for s in BatchState})
@@ -446,7 +452,8 @@ def format_progress(progress: dict[str, Any]) -> list[str]:
         f"batches: {shown or 'none yet'} | credits spent {_count(progress.get('credits_spent'))}"
         + ("" if predicted is None else f" of {predicted:,} predicted")
     )
-    return [first, second]
+    third = in_flight.format_activity(progress)
+    return [first, second] if third is None else [first, second, third]
 
 
 def credit_lines(settings: Settings, run_id: int) -> list[str]:

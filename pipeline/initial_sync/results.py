@@ -95,6 +95,8 @@ def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int
         if not job.terminal:
             polls = int(stats.get("polls", 0)) + 1
             stats["polls"] = polls
+            if job.total is not None:  # Zoho's counts so far, for the progress line
+                stats["job_processed"] = sum(n or 0 for n in (job.added, job.updated, job.skipped))
             touch(conn, settings, batch_id, stats)
             conn.commit()
             return Outcome(

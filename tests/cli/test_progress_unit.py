@@ -16,6 +16,15 @@ from cli.commands.sync import (
     follow_run,
     format_progress,
 )
+from pipeline.ledger import BatchKind, BatchState
+from pipeline.progress import (
+    ASSUMED_JOB_ROWS_PER_S,
+    OpenBatch,
+    SpeedSource,
+    estimate_seconds,
+    in_flight,
+    job_speed,
+)
 from pipeline.settings import Settings
 
 
@@ -140,3 +149,59 @@ def test_process_command_lines() -> None:
     assert worker[1:7] == ["-m", "celery", "-A", "tasks.app", "worker", "-Q"]
     assert "ordersync.db,ordersync.zoho" in worker and "-E" in worker and worker[-2:] == ["-c", "2"]
     assert "redbeat.RedBeatScheduler" in command_line("beat", [])
+
+
+def _settings() -> Settings:
+    return Settings(batch_size=25_000, batches_in_flight=3)
+
+
+def test_job_speed_prefers_zoho_counts_then_finished_jobs_then_the_assumption() -> None:
+    running = [
+        OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, 10_000, 20.0),
+        OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, 5_000, 20.0),
+        OpenBatch(BatchKind.BULK, BatchState.UPLOADED, 25_000),
+    ]
+    zoho = job_speed(running, finished_rows=50_000, finished_s=100.0)
+    assert (zoho.rows_per_s, zoho.source, zoho.jobs) == (375.0, SpeedSource.ZOHO, 2)
+    quiet = [OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, None, 5.0)]
+    history = job_speed(quiet, finished_rows=50_000, finished_s=100.0)
+    assert (history.rows_per_s, history.source) == (500.0, SpeedSource.HISTORY)
+    assumed = job_speed(quiet, finished_rows=0, finished_s=0.0)
+    assert (assumed.rows_per_s, assumed.source) == (ASSUMED_JOB_ROWS_PER_S, SpeedSource.ASSUMED)
+
+
+def test_estimate_lays_jobs_on_the_slots_in_flight() -> None:
+    three = [OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, 0, 1.0)] * 3
+    # three jobs of 60 s side by side, then the fourth 25,000 rows alone: 120 s
+    assert estimate_seconds(three, 25_000, 25_000, 3, 25_000 / 60) == 120.0
+    # what Zoho has done comes off; one slot: all in a row
+    half = [OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 1_000, 500, 1.0)]
+    assert estimate_seconds(half, 1_500, 1_000, 1, 100.0) == 5.0 + 10.0 + 5.0
+    # a job last polled 2 s ago has gone on meanwhile
+    polled = [OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 1_000, 500, 5.0, since_poll=2.0)]
+    assert estimate_seconds(polled, 0, 1_000, 1, 100.0) == 3.0
+    upserts = [OpenBatch(BatchKind.REALTIME, BatchState.EXTRACTED, 100)]
+    assert estimate_seconds(upserts, 0, 25_000, 3, 100.0) == 0.0
+
+
+def test_first_minute_shows_jobs_and_an_eta_from_the_job_time() -> None:
+    """The first minute of the demo: nothing reconciled yet, three jobs running."""
+    batches = [
+        OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, 12_500, 30.0),
+        OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, 12_500, 30.0),
+        OpenBatch(BatchKind.BULK, BatchState.JOB_CREATED, 25_000, None, 2.0),
+        OpenBatch(BatchKind.BULK, BatchState.EXTRACTED, 25_000),
+    ]
+    base = progress(done=0, rows_total=100_000, elapsed_s=35, eta_s=None,
+                    batches={"extracted": 1, "job_created": 3})  # fmt: skip
+    speed = job_speed(batches, 0, 0.0)
+    lines = format_progress({**base, **in_flight(batches, speed, base, _settings())})
+    # 12,500 left of two jobs at 416.7 rows/s: 30 s; the third job 60 s; the fourth after 30 s
+    assert lines[0].endswith("ETA 1m30s"), lines[0]
+    assert lines[2] == (
+        "in flight: 25,000 rows being prepared, 75,000 rows uploaded to Zoho, 3 bulk jobs"
+        " running, Zoho reports 25,000 of 50,000 rows processed (50%)"
+        " | job speed 416 rows/s a job (Zoho's job counts)"
+    )
+    ended = format_progress(progress("done", done=60_000))
+    assert len(ended) == 2  # no in-flight line once the run has ended

@@ -7,14 +7,15 @@ every long-running service has a health check and a restart policy. No Docker en
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from pipeline.settings import (
@@ -49,6 +50,7 @@ from tests.deploy.deployfiles import (
     run_help,
     service_argv,
 )
+from tests.fixtures.tools import requires_tool
 
 CORE_SERVICES = {"postgres", "redis", "worker", "beat", "flower", "web"}
 DEMO_SERVICES = {"zohosim", "seed"}
@@ -356,7 +358,27 @@ def test_dockerfile() -> None:
     assert not any("ordersync.toml" in entry for entry in ignore if entry.startswith("!"))
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+# The Compose specification's JSON schema as docker-compose 1.29.2 ships it (Apache-2.0; Debian's
+# docker-compose package: compose/config/compose_spec.json). It predates the top-level ``name``.
+COMPOSE_SCHEMA = Path(__file__).with_name("compose_spec.json")
+
+
+def test_compose_file_fits_the_compose_schema() -> None:
+    """The schema check docker-compose makes, without docker: unknown keys, wrong types."""
+    document = load_compose()
+    name = document.pop("name")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name), f"project name {name!r}"
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in validator.iter_errors(document)]  # fmt: skip
+    assert problems == []
+    # the check has teeth: a misspelt key in a service is refused
+    document["services"]["web"]["heathcheck"] = document["services"]["web"]["healthcheck"]
+    assert any("heathcheck" in e.message for e in validator.iter_errors(document))
+
+
+@requires_tool("docker-compose", "Debian: apt-get install docker-compose")
 def test_docker_compose_v1_validates_the_file(tmp_path: Path) -> None:
     """The Compose schema check of docker-compose 1.x (it lacks the top-level ``name``)."""
     text = COMPOSE_FILE.read_text(encoding="utf-8")

@@ -10,19 +10,23 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.deploy.deployfiles import ENV_FILE, PROMETHEUS_DIR, RUNBOOK, as_argv, load_compose
+from tests.fixtures.tools import requires_tool
+
+PROMTOOL = requires_tool("promtool", "Debian: apt-get install prometheus")
 
 # The metrics the web process exposes at /metrics (agreed names) and Flower's that we use.
 OUR_METRICS = {
     "ordersync_credits_spent_24h",
     "ordersync_credits_left_24h",
+    "ordersync_credits_budget_24h",
     "ordersync_pending_rows",
     "ordersync_oldest_pending_age_seconds",
     "ordersync_rows_synced_total",
     "ordersync_rows_in_error",
+    "ordersync_rows_in_error_by_code",
     "ordersync_rows_quarantined",
     "ordersync_batches",
     "ordersync_batch_stuck",
@@ -112,7 +116,7 @@ def _joined(rules: list[dict[str, Any]]) -> str:
     return "\n".join(rule["expr"] for rule in rules)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@PROMTOOL
 def test_promtool_checks_config_and_rules() -> None:
     proc = subprocess.run(
         ["promtool", "check", "config", "prometheus.yml"],
@@ -122,7 +126,7 @@ def test_promtool_checks_config_and_rules() -> None:
     assert f"{len(_rules())} rules found" in proc.stdout
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@PROMTOOL
 def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
     """promtool unit tests (alerts_test.yml) on the rules without their annotations."""
     document = _load("alerts.yml")

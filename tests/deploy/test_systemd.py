@@ -5,7 +5,6 @@ checks them too where it is installed."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.deploy.deployfiles import (
     run_help,
     unit_values,
 )
+from tests.fixtures.tools import requires_tool
 
 UNITS = (
     "ordersync-worker@.service",
@@ -114,7 +114,7 @@ def test_flower_refuses_to_start_without_credentials() -> None:
     assert allowed.returncode == 0
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+@requires_tool("systemd-analyze", "Debian: apt-get install systemd")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     """systemd's own check, with the install path pointed at this venv."""
     bin_dir = Path(sys.executable).parent

@@ -31,10 +31,10 @@ from tasks.initial import START
 from tasks.steps import TASK_NAMES
 from tests.deploy.deployfiles import Process, free_port
 from tests.fixtures.celery import CeleryTestEnv, WorkerFactory
+from tests.fixtures.tools import requires_tool
 from tests.ops.helpers import (
     ARTIFACTS,
     BULK_BATCH,
-    CHROMIUM,
     add_rows,
     chromium,
     redis_cleanup,
@@ -44,9 +44,7 @@ from tests.ops.helpers import (
 )
 from zohosim.testing import SimProcess
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = requires_tool("chromium", "Debian: apt-get install chromium")
 TIMEOUT = 5  # seconds, per request
 OUR_TASK = re.compile(r"\bordersync\.[a-z_.]+\b")
 

@@ -83,6 +83,9 @@ def test_metrics_read_the_ledger(legacy_db: Settings, metrics_url: str) -> None:
     assert after[("ordersync_rows_synced_total", ())] == 7 + 3  # bulk ok + realtime marked
     assert after[("ordersync_rows_in_error", ())] == 2
     assert after[("ordersync_rows_quarantined", ())] == 1
+    assert after[("ordersync_rows_in_error_by_code", (("code", "INVALID_DATA"),))] == 1
+    assert after[("ordersync_rows_in_error_by_code", (("code", "LIMIT_EXCEEDED"),))] == 1
+    assert after[("ordersync_credits_budget_24h", ())] == settings.zoho.daily_credit_budget
     assert after[("ordersync_batches", (("state", "reconciled"),))] == 2 + 2  # + add_errors'
     assert after[("ordersync_batches", (("state", "uploaded"),))] == 1
     assert after[("ordersync_batches", (("state", "failed"),))] == 1
