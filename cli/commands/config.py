@@ -1,7 +1,9 @@
 """``ordersync config show`` and ``ordersync config check``: the effective settings, masked.
 
-``check`` also compares them with the live legacy table (read-only) and exits 1 when anything
-would stop a sync, naming the key to change. Warnings are printed but do not fail the check.
+``check`` also compares them with the live legacy table (read-only) and with the Zoho module's
+field metadata (``pipeline.mapping_check``: 1 credit when the cached copy is older than an hour)
+and exits 1 when anything would stop a sync or make Zoho refuse rows, naming the key to change.
+Warnings are printed but do not fail the check.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import json
 import sys
 from typing import Any
 
+import psycopg2
+
+from pipeline import mapping_check
+from pipeline.legacy.connection import connect
 from pipeline.settings import (
     ConfigError,
     Problem,
@@ -54,6 +60,7 @@ def run_check(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     problems = check_settings(settings) + check_database(settings)
+    problems += zoho_problems(settings)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if args.json:
         document = {
@@ -70,6 +77,22 @@ def run_check(args: argparse.Namespace) -> int:
         summary = f"{len(errors)} error(s), {warnings} warning(s)" if problems else "no problems"
         print(f"configuration {'FAILED' if errors else 'OK'}: {summary}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def zoho_problems(settings: Settings) -> list[Problem]:
+    """The mapping against the module's fields (``pipeline.mapping_check``), with the table's
+    picklist values when the database can be read."""
+    try:
+        conn = connect(settings, application="ordersync config check")
+    except psycopg2.Error:
+        return mapping_check.against_zoho(settings)  # check_database says why
+    try:
+        conn.set_session(readonly=True)
+        return mapping_check.against_zoho(settings, conn)
+    except psycopg2.Error:
+        return mapping_check.against_zoho(settings)
+    finally:
+        conn.close()
 
 
 def _load(args: argparse.Namespace) -> Settings | None:

@@ -31,15 +31,16 @@ from typing import IO, Any
 
 import psycopg2
 
+from cli.commands.config import zoho_problems
 from cli.commands.db import load
 from cli.commands.status import human_duration
-from pipeline import accounting, initial_sync, ledger, report, validate
+from pipeline import accounting, initial_sync, ledger, mapping_check, report, validate
 from pipeline import progress as in_flight
 from pipeline.ledger import BatchState, RunState
 from pipeline.legacy import schema
 from pipeline.legacy.connection import connect
 from pipeline.planner import plan
-from pipeline.settings import Settings
+from pipeline.settings import Settings, Severity
 from tasks.config import create_app
 
 EXIT_OK = 0
@@ -156,6 +157,16 @@ def run_initial(args: argparse.Namespace) -> int:
         return _dry_run(settings, args)
     if args.json:
         print("error: --json goes with --dry-run", file=sys.stderr)
+        return EXIT_ERROR
+    refused = [p for p in zoho_problems(settings) if p.severity is Severity.ERROR]
+    if refused:
+        for problem in refused:
+            print(problem, file=sys.stderr)
+        print(
+            "refused: the mapping disagrees with the Zoho module (fix it, then `ordersync config"
+            " check`); no run started",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
     try:
@@ -301,6 +312,7 @@ def dry_run_document(settings: Settings, *, sample: int) -> dict[str, Any]:
             running = report.running_run_ids(conn, settings)
             checked = validate.check_pending(conn, settings, sample=sample)
             ahead = accounting.forecast(conn, settings, org_cached=org_cached)
+            mapping_problems = mapping_check.against_zoho(settings, conn)
     finally:
         conn.close()
     rows = {**rows, "writable": ahead.writable, "validated_out": ahead.validated_out}
@@ -324,6 +336,10 @@ def dry_run_document(settings: Settings, *, sample: int) -> dict[str, Any]:
         "credits": budget,
         "waiting_reason": waiting,
         "running_run_ids": running,
+        "mapping_problems": [
+            {"severity": str(p.severity), "key": p.key, "message": p.message}
+            for p in mapping_problems
+        ],
         "validation": {
             "checked": checked.checked,
             "bad_rows": checked.bad_rows,
@@ -393,6 +409,9 @@ def format_dry_run(document: dict[str, Any]) -> str:
     )
     if document["waiting_reason"]:
         lines.append(f"waiting        {document['waiting_reason']}")
+    for problem in document.get("mapping_problems", []):
+        p = problem
+        lines.append(f"mapping        {p['severity']}: {p['key']}: {p['message']}")
     if not found["violations"]:
         lines.append(f"field rules    all {found['checked']:,} pending rows pass")
         return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""The mapping checked against what the Zoho module will accept, one line per problem.
+
+Used by ``ordersync config check``, the dry run and the start of every run: an error stops
+them before any credit is spent on rows Zoho would refuse. ``distinct`` reads the values a
+legacy column holds (for picklists); it is optional so the check also runs without a database.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import psycopg2
+import redis
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from pipeline.legacy.names import Names
+from pipeline.mapping import FieldType, Mapping
+from pipeline.settings import Problem, Settings, Severity
+from pipeline.zoho.client import ZohoClient
+from pipeline.zoho.errors import ZohoError
+from pipeline.zoho.fields import COMPATIBLE, ZohoField, module_fields
+
+# Picklist values of the table read at most, per column.
+DISTINCT_LIMIT = 1_000
+_TEXT_KINDS = (FieldType.TEXT, FieldType.MULTILINE, FieldType.EMAIL, FieldType.PICKLIST)
+
+
+def _key(i: int, api_name: str) -> str:
+    return f"mapping[{i}] ({api_name})"
+
+
+def check_mapping(
+    mapping: Mapping,
+    fields: dict[str, ZohoField],
+    *,
+    module: str,
+    distinct: Callable[[str], Sequence[str]] | None = None,
+) -> list[Problem]:
+    """Every way the mapping disagrees with the module's fields (errors and warnings)."""
+    problems: list[Problem] = []
+    mapped = set(mapping.api_names)
+    for i, spec in enumerate(mapping.fields):
+        key = _key(i, spec.api_name)
+        field = fields.get(spec.api_name)
+        if field is None:
+            close = difflib.get_close_matches(spec.api_name, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                Problem(key, f"Zoho module {module} has no field {spec.api_name!r}{hint}")
+            )
+            continue
+        if not field.settable:
+            why = "read-only" if field.read_only else f"a {field.data_type} field"
+            problems.append(Problem(key, f"{spec.api_name} is {why}: Bulk Write cannot set it"))
+        if field.data_type not in COMPATIBLE[spec.type]:
+            problems.append(
+                Problem(key, f"type {spec.type} cannot feed Zoho's {field.data_type} field")
+            )
+        if (
+            spec.type in _TEXT_KINDS
+            and spec.max_length is not None
+            and field.length is not None
+            and spec.max_length > field.length
+        ):
+            problems.append(
+                Problem(
+                    key,
+                    f"max_length {spec.max_length} is above Zoho's length {field.length}:"
+                    f" longer values would be refused (set max_length = {field.length})",
+                )
+            )
+        if spec.type is FieldType.PICKLIST and field.picklist:
+            problems += _picklist(key, spec.api_name, spec.column, spec.allowed, field, distinct)
+        if spec.api_name == mapping.unique_field and not field.unique:
+            problems.append(
+                Problem(
+                    key,
+                    f"{spec.api_name} is the unique field (find_by) but Zoho does not mark it"
+                    " unique: make it unique in Zoho's field settings",
+                )
+            )
+    for name, field in sorted(fields.items()):
+        if field.mandatory and field.settable and name not in mapped:
+            problems.append(
+                Problem(
+                    "mapping",
+                    f"Zoho field {name} is mandatory but not mapped: every new record would be"
+                    " refused (MANDATORY_NOT_FOUND)",
+                )
+            )
+    return problems
+
+
+def _picklist(
+    key: str,
+    api_name: str,
+    column: str,
+    allowed: Sequence[str],
+    field: ZohoField,
+    distinct: Callable[[str], Sequence[str]] | None,
+) -> list[Problem]:
+    severity = Severity.WARNING if field.restricted is False else Severity.ERROR
+    how = {True: "restricted", False: "not restricted", None: "restriction not stated"}[
+        field.restricted
+    ]
+    out: list[Problem] = []
+    unknown = [v for v in allowed if v not in field.picklist]
+    if unknown:
+        out.append(
+            Problem(
+                key,
+                f"allowed lists {', '.join(map(repr, unknown))}, which Zoho's {api_name} picklist"
+                f" ({how}) lacks",
+                severity,
+            )
+        )
+    if distinct is not None:
+        held = [v for v in distinct(column) if v not in field.picklist and v not in unknown]
+        if held:
+            shown = ", ".join(map(repr, held[:10])) + (", …" if len(held) > 10 else "")
+            out.append(
+                Problem(
+                    key,
+                    f"the table's {column} holds {shown}, which Zoho's {api_name} picklist ({how})"
+                    " lacks: those rows would be refused (they are held back, never sent)",
+                    severity,
+                )
+            )
+    return out
+
+
+def distinct_reader(conn: Connection, settings: Settings) -> Callable[[str], Sequence[str]]:
+    """Read up to ``DISTINCT_LIMIT`` distinct non-empty values of a legacy column."""
+    n = Names(settings)
+
+    def read(column: str) -> Sequence[str]:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL AND {c}::text <> ''"
+                    " ORDER BY 1 LIMIT %s"
+                ).format(c=sql.Identifier(column), t=n.table),
+                (DISTINCT_LIMIT,),
+            )
+            return [str(r[0]) for r in cur.fetchall()]
+
+    return read
+
+
+def against_zoho(settings: Settings, conn: Connection | None = None) -> list[Problem]:
+    """Read the module's fields (cached, or 1 credit) and check the mapping against them, with
+    the table's picklist values when ``conn`` is given. Zoho unreachable → one warning."""
+    quick = replace(settings.zoho, max_retries=0, connect_timeout=3.0, read_timeout=15.0)
+    try:
+        client = ZohoClient.from_settings(replace(settings, zoho=quick))
+        try:
+            fields = module_fields(client)
+        finally:
+            client.close()
+    except (ZohoError, psycopg2.Error, redis.RedisError, OSError) as exc:
+        reason = getattr(exc, "message", "") or type(exc).__name__
+        return [
+            Problem(
+                "zoho",
+                f"the mapping was not checked against Zoho's fields ({reason})",
+                Severity.WARNING,
+            )
+        ]
+    distinct = None if conn is None else distinct_reader(conn, settings)
+    return check_mapping(settings.mapping, fields, module=settings.zoho.module, distinct=distinct)
