@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import psycopg2
+import psycopg2.errors
 import redis
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
@@ -160,6 +161,15 @@ def against_zoho(settings: Settings, conn: Connection | None = None) -> list[Pro
             fields = module_fields(client)
         finally:
             client.close()
+    except psycopg2.errors.UndefinedTable:
+        return [
+            Problem(
+                "zoho",
+                "the mapping was not checked against Zoho's fields: run `ordersync db install`"
+                " first (the 1-credit read is recorded in its credit ledger)",
+                Severity.WARNING,
+            )
+        ]
     except (ZohoError, psycopg2.Error, redis.RedisError, OSError) as exc:
         reason = getattr(exc, "message", "") or type(exc).__name__
         return [

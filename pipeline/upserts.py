@@ -28,6 +28,7 @@ from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.legacy.names import Names
 from pipeline.serialize import json_record
 from pipeline.settings import Settings
+from pipeline.zoho import fields as zoho_fields
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits
 from pipeline.zoho.results import UpsertOutcome
@@ -147,7 +148,10 @@ def send_batch(
         log.warning("batch %s failed, its %d rows stay pending: %s", batch.batch_id,
                     len(batch.rows), exc)  # fmt: skip
         raise
-    return reconcile(conn, settings, batch, outcomes, seconds=time.perf_counter() - started)
+    result = reconcile(conn, settings, batch, outcomes, seconds=time.perf_counter() - started)
+    if result.refused and zoho_fields.refused_for_data(o.code for o in outcomes if not o.ok):
+        zoho_fields.mark_stale(client)
+    return result
 
 
 def release_abandoned(

@@ -19,15 +19,18 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg2
+import redis
 from celery import Task
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from pipeline.settings import Settings, load_settings
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import TransientZohoError
+from pipeline.zoho.fields import cached_fields, derive_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +51,31 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @functools.cache
-def worker_settings() -> Settings:
-    """This process's settings, read once (file and environment) on first use."""
+def loaded_settings() -> Settings:
+    """This process's settings as configured, read once (file and environment) on first use."""
     return load_settings()
+
+
+@functools.cache
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2)
+
+
+def worker_settings() -> Settings:
+    """This process's settings, with the row rules Zoho's field metadata makes (the cached
+    copy the checks keep in Redis, ``pipeline.zoho.fields``; the configured mapping alone when
+    there is none). Never calls Zoho."""
+    settings = loaded_settings()
+    try:
+        fields = cached_fields(
+            _redis(settings.redis_url), settings.zoho.redis_prefix, settings.zoho.module
+        )
+    except redis.RedisError as exc:
+        logger.warning("field metadata not read from Redis (%s): configured rules only", exc)
+        return settings
+    if not fields:
+        return settings
+    return replace(settings, mapping=derive_mapping(settings.mapping, fields))
 
 
 _clients: dict[int, ZohoClient] = {}
@@ -61,7 +86,7 @@ def worker_client() -> ZohoClient:
     pid = os.getpid()
     if pid not in _clients:
         _clients.clear()  # a parent's client is not used across a fork
-        _clients[pid] = ZohoClient.from_settings(worker_settings())
+        _clients[pid] = ZohoClient.from_settings(loaded_settings())
     return _clients[pid]
 
 

@@ -39,6 +39,7 @@ from pipeline.ledger import Batch, BatchState
 from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
 from pipeline.settings import Settings
 from pipeline.zoho import codes
+from pipeline.zoho import fields as zoho_fields
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import FatalZohoError
 from pipeline.zoho.results import JobState, ResultRow, RowStatus, iter_result_rows
@@ -134,6 +135,8 @@ def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id
             return step_error(conn, settings, batch, Step.RECONCILE, str(exc) or repr(exc))
         marked = mark_synced(conn, settings, batch_id, ok)
         errors = record_row_errors(conn, settings, batch_id, refused)
+        if zoho_fields.refused_for_data(e.code for e in refused):
+            zoho_fields.mark_stale(client)
         transient = sum(1 for e in refused if codes.is_transient(e.code))
         credits = _batch_credits(conn, settings, batch_id)
         seconds = (datetime.now(UTC) - batch.created_at).total_seconds()

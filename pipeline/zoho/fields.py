@@ -132,6 +132,24 @@ def _read(redis: Any, key: str) -> tuple[float, dict[str, ZohoField]] | None:
     }
 
 
+def mark_stale(client: Any) -> None:
+    """Zoho refused rows our rules passed, for their data: the metadata may have changed. The
+    next check reads it again; workers keep the cached copy meanwhile."""
+    key = _cache_key(client.settings.redis_prefix, client.settings.module)
+    raw = client.redis.get(key)
+    if raw:
+        document = json.loads(raw)
+        if document.get("at"):
+            document["at"] = 0
+            client.redis.set(key, json.dumps(document))
+            log.info("field metadata of %s marked stale after a refusal", client.settings.module)
+
+
+def refused_for_data(codes_seen: Any) -> bool:
+    """Do these row codes suggest the module's fields changed (not ours, permanent)?"""
+    return any(c in ("INVALID_DATA", "MANDATORY_NOT_FOUND") for c in codes_seen)
+
+
 def forget(redis: Any, prefix: str, module: str) -> None:
     """Drop the cached metadata (a refusal suggests it changed): the next check asks Zoho."""
     redis.delete(_cache_key(prefix, module))

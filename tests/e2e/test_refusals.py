@@ -105,3 +105,30 @@ def test_retry_force_sends_a_held_row_once_more(make_e2e: MakeE2E) -> None:
     assert world.sim.admin.credits()["used_24h"] == spent + -(-len(refused) // 10)
     assert world.wait_done(world.start_run())["state"] == "done"
     assert world.sim.admin.credits()["used_24h"] == spent + -(-len(refused) // 10)
+
+
+def test_with_the_module_read_the_rows_zoho_would_refuse_are_never_sent(
+    make_e2e: MakeE2E,
+) -> None:
+    """The checks cache the module's fields; the workers' row rules then include Zoho's
+    picklist, so the refunded orders are held back before any call."""
+    from pipeline import mapping_check
+    from pipeline.zoho.codes import VALIDATION_CODE
+
+    world = make_e2e(rows=6_000, batch_size=6_000)
+    refused = _refunded(world)
+    problems = mapping_check.against_zoho(world.settings)  # what sync initial runs first
+    assert [p.key for p in problems] == ["mapping[4] (Order_Status)"]
+    assert "'Refunded', which Zoho's Order_Status picklist" in problems[0].message
+    assert world.sim.admin.credits()["by_api"] == {"fields": 1}
+    run_id = world.start_run()
+    progress = world.wait_done(run_id)
+
+    assert progress["state"] == "done"
+    assert progress["rows_validated_out"] == len(refused) and progress["rows_skipped"] == 0
+    errors = world.query("SELECT row_key, code, field FROM ordersync.row_errors")
+    assert {e[0] for e in errors} == refused
+    assert {e[1:] for e in errors} == {(VALIDATION_CODE, "Order_Status")}
+    credits = world.sim.admin.credits()
+    assert credits["by_api"] == {"fields": 1, "bulk_create": BULK_JOB_CREDITS, "org": 1}
+    world.assert_zoho_holds_legacy(except_keys=frozenset(refused))
