@@ -126,8 +126,9 @@ def _picklist(
                 Problem(
                     key,
                     f"the table's {column} holds {shown}, which Zoho's {api_name} picklist ({how})"
-                    " lacks: those rows would be refused (they are held back, never sent)",
-                    severity,
+                    " lacks: those rows are held back, never sent (fix the data, or add the"
+                    " values in Zoho)",
+                    Severity.WARNING,  # bad rows, not a bad mapping: the run goes on
                 )
             )
     return out

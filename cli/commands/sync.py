@@ -374,7 +374,7 @@ def format_dry_run(document: dict[str, Any]) -> str:
     """The dry-run document as text for people."""
     rows, best, budget = document["rows"], document["plan"], document["credits"]
     found = document["validation"]
-    lines = ["dry run: nothing written, nothing sent to Zoho"]
+    lines = ["dry run: nothing written; Zoho asked only for the module's fields (cached: free)"]
     if document["running_run_ids"]:
         lines.append(
             "note: run(s) "
@@ -409,6 +409,10 @@ def format_dry_run(document: dict[str, Any]) -> str:
     )
     if document["waiting_reason"]:
         lines.append(f"waiting        {document['waiting_reason']}")
+    lines.append(
+        "mapping check  sync initial reads the module's fields first: 1 credit when the cached"
+        " copy is over an hour old"
+    )
     for problem in document.get("mapping_problems", []):
         p = problem
         lines.append(f"mapping        {p['severity']}: {p['key']}: {p['message']}")

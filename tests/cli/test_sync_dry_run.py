@@ -74,7 +74,7 @@ def test_dry_run_prints_the_plan_and_bad_rows_and_writes_nothing(legacy_db: Sett
 
     text = run_cli(legacy_db, "sync", "initial", "--dry-run")
     assert text.returncode == 0, text.stderr
-    assert text.stdout.startswith("dry run: nothing written, nothing sent to Zoho")
+    assert text.stdout.startswith("dry run: nothing written; Zoho asked only for the module")
     assert "batches        2: 0 bulk of up to 25,000 rows, 2 upsert call(s)" in text.stdout
     assert "2 upsert call(s) (192 rows): 20 credits" in text.stdout
     assert "will spend     20 credits; minimum for these rows 20" in text.stdout
