@@ -34,13 +34,13 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from pipeline import initial_sync, ledger, planner
+from pipeline import initial_sync, ledger, mapping_check, planner
 from pipeline.ledger import RunKind, RunState
 from pipeline.legacy.connection import connect
 from pipeline.legacy.extract import hold_invalid_pending
 from pipeline.planner import Plan
 from pipeline.realtime import WAITING_KEY, pending_state, set_run_stats, waiting_stats
-from pipeline.settings import Settings
+from pipeline.settings import Settings, Severity
 from pipeline.upserts import BatchResult, release_abandoned, send_batch
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import CreditBudgetExceeded
@@ -101,6 +101,17 @@ def run_interval(
         pending = state.free
         if pending == 0:
             return IntervalResult(None, 0, planner.plan(0), (), ())
+        disagreements = [
+            p for p in mapping_check.against_zoho(settings, conn, client=client)
+            if p.severity is Severity.ERROR
+        ]  # fmt: skip
+        conn.rollback()  # the check's reads end here
+        if disagreements:
+            reason = "the mapping disagrees with the Zoho module: " + "; ".join(
+                map(str, disagreements)
+            )
+            log.error("interval run not started: %s", reason)
+            return IntervalResult(None, pending, planner.plan(0), (), (), reason)
         budget = client.credits.remaining()
         the_plan = planner.plan(pending, allow_bulk=allow_bulk, credits_available=budget)
         with conn:

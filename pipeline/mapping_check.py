@@ -152,16 +152,22 @@ def distinct_reader(conn: Connection, settings: Settings) -> Callable[[str], Seq
     return read
 
 
-def against_zoho(settings: Settings, conn: Connection | None = None) -> list[Problem]:
+def against_zoho(
+    settings: Settings, conn: Connection | None = None, *, client: ZohoClient | None = None
+) -> list[Problem]:
     """Read the module's fields (cached, or 1 credit) and check the mapping against them, with
-    the table's picklist values when ``conn`` is given. Zoho unreachable → one warning."""
-    quick = replace(settings.zoho, max_retries=0, connect_timeout=3.0, read_timeout=15.0)
+    the table's picklist values when ``conn`` is given. Zoho unreachable → one warning.
+    ``client``: a worker's own (else a short-lived one that fails fast)."""
     try:
-        client = ZohoClient.from_settings(replace(settings, zoho=quick))
-        try:
+        if client is not None:
             fields = module_fields(client)
-        finally:
-            client.close()
+        else:
+            quick = replace(settings.zoho, max_retries=0, connect_timeout=3.0, read_timeout=15.0)
+            own = ZohoClient.from_settings(replace(settings, zoho=quick))
+            try:
+                fields = module_fields(own)
+            finally:
+                own.close()
     except psycopg2.errors.UndefinedTable:
         return [
             Problem(

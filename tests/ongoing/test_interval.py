@@ -40,10 +40,12 @@ def test_what_the_budget_cannot_pay_waits_and_status_can_say_why(ongoing: Ongoin
         result = interval.run_interval(settings, client)
     finally:
         client.close()
-    # 16 credits left: 160 rows by upsert (100 + 60), 40 wait
-    assert (result.plan.rows, result.plan.waiting_rows) == (160, 40)
-    assert [b.sent for b in result.upserts] == [100, 60]
-    assert ongoing.pending() == 40
+    # 16 credits left, 1 of them for the module's fields (the run checks the mapping first):
+    # 150 rows by upsert (100 + 50), 50 wait
+    assert ongoing.sim.admin.credits()["by_api"]["fields"] == 1
+    assert (result.plan.rows, result.plan.waiting_rows) == (150, 50)
+    assert [b.sent for b in result.upserts] == [100, 50]
+    assert ongoing.pending() == 50
     conn = connect(settings)
     try:
         waiting = realtime.waiting(conn, settings)
@@ -52,3 +54,26 @@ def test_what_the_budget_cannot_pay_waits_and_status_can_say_why(ongoing: Ongoin
     assert waiting is not None and waiting["kind"] == "interval"
     assert waiting["rows"] == result.plan.waiting_rows
     assert waiting["reason"].startswith("credit budget")
+
+
+def test_an_interval_run_does_not_start_on_a_mapping_zoho_disagrees_with(
+    ongoing: Ongoing,
+) -> None:
+    wrong = replace(
+        ongoing.settings.mapping,
+        fields=tuple(
+            replace(s, api_name="E_mail") if s.api_name == "Email" else s
+            for s in ongoing.settings.mapping.fields
+        ),
+    )
+    settings = replace(ongoing.settings, mapping=wrong)
+    client = ZohoClient.from_settings(settings)
+    try:
+        ongoing.change(range(1, 21))
+        result = interval.run_interval(settings, client)
+    finally:
+        client.close()
+    assert result.run_id is None and result.upserts == ()
+    assert "has no field 'E_mail'" in result.waiting_reason
+    assert ongoing.pending() == 20  # nothing sent, nothing lost
+    assert ongoing.sim.admin.credits()["by_api"] == {"fields": 1}
