@@ -188,3 +188,106 @@ def against_zoho(
         ]
     distinct = None if conn is None else distinct_reader(conn, settings)
     return check_mapping(settings.mapping, fields, module=settings.zoho.module, distinct=distinct)
+
+
+# ---------------------------------------------------------------------------------------------
+# ``ordersync mapping suggest``
+# ---------------------------------------------------------------------------------------------
+
+# The mapped field type for each Zoho data type a column can feed.
+FIELD_TYPE_OF: dict[str, FieldType] = {
+    "text": FieldType.TEXT,
+    "textarea": FieldType.MULTILINE,
+    "email": FieldType.EMAIL,
+    "picklist": FieldType.PICKLIST,
+    "integer": FieldType.INTEGER,
+    "bigint": FieldType.INTEGER,
+    "double": FieldType.DECIMAL,
+    "decimal": FieldType.DECIMAL,
+    "currency": FieldType.CURRENCY,
+    "date": FieldType.DATE,
+    "datetime": FieldType.DATETIME,
+    "boolean": FieldType.BOOLEAN,
+}
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _best_match(
+    column: str,
+    pg_type: str,
+    by_norm: dict[str, ZohoField],
+    used: set[str],
+    accepts: Callable[[FieldType, str], bool],
+) -> ZohoField | None:
+    """The settable field whose name is closest to the column's (exact, one name inside the
+    other, or similar), among those the column's type can feed; None below 0.6."""
+    want = _norm(column)
+    best: tuple[float, ZohoField] | None = None
+    for norm, field in by_norm.items():
+        kind = FIELD_TYPE_OF.get(field.data_type)
+        if field.api_name in used or kind is None or not accepts(kind, pg_type):
+            continue
+        if norm == want:
+            score = 1.0
+        elif min(len(norm), len(want)) >= 4 and (norm in want or want in norm):
+            score = 0.8
+        else:
+            score = difflib.SequenceMatcher(None, norm, want).ratio()
+        if best is None or score > best[0]:
+            best = (score, field)
+    return best[1] if best is not None and best[0] >= 0.6 else None
+
+
+def suggest_mapping(
+    columns: Sequence[tuple[str, str]],
+    fields: dict[str, ZohoField],
+    *,
+    key_column: str,
+    unique_field: str,
+    accepts: Callable[[FieldType, str], bool],
+    distinct: Callable[[str], Sequence[str]] | None = None,
+) -> str:
+    """A ``[[mapping]]`` block for ``columns`` ((name, PostgreSQL type), table order): each
+    matched by name to a settable Zoho field whose type it can feed; the rest commented out."""
+    by_norm = {_norm(n): f for n, f in fields.items() if f.settable}
+    out: list[str] = []
+    used: set[str] = set()
+    for column, pg_type in columns:
+        field = (
+            fields.get(unique_field)
+            if column == key_column
+            else _best_match(column, pg_type, by_norm, used, accepts)
+        )
+        kind = None if field is None else FIELD_TYPE_OF.get(field.data_type)
+        if field is None or kind is None or field.api_name in used or not accepts(kind, pg_type):
+            why = (
+                "no Zoho field of that name"
+                if field is None
+                else (f"Zoho's {field.api_name} is {field.data_type}, the column is {pg_type}")
+            )
+            out += [f"# [[mapping]]  # {column}: {why}", f'# column = "{column}"', ""]
+            continue
+        used.add(field.api_name)
+        out += ["[[mapping]]", f'column = "{column}"', f'api_name = "{field.api_name}"',
+                f'type = "{kind}"']  # fmt: skip
+        if kind in (FieldType.TEXT, FieldType.MULTILINE) and field.length:
+            out.append(f"max_length = {field.length}")
+        if field.mandatory or field.api_name == unique_field:
+            out.append("mandatory = true")
+        if kind is FieldType.PICKLIST and field.picklist:
+            out.append("allowed = [" + ", ".join(f'"{v}"' for v in field.picklist) + "]")
+            if distinct is not None:
+                lacking = [v for v in distinct(column) if v not in field.picklist]
+                if lacking:
+                    out.append(
+                        "# the table holds values Zoho's picklist lacks (rows held back): "
+                        + ", ".join(map(repr, lacking[:20]))
+                    )
+        out.append("")
+    missing = sorted(n for n, f in fields.items() if f.mandatory and f.settable and n not in used)
+    if missing:
+        out.append("# Zoho fields that are mandatory and not matched: " + ", ".join(missing))
+    return "\n".join(out).rstrip() + "\n"

@@ -460,6 +460,18 @@ ORDER BY c.ordinal_position
 """
 
 
+def accepts_column_type(kind: FieldType, pg_type: str) -> bool:
+    """Can a PostgreSQL column of ``pg_type`` feed a mapped field of ``kind``?"""
+    return pg_type in _ACCEPTED[kind] or pg_type in _TOLERATED.get(kind, frozenset())
+
+
+def table_columns(conn: Any, settings: Settings) -> list[tuple[str, str]]:
+    """The source table's (column, type) pairs in table order (empty if there is no table)."""
+    with conn.cursor() as cur:
+        cur.execute(_COLUMNS_SQL, (settings.source.schema, settings.source.table))
+        return [(str(name), str(kind)) for name, kind in cur.fetchall()]
+
+
 def check_database(settings: Settings, connect_timeout: int = 5) -> list[Problem]:
     """Compare the configuration with the live legacy table; write nothing.
 

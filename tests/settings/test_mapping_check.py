@@ -120,3 +120,32 @@ def test_config_check_reads_the_module_over_http_and_fails(
     assert any("Region is mandatory but not mapped" in m for m in messages), messages
     assert document["ok"] is False
     assert disagreeing_sim.admin.credits()["by_api"] == {"fields": 1}  # one read, 1 credit
+
+
+def test_mapping_suggest_prints_a_block_that_loads(
+    disagreeing_sim: SimProcess, legacy_dsn: str, tmp_path: Path
+) -> None:
+    example = (REPO / "ordersync.example.toml").read_text(encoding="utf-8")
+    head = example.split("\n[[mapping]]")[0] + "\n"  # the example without its own mapping
+    head = head.replace("http://127.0.0.1:8010", disagreeing_sim.base_url).replace(
+        "postgresql://postgres@127.0.0.1:5432/ordersync_demo", legacy_dsn
+    )
+    config = tmp_path / "ordersync.toml"
+    config.write_text(head, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSYNC_")}
+    env["ORDERSYNC_ZOHO_REDIS_PREFIX"] = f"test:suggest:{os.getpid()}"
+    schema.install(load_settings(config, env=env))
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--config", str(config), "mapping", "suggest"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert '[[mapping]]\ncolumn = "customer_name"\napi_name = "Customer_Name"' in out
+    assert "max_length = 50" in out  # Zoho's length, not the demo mapping's 100
+    assert 'column = "customer_email"\napi_name = "E_mail"' in out  # Zoho renamed Email
+    assert "mandatory and not matched: Name, Region" in out
+    assert "'Refunded'" not in out.split('column = "status"')[1].split("[[mapping]]")[0]
+    config.write_text(head + out, encoding="utf-8")
+    loaded = load_settings(config, env=env)  # the block is valid configuration
+    assert loaded.mapping.api_names[:3] == ("parent_id", "Customer_Name", "E_mail")
