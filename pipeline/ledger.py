@@ -325,6 +325,18 @@ def record_job_intent(
         )
 
 
+def batch_by_callback_digest(cur: Any, ledger_schema: str, digest: str) -> int | None:
+    """The unfinished batch whose callback token has this sha256 digest, or None."""
+    cur.execute(
+        sql.SQL("SELECT id FROM {} WHERE callback_digest = %s AND state NOT IN ({})").format(
+            sql.Identifier(ledger_schema, "batches"), finished_states_sql()
+        ),
+        (digest,),
+    )
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
 def record_job_hint(cur: Any, settings: Settings, batch_id: int, job_id: str) -> bool:
     """Keep the job id a callback named, only for a batch that sent create-job without
     learning the id; True if stored."""

@@ -7,26 +7,24 @@ Routes::
     POST /zoho/callback/<token> 200 {"status": "accepted"} and the batch's poll task is enqueued;
                                 404 for any token that is not a live batch's
 
-Each batch gets its own callback token (:func:`new_callback_token`, 256 random bits) in the
-callback URL it gives Zoho (:func:`callback_path`). The body Zoho posts is never read as data:
-the token only says which batch to look at, and the poll task then asks Zoho for the job's state
-with a GET. A forged or replayed callback therefore costs one early poll and nothing else.
-Tokens never appear in the access log (the path is redacted).
+Each create-job attempt gets its own callback token (``pipeline.initial_sync.fresh_token``, 256
+random bits) in the callback URL it gives Zoho (``callback_path``). The body Zoho posts is never
+read as data: the token only says which batch to look at, and the poll task then asks Zoho for
+the job's state with a GET. A forged or replayed callback therefore costs one early poll and
+nothing else. Tokens never appear in the access log (the path is redacted).
 
 Hooks for the batch work: :func:`enqueue_poll` (sends ``ordersync.poll`` with
-``batch_id=<id>``) and :func:`lookup_batch_by_token` (to be written against
-``ordersync.batches``; we suggest storing :func:`callback_token_digest` of the token, not the
-token). :func:`make_wsgi_app` takes both as callables, so tests inject their own.
+``batch_id=<id>``) and :func:`lookup_batch_by_token` (the ledger keeps only the token's
+sha256, ``batches.callback_digest``). :func:`make_wsgi_app` takes both as callables, so tests
+inject their own.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import re
-import secrets
 import socketserver
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +35,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import psycopg2
 from celery import Celery
 from kombu import Connection
-from psycopg2 import sql
+
+from pipeline import ledger
+from pipeline.initial_sync import CALLBACK_PREFIX, record_job_hint, token_digest
 
 logger = logging.getLogger(__name__)
 
@@ -49,29 +49,12 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 POLL_TASK = "ordersync.poll"
-CALLBACK_PREFIX = "/zoho/callback/"
-TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
 CHECK_TIMEOUT = 3.0  # seconds, per health check
 MAX_DRAINED_BODY = 1 << 20  # we read (and drop) at most this much of a callback body
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 _CALLBACK_RE = re.compile(re.escape(CALLBACK_PREFIX) + r"([^/]*)")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HintRecorder = Callable[[BatchId, str], None]
-
-
-def new_callback_token() -> str:
-    """A fresh, unguessable token for one batch's callback URL."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def callback_token_digest(token: str) -> str:
-    """SHA-256 of a token (hex): what the ledger should store and look up."""
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
-
-
-def callback_path(token: str) -> str:
-    """The path part of a batch's callback URL (prefix it with the public base URL)."""
-    return f"{CALLBACK_PREFIX}{token}"
 
 
 def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None:
@@ -86,7 +69,7 @@ def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None
 def lookup_batch_by_token(dsn: str, ledger_schema: str, token: str) -> BatchId | None:
     """The unfinished batch whose callback token this is (found by the token's digest), or None.
 
-    The ledger stores only :func:`callback_token_digest` of each batch's token
+    The ledger stores only the digest (``pipeline.initial_sync.token_digest``) of each token
     (``batches.callback_digest``, set by ``pipeline.initial_sync.create_job``).
     """
     conn = psycopg2.connect(
@@ -94,17 +77,9 @@ def lookup_batch_by_token(dsn: str, ledger_schema: str, token: str) -> BatchId |
     )
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT id FROM {} WHERE callback_digest = %s"
-                    " AND state NOT IN ('reconciled', 'failed')"
-                ).format(sql.Identifier(ledger_schema, "batches")),
-                (callback_token_digest(token),),
-            )
-            row = cur.fetchone()
+            return ledger.batch_by_callback_digest(cur, ledger_schema, token_digest(token))
     finally:
         conn.close()
-    return None if row is None else int(row[0])
 
 
 def job_id_in(body: bytes) -> str | None:
@@ -126,8 +101,6 @@ def job_id_in(body: bytes) -> str | None:
 
 def record_callback_hint(settings: Any, batch_id: BatchId, job_id: str) -> None:
     """Keep a callback's job id on its batch (see ``pipeline.initial_sync.record_job_hint``)."""
-    from pipeline.initial_sync import record_job_hint
-
     if record_job_hint(settings, int(batch_id), job_id):
         logger.info("callback named job %s for batch %s (to be verified)", job_id, batch_id)
 

@@ -69,6 +69,8 @@ from pipeline.initial_sync.batch import (
 )
 from pipeline.initial_sync.callbacks import (
     batch_by_token,
+    callback_path,
+    fresh_token,
     record_job_hint,
     token_digest,
     token_of,
@@ -142,6 +144,8 @@ __all__ = [
     "STEP_RETRY_COUNTDOWN",
     "Step",
     "batch_by_token",
+    "callback_path",
+    "fresh_token",
     "batch_lock",
     "create_job",
     "extract",

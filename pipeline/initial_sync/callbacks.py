@@ -1,5 +1,5 @@
 """Job callbacks: the token in a job's callback URL, its digest in the ledger, the job id a
-callback names."""
+callback names. The web process (``tasks.web``) uses these; there is no second copy."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ import logging
 import secrets
 from urllib.parse import urlsplit
 
-from psycopg2 import sql
-
 from pipeline import ledger
-from pipeline.initial_sync.batch import (
-    table,
-)
 from pipeline.initial_sync.decisions import (
     CALLBACK_PREFIX,
 )
@@ -21,6 +16,8 @@ from pipeline.legacy.connection import transaction
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters
 
 
 def token_of(callback_url: str | None) -> str | None:
@@ -40,7 +37,13 @@ def token_digest(token: str) -> str:
 
 
 def fresh_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A new, unguessable token for one create-job attempt's callback URL (256 bits)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def callback_path(token: str) -> str:
+    """The path of a callback URL (the web process's route; prefix it with the public base)."""
+    return f"{CALLBACK_PREFIX}{token}"
 
 
 def record_job_hint(settings: Settings, batch_id: int, job_id: str) -> bool:
@@ -54,12 +57,6 @@ def record_job_hint(settings: Settings, batch_id: int, job_id: str) -> bool:
 def batch_by_token(settings: Settings, token: str) -> int | None:
     """The unfinished batch whose callback token this is (looked up by its digest), or None."""
     with transaction(settings, "ordersync-web") as cur:
-        cur.execute(
-            sql.SQL("SELECT id FROM {} WHERE callback_digest = %s AND state NOT IN ({})").format(
-                table(settings, "batches"),
-                ledger.finished_states_sql(),
-            ),
-            (token_digest(token),),
+        return ledger.batch_by_callback_digest(
+            cur, settings.source.ledger_schema, token_digest(token)
         )
-        row = cur.fetchone()
-    return None if row is None else int(row[0])

@@ -33,9 +33,9 @@ import redis
 import requests
 from celery import Celery
 
-from pipeline.initial_sync import run_progress
+from pipeline.initial_sync import CALLBACK_PREFIX, run_progress
+from pipeline.initial_sync import fresh_token as new_callback_token
 from pipeline.settings import Settings
-from tasks.web import CALLBACK_PREFIX, new_callback_token
 from tests.cli.helpers import query
 from tests.deploy.deployfiles import Process, free_port
 from tests.fixtures.celery import CeleryTestEnv

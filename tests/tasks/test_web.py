@@ -17,17 +17,17 @@ import redis
 import requests
 from celery import Celery
 
+from pipeline.initial_sync import callback_path
+from pipeline.initial_sync import fresh_token as new_callback_token
 from tasks.config import Queue
 from tasks.web import (
     BatchId,
     HealthCheck,
-    callback_path,
     check_broker,
     check_database,
     enqueue_poll,
     make_http_server,
     make_wsgi_app,
-    new_callback_token,
 )
 from tests.fixtures.celery import CeleryTestEnv, make_celery_env
 
