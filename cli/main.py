@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status",
     "processes",
     "mapping",
+    "secret",
 )
 
 

@@ -75,6 +75,8 @@ class Settings:
     stall_after: float = 300.0  # seconds without progress before the sweeper re-enqueues a step
     work_dir: Path = Path("var/ordersync")  # zips and result files
     org_timezone: str = "UTC"
+    # When set, the web process's /metrics wants ``Authorization: Bearer <token>``.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
 
 
 # The demo `orders` table's mapping (see pipeline/demo.py); a real install states its own.

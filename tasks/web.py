@@ -22,6 +22,7 @@ inject their own.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import re
@@ -36,7 +37,7 @@ import psycopg2
 from celery import Celery
 from kombu import Connection
 
-from pipeline import ledger
+from pipeline import credentials, ledger
 from pipeline.initial_sync import CALLBACK_PREFIX, record_job_hint, token_digest
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,15 @@ def check_broker(celery_app: Celery) -> None:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=CHECK_TIMEOUT)
 
 
+def bearer_matches(environ: Mapping[str, Any], token: str) -> bool:
+    """Does the request carry ``Authorization: Bearer <token>``? (constant-time comparison)"""
+    header = str(environ.get("HTTP_AUTHORIZATION") or "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def _json(start_response: StartResponse, status: str, body: Mapping[str, Any]) -> list[bytes]:
     data = json.dumps(body, sort_keys=True).encode()
     start_response(
@@ -160,8 +170,11 @@ def make_wsgi_app(
     checks: Mapping[str, HealthCheck],
     record_hint: HintRecorder | None = None,
     metrics: WsgiApp | None = None,
+    metrics_token: str | None = None,
 ) -> WsgiApp:
     """The WSGI application: ``lookup`` maps a token to a batch id, ``enqueue`` wakes its poll.
+
+    ``metrics_token``, if given, is the bearer token ``/metrics`` requires (401 without it).
 
     ``record_hint(batch_id, job_id)``, if given, keeps the job id the body names for a batch that
     sent create-job without learning the id (verified by the poll task with a GET).
@@ -206,6 +219,13 @@ def make_wsgi_app(
                     return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
                 return healthz(start_response)
             if path == "/metrics" and metrics is not None:  # pipeline.metrics: read the ledger
+                if metrics_token and not bearer_matches(environ, metrics_token):
+                    start_response(
+                        "401 Unauthorized",
+                        [("Content-Type", "application/json"),
+                         ("WWW-Authenticate", 'Bearer realm="ordersync metrics"')],
+                    )  # fmt: skip
+                    return [b'{"error": "unauthorized"}']
                 return metrics(environ, start_response)
             match = _CALLBACK_RE.fullmatch(path)
             if match:
@@ -265,6 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = load_settings()
+    metrics_token = settings.metrics_token.reveal() or None
+    if metrics_token is not None:
+        try:
+            credentials.require("ORDERSYNC_SYNC_METRICS_TOKEN", metrics_token)
+        except credentials.CredentialRefused as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
     dsn = settings.source.dsn.reveal()
     application = make_wsgi_app(
         lookup=partial(lookup_batch_by_token, dsn, settings.source.ledger_schema),
@@ -272,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks={"db": partial(check_database, dsn), "broker": partial(check_broker, celery_app)},
         record_hint=partial(record_callback_hint, settings),
         metrics=metrics_app(settings),
+        metrics_token=metrics_token,
     )
     server = make_http_server(application, args.host, args.port)
     logger.info("listening on http://%s:%s", args.host, server.server_port)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.credentials import new_secret
 from tests.deploy.deployfiles import (
     REPO,
     Process,
@@ -55,14 +56,19 @@ def test_flower_refuses_to_start_without_credentials(celery_env: CeleryTestEnv) 
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 78
-    assert "FLOWER_BASIC_AUTH is not set" in proc.stderr
+    assert "FLOWER_BASIC_AUTH is empty" in proc.stderr
+    env["FLOWER_BASIC_AUTH"] = "admin:CHANGE_ME_flower_password"  # the old template's value
+    proc = subprocess.run(
+        ["sh", "-c", _flower_script(free_port())],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 78 and "is a placeholder" in proc.stderr
+    assert active_env()["FLOWER_BASIC_AUTH"] == ""  # the template ships no usable password
 
 
 @pytest.mark.timeout(180)
-def test_flower_basic_auth_and_worker_metrics(
-    celery_env: CeleryTestEnv, tmp_path: Path
-) -> None:
-    credentials = active_env()["FLOWER_BASIC_AUTH"].split(",")[0]
+def test_flower_basic_auth_and_worker_metrics(celery_env: CeleryTestEnv, tmp_path: Path) -> None:
+    credentials = f"admin:{new_secret()}"  # as an operator makes one
     user, _, password = credentials.partition(":")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -72,9 +78,7 @@ def test_flower_basic_auth_and_worker_metrics(
         subprocess_env(celery_env.env(FLOWER_BASIC_AUTH=credentials)),
         tmp_path / "flower.log",
     )
-    worker = Process(
-        _worker_argv(celery_env, hostname), celery_env.env(), tmp_path / "worker.log"
-    )
+    worker = Process(_worker_argv(celery_env, hostname), celery_env.env(), tmp_path / "worker.log")
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -179,3 +182,44 @@ def _body(message: dict[str, Any]) -> str:
     if message["properties"]["body_encoding"] == "base64":
         return base64.b64decode(body).decode()
     return body
+
+
+def test_metrics_wants_the_bearer_token_when_one_is_set() -> None:
+    token = new_callback_token()  # any strong secret
+
+    def metrics(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ordersync_up 1\n"]
+
+    app = make_wsgi_app(lookup=lambda t: None, enqueue=lambda b: None, checks={},
+                        metrics=metrics, metrics_token=token)  # fmt: skip
+    server = make_http_server(app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        missing = requests.get(f"{base}/metrics", timeout=TIMEOUT)
+        assert missing.status_code == 401 and "Bearer" in missing.headers["WWW-Authenticate"]
+        wrong = {"Authorization": f"Bearer {token[:-1]}x"}
+        assert requests.get(f"{base}/metrics", headers=wrong, timeout=TIMEOUT).status_code == 401
+        basic = {"Authorization": f"Basic {token}"}
+        assert requests.get(f"{base}/metrics", headers=basic, timeout=TIMEOUT).status_code == 401
+        right = requests.get(
+            f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT
+        )
+        assert right.status_code == 200 and right.text == "ordersync_up 1\n"
+        assert requests.get(f"{base}/healthz", timeout=TIMEOUT).status_code == 200  # open
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("token", ["k3Q9z", "CHANGE_ME_metrics_token_value"])
+def test_the_web_process_refuses_a_weak_metrics_token(token: str) -> None:
+    env = {**os.environ, "ORDERSYNC_SYNC_METRICS_TOKEN": token}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "web", "--port", "0"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "ORDERSYNC_SYNC_METRICS_TOKEN" in done.stderr and "ordersync secret new" in done.stderr
+    assert token not in done.stderr
