@@ -12,6 +12,7 @@ from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
 CALLBACK_PREFIX = "/zoho/callback/"  # the web process's route (tasks.web.CALLBACK_PREFIX)
 FIRST_POLL = 0.25  # seconds before the first poll of a job; doubled each poll
 MAX_POLL = 60.0  # seconds: the longest wait between two polls
+POLL_LATE_SHARE = 0.1  # a poll comes at most this share of the job's age after its end
 CALLBACK_RECHECK = 30.0  # seconds between checks while waiting for a job's callback
 MAX_JOB_ATTEMPTS = 3  # jobs per batch (FAILED or refused) before the batch fails
 MAX_FAILED_BATCHES = 5  # failed batches before a run gives up
@@ -82,8 +83,16 @@ class Outcome:
     note: str = ""
 
 
-def poll_countdown(polls: int) -> float:
-    """Seconds before poll number ``polls + 1`` of a job: 0.25, 0.5, 1, 2, … capped at 60."""
+def poll_countdown(polls: int, age: float | None = None) -> float:
+    """Seconds before the next poll of a job that is ``age`` seconds old.
+
+    ``POLL_LATE_SHARE`` (10 %) of its age, between 0.25 s and 60 s: the poll never sees a job's
+    end more than a tenth of its age late (a 1-minute job: within 6 s; doubling waits would
+    have been up to 100 % late), and a job of an hour is asked once a minute. Without an age:
+    0.25, 0.5, 1, 2, … capped at 60 (poll number ``polls + 1``).
+    """
+    if age is not None:
+        return min(MAX_POLL, max(FIRST_POLL, POLL_LATE_SHARE * max(0.0, age)))
     return min(MAX_POLL, FIRST_POLL * 2 ** max(0, polls))
 
 

@@ -21,6 +21,7 @@ from pipeline.initial_sync.batch import (
     load,
     nothing,
     result_path,
+    seconds_since,
     set_fields,
     step_error,
     table,
@@ -100,8 +101,9 @@ def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int
                 stats["job_processed"] = sum(n or 0 for n in (job.added, job.updated, job.skipped))
             touch(conn, settings, batch_id, stats)
             conn.commit()
+            age = seconds_since(batch.job_requested_at) if batch.job_requested_at else None
             return Outcome(
-                batch_id, Step.POLL, run_id=batch.run_id, countdown=poll_countdown(polls)
+                batch_id, Step.POLL, run_id=batch.run_id, countdown=poll_countdown(polls, age)
             )
         if job.state is JobState.FAILED:
             return job_failed(conn, settings, batch, f"job {job.id} FAILED")

@@ -35,6 +35,17 @@ def test_poll_countdown_doubles_and_is_capped() -> None:
     assert max(waits) == MAX_POLL == 60.0
 
 
+def test_a_poll_is_never_more_than_a_tenth_of_the_jobs_age_late() -> None:
+    assert poll_countdown(3, age=0.0) == 0.25  # a fresh job: soon
+    assert poll_countdown(3, age=60.0) == 6.0  # a minute-long job: its end seen within 6 s
+    assert poll_countdown(3, age=3_600.0) == MAX_POLL  # an hour: once a minute
+    # replay a job that ends at 61 s: the poll that sees it comes at most 10 % of 61 s late
+    age = 0.0
+    while age < 61.0:
+        age += poll_countdown(0, age)
+    assert age - 61.0 <= 0.1 * 61.0 + 0.25
+
+
 def test_every_unfinished_state_has_its_step_and_finished_ones_none() -> None:
     assert set(NEXT_STEP) == {s for s in BatchState if not s.finished}
     assert NEXT_STEP[BatchState.UPLOADED] is Step.CREATE_JOB
