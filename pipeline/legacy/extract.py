@@ -296,7 +296,7 @@ def _claim(
                       array_agg(k::text), array_agg(v)
                FROM (SELECT t.{key} AS k, t.{version} AS v FROM {table} t
                      WHERE {free} {ahead}
-                     ORDER BY t.{key} LIMIT {limit}) AS c
+                     ORDER BY {order} LIMIT {limit}) AS c
                HAVING count(*) > 0
                RETURNING id, row_count, key_lo, key_hi"""
         ).format(
@@ -309,6 +309,13 @@ def _claim(
             table=n.table,
             free=free,
             ahead=ahead if after is not None else sql.SQL(""),
+            # realtime: the oldest change first (rows pending since before install count as
+            # oldest), so no change waits behind newer ones; bulk: key order, for key ranges
+            order=(
+                sql.SQL("t.{} NULLS FIRST, t.{}").format(n.pending_since, n.key)
+                if kind is BatchKind.REALTIME
+                else sql.SQL("t.{}").format(n.key)
+            ),
             limit=sql.Literal(limit),
         )
     )
@@ -445,7 +452,7 @@ def claim_realtime(
     limit: int = UPSERT_MAX_RECORDS,
     run_id: int | None = None,
 ) -> RealtimeBatch | None:
-    """Claim up to ``limit`` pending rows (oldest keys first) for a near-real-time upsert.
+    """Claim up to ``limit`` pending rows (oldest change first) for a near-real-time upsert.
 
     Same claim rules and snapshot as bulk batches; the batch claims exactly its keys. Returns
     the rows as canonical texts (build the JSON with ``pipeline.serialize.json_record``).
