@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sync",
     "status",
     "processes",
+    "verify",
 )
 
 

@@ -30,11 +30,11 @@ from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
 from zohocrmsdk.src.com.zoho.api.logger import Logger
 from zohocrmsdk.src.com.zoho.crm.api import HeaderMap, ParameterMap
+from zohocrmsdk.src.com.zoho.crm.api.bulk_read import BodyWrapper as ReadRequestWrapper
 from zohocrmsdk.src.com.zoho.crm.api.bulk_read import BulkReadOperations
 from zohocrmsdk.src.com.zoho.crm.api.bulk_read import CallBack as ReadCallBack
 from zohocrmsdk.src.com.zoho.crm.api.bulk_read import Criteria as ReadCriteria
 from zohocrmsdk.src.com.zoho.crm.api.bulk_read import Query as ReadQuery
-from zohocrmsdk.src.com.zoho.crm.api.bulk_read import BodyWrapper as ReadRequestWrapper
 from zohocrmsdk.src.com.zoho.crm.api.bulk_write import (
     BulkWriteOperations,
     CallBack,
@@ -378,7 +378,7 @@ class Driver:
         return crit
 
     def op_read_poll(self, step: dict[str, Any]) -> dict[str, Any]:
-        job_id = int(step.get("job_id", self.ctx.get("read_job_id")))
+        job_id = int(step.get("job_id", self.ctx.get("read_job_id", 0)))
         deadline = time.monotonic() + float(step.get("timeout", 30))
         seen: list[Any] = []
         while True:
@@ -394,7 +394,7 @@ class Driver:
         return result
 
     def op_read_download(self, step: dict[str, Any]) -> dict[str, Any]:
-        job_id = int(step.get("job_id", self.ctx.get("read_job_id")))
+        job_id = int(step.get("job_id", self.ctx.get("read_job_id", 0)))
         response = BulkReadOperations().download_result(job_id)
         return self._file_response(response)
 
