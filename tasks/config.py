@@ -90,10 +90,12 @@ ROUTES: dict[str, Queue] = {
     "ordersync.sweep": Queue.DB,
     "ordersync.realtime.check": Queue.ZOHO,  # tasks/ongoing.py: upserts
     "ordersync.interval.run": Queue.ZOHO,
+    "ordersync.verify.start": Queue.ZOHO,  # tasks/verify.py: Bulk Read
+    "ordersync.verify.advance": Queue.ZOHO,
 }
 
 # Modules the worker imports to register tasks.
-TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial", "tasks.ongoing")
+TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial", "tasks.ongoing", "tasks.verify")
 
 
 @dataclass(frozen=True)
@@ -218,5 +220,9 @@ def create_app(
     )
     from tasks.ongoing import beat_schedule  # the sync mode's entries (imports no app)
 
-    celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, **beat_schedule(settings)}
+    from tasks.verify import beat_schedule as verify_schedule
+
+    celery_app.conf.beat_schedule = {
+        **celery_app.conf.beat_schedule, **beat_schedule(settings), **verify_schedule(settings)
+    }
     return celery_app

@@ -136,3 +136,47 @@ def test_cli_verify_json(ongoing: Ongoing, monkeypatch: pytest.MonkeyPatch,
     assert main(["verify", "--json", "--poll", "0.05"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["state"] == "done" and doc["report"]["zoho_records"] == 200
+
+
+def test_metrics_report_the_last_verification(ongoing: Ongoing) -> None:
+    from pipeline.metrics import families, read_snapshot
+
+    conn = connect(ongoing.settings)
+    try:
+        with conn:
+            before = read_snapshot(conn, ongoing.settings)
+        assert before.verify_age_seconds is None
+        assert not [f for f in families(before) if f.name.startswith("ordersync_verify")]
+    finally:
+        conn.close()
+    _sync_everything(ongoing)
+    by_parent = {str(r["parent_id"]): r for r in ongoing.sim.admin.records()}
+    ongoing.sim.admin.ui_delete(by_parent["3"]["id"])
+    ongoing.sim.admin.ui_edit(by_parent["4"]["id"], {"Quantity": 999})
+    _run(ongoing)
+    conn = connect(ongoing.settings)
+    try:
+        with conn:
+            snap = read_snapshot(conn, ongoing.settings)
+    finally:
+        conn.close()
+    assert snap.verify_found == {"missing": 1, "duplicates": 0, "strays": 0, "differences": 1,
+                                 "drift": 1}
+    assert snap.verify_age_seconds is not None and 0 <= snap.verify_age_seconds < 60
+    found = {f.name: f for f in families(snap)}["ordersync_verify_found"]
+    assert {s.labels["kind"]: s.value for s in found.samples}["missing"] == 1
+
+
+def test_beat_entry_only_when_configured_and_settings_checked() -> None:
+    from pipeline.settings import ConfigError, Settings, validate_settings
+    from tasks.verify import VERIFY_START, beat_schedule
+
+    assert beat_schedule(Settings()) == {}
+    entry = beat_schedule(Settings(verify_crontab="0 3 * * 0"))[VERIFY_START]
+    assert entry["task"] == VERIFY_START and entry["options"]["expires"] > 0
+    assert entry["schedule"].day_of_week == {0}
+    with pytest.raises(ConfigError, match="sync.verify_crontab"):
+        validate_settings(Settings(verify_crontab="every sunday"))
+    with pytest.raises(ConfigError, match="sync.verify_zoho_wins.*Nope"):
+        validate_settings(Settings(verify_zoho_wins="Notes, Nope"))
+    validate_settings(Settings(verify_zoho_wins="Notes, Customer_Name"))

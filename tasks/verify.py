@@ -1,0 +1,78 @@
+"""Scheduled verification (``ordersync verify`` through beat), staged so no task waits.
+
+``ordersync.verify.start``    on ``verify_crontab`` (off when empty): record a verification and
+                              create its first Bulk Read job (``pipeline.verify.start``)
+``ordersync.verify.advance``  one step of it (``pipeline.verify.advance``); sends itself again
+                              with a countdown while the export runs
+
+A start refused by the credit budget is logged and dropped: the next scheduled one comes.
+This module must not import ``tasks.app`` (see ``tasks/ongoing.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.schedules import crontab
+
+from pipeline import verify
+from pipeline.legacy.connection import connect
+from pipeline.settings import Settings, zoho_wins_fields
+from pipeline.zoho.errors import CreditBudgetExceeded
+from tasks.base import OrdersyncTask, worker_client, worker_settings
+
+logger = logging.getLogger(__name__)
+
+VERIFY_START = "ordersync.verify.start"
+VERIFY_ADVANCE = "ordersync.verify.advance"
+VERIFY_EXPIRES = 3600  # a start that waited an hour in the queue is dropped
+POLL_COUNTDOWN = 30.0  # seconds between checks of a running read job
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The verify entry when ``verify_crontab`` is set; none otherwise."""
+    if not settings.verify_crontab:
+        return {}
+    minute, hour, day_of_month, month, day_of_week = settings.verify_crontab.split()
+    return {
+        VERIFY_START: {
+            "task": VERIFY_START,
+            "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                                month_of_year=month, day_of_week=day_of_week),
+            "options": {"expires": VERIFY_EXPIRES},
+        }
+    }
+
+
+@shared_task(name=VERIFY_START, base=OrdersyncTask, bind=True)
+def verify_start(self: OrdersyncTask) -> dict[str, Any]:
+    """Start a verification with the configured repair and zoho-wins fields."""
+    settings = worker_settings()
+    conn = connect(settings, application="ordersync-verify")
+    try:
+        v = verify.start(conn, settings, worker_client(), repair=settings.verify_repair,
+                         zoho_wins=zoho_wins_fields(settings))
+    except CreditBudgetExceeded as exc:
+        logger.warning("verification not started: %s", exc.message)
+        return {"started": False, "reason": exc.message}
+    finally:
+        conn.close()
+    verify_advance.apply_async(args=(v.id,), countdown=POLL_COUNTDOWN)
+    return {"started": True, "verification_id": v.id, "credits_estimate": v.credits_estimate}
+
+
+@shared_task(name=VERIFY_ADVANCE, base=OrdersyncTask, bind=True)
+def verify_advance(self: OrdersyncTask, verification_id: int) -> dict[str, Any]:
+    """One step of verification ``verification_id``; again in 30 s while it runs."""
+    settings = worker_settings()
+    conn = connect(settings, application="ordersync-verify")
+    try:
+        v = verify.advance(conn, settings, worker_client(), verification_id)
+    finally:
+        conn.close()
+    if v.state is verify.VerifyState.RUNNING:
+        self.schedule_again(POLL_COUNTDOWN, verification_id)
+    return {"verification_id": v.id, "state": v.state.value, "page": v.page,
+            "counts": (v.report or {}).get("counts")}
