@@ -219,7 +219,6 @@ def create_app(
         redbeat_lock_timeout=60,
     )
     from tasks.ongoing import beat_schedule  # the sync mode's entries (imports no app)
-
     from tasks.verify import beat_schedule as verify_schedule
 
     celery_app.conf.beat_schedule = {

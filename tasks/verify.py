@@ -3,7 +3,7 @@
 ``ordersync.verify.start``    on ``verify_crontab`` (off when empty): record a verification and
                               create its first Bulk Read job (``pipeline.verify.start``)
 ``ordersync.verify.advance``  one step of it (``pipeline.verify.advance``); sends itself again
-                              with a countdown while the export runs
+                              with a countdown (2 s, then 30 s) while the export runs
 
 A start refused by the credit budget is logged and dropped: the next scheduled one comes.
 This module must not import ``tasks.app`` (see ``tasks/ongoing.py``).
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 VERIFY_START = "ordersync.verify.start"
 VERIFY_ADVANCE = "ordersync.verify.advance"
 VERIFY_EXPIRES = 3600  # a start that waited an hour in the queue is dropped
-POLL_COUNTDOWN = 30.0  # seconds between checks of a running read job
+FIRST_CHECK = 2.0  # seconds: a small export is often done by then
+POLL_COUNTDOWN = 30.0  # seconds between later checks of a running read job
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -59,7 +60,7 @@ def verify_start(self: OrdersyncTask) -> dict[str, Any]:
         return {"started": False, "reason": exc.message}
     finally:
         conn.close()
-    verify_advance.apply_async(args=(v.id,), countdown=POLL_COUNTDOWN)
+    verify_advance.apply_async(args=(v.id,), countdown=FIRST_CHECK)
     return {"started": True, "verification_id": v.id, "credits_estimate": v.credits_estimate}
 
 
