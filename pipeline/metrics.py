@@ -18,7 +18,12 @@ of them. The names and types are the ones those rules use:
 ``ordersync_batches{state}``                gauge      batches by state, every state, all time
 ``ordersync_batch_stuck``                   gauge      unfinished batches idle > ``stall_after``
 ``ordersync_job_duration_seconds``          histogram  bulk jobs: job requested → batch finished
+``ordersync_verify_age_seconds``            gauge      since the last finished ``verify``
+``ordersync_verify_found{kind}``            gauge      what it found: missing, duplicates,
+                                                       strays, differences, drift
 ==========================================  =========  ==========================================
+
+The two ``ordersync_verify_*`` metrics appear once a verification has finished (none before).
 
 ``ordersync_rows_synced_total`` sums the rows each reconciled batch marked synced (``stats``:
 ``marked`` for upsert batches, ``ok`` for bulk ones): batches are never deleted, so it only
@@ -91,6 +96,9 @@ class Snapshot:
     job_buckets: tuple[int, ...] = field(default_factory=tuple)
     job_count: int = 0
     job_sum: float = 0.0
+    # the last finished verification: seconds since it ended, and its counts by kind
+    verify_age_seconds: float | None = None
+    verify_found: dict[str, int] = field(default_factory=dict)
 
 
 def _one(conn: Connection, statement: sql.Composable, params: Sequence[object] = ()) -> tuple:
@@ -166,7 +174,30 @@ def read_snapshot(conn: Connection, settings: Settings) -> Snapshot:
         job_buckets=tuple(int(c) for c in counts),
         job_count=int(job_count),
         job_sum=float(job_sum),
+        **_last_verification(conn, settings),
     )
+
+
+VERIFY_KINDS = ("missing", "duplicates", "strays", "differences", "drift")
+
+
+def _last_verification(conn: Connection, settings: Settings) -> dict[str, Any]:
+    """Age and counts of the newest finished verification ({} when there is none)."""
+    table = Names(settings).ledger_table("verifications")
+    (exists,) = _one(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"),
+                     (f'"{settings.source.ledger_schema}".verifications',))
+    if not exists:
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(
+            "SELECT extract(epoch FROM now() - finished_at)::float8, report->'counts' FROM {}"
+            " WHERE state = 'done' ORDER BY id DESC LIMIT 1").format(table))
+        row = cur.fetchone()
+    if row is None:
+        return {}
+    counts = row[1] or {}
+    return {"verify_age_seconds": float(row[0]),
+            "verify_found": {k: int(counts.get(k, 0)) for k in VERIFY_KINDS}}
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -241,6 +272,24 @@ def families(snapshot: Snapshot) -> list[Metric]:
             s.batch_stuck,
         ),
         jobs,
+        *_verify_families(s),
+    ]
+
+
+def _verify_families(s: Snapshot) -> list[Metric]:
+    if s.verify_age_seconds is None:
+        return []
+    found = GaugeMetricFamily(
+        "ordersync_verify_found",
+        "What the last finished verification found in Zoho, by kind.", labels=["kind"],
+    )
+    for kind in VERIFY_KINDS:
+        found.add_metric([kind], s.verify_found.get(kind, 0))
+    return [
+        _gauge("ordersync_verify_age_seconds",
+               "Seconds since the last verification (ordersync verify) finished.",
+               s.verify_age_seconds),
+        found,
     ]
 
 

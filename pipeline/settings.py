@@ -77,6 +77,10 @@ class Settings:
     org_timezone: str = "UTC"
     # When set, the web process's /metrics wants ``Authorization: Bearer <token>``.
     metrics_token: Secret = field(default_factory=lambda: Secret(""))
+    # ``ordersync verify`` through beat: a crontab ("0 3 * * 0" = Sundays 03:00), "" = off.
+    verify_crontab: str = ""
+    verify_repair: bool = False  # scheduled verifications re-queue what the legacy value wins
+    verify_zoho_wins: str = ""  # comma-separated Zoho fields whose edits in Zoho are kept
 
 
 # The demo `orders` table's mapping (see pipeline/demo.py); a real install states its own.
@@ -197,6 +201,11 @@ def load_settings(
     return settings
 
 
+def zoho_wins_fields(settings: Settings) -> tuple[str, ...]:
+    """The fields of ``sync.verify_zoho_wins``: where an edit made in Zoho is kept."""
+    return tuple(f.strip() for f in settings.verify_zoho_wins.split(",") if f.strip())
+
+
 def validate_settings(settings: Settings) -> None:
     """Raise ``ConfigError`` for the first setting that cannot work; return None if all can."""
     source, zoho = settings.source, settings.zoho
@@ -259,6 +268,14 @@ def validate_settings(settings: Settings) -> None:
     crontab_error = crontab_problem(settings.interval_crontab)
     if crontab_error:
         raise ConfigError("sync.interval_crontab", crontab_error)
+    if settings.verify_crontab:
+        crontab_error = crontab_problem(settings.verify_crontab)
+        if crontab_error:
+            raise ConfigError("sync.verify_crontab", crontab_error)
+    unmapped = [f for f in zoho_wins_fields(settings) if f not in settings.mapping.api_names]
+    if unmapped:
+        raise ConfigError("sync.verify_zoho_wins",
+                          f"names fields that are not mapped: {', '.join(unmapped)}")
     if not isinstance(settings.mode, SyncMode):
         raise ConfigError("sync.mode", f"must be one of {', '.join(SyncMode)}")
     _check_timezone("sync.org_timezone", settings.org_timezone)

@@ -50,7 +50,7 @@ from kombu import Queue as KombuQueue
 
 from pipeline.settings import Settings, load_settings
 from tasks.base import MAX_COUNTDOWN, SOFT_TIME_LIMIT, TIME_LIMIT, OrdersyncTask
-from tasks.schedule import BEAT_SCHEDULE, beat_schedule
+from tasks.schedule import BEAT_SCHEDULE, beat_schedule, verify_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,12 @@ ROUTES: dict[str, Queue] = {
     "ordersync.sweep": Queue.DB,
     "ordersync.realtime.check": Queue.ZOHO,  # tasks/ongoing.py: upserts
     "ordersync.interval.run": Queue.ZOHO,
+    "ordersync.verify.start": Queue.ZOHO,  # tasks/verify.py: Bulk Read
+    "ordersync.verify.advance": Queue.ZOHO,
 }
 
 # Modules the worker imports to register tasks.
-TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial", "tasks.ongoing")
+TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial", "tasks.ongoing", "tasks.verify")
 
 
 @dataclass(frozen=True)
@@ -212,5 +214,7 @@ def create_app(settings: Settings | None = None, options: CeleryOptions | None =
         redbeat_key_prefix=":".join(filter(None, (options.namespace, "ordersync:redbeat"))),
         redbeat_lock_timeout=60,
     )
-    celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, **beat_schedule(settings)}
+    celery_app.conf.beat_schedule = {
+        **celery_app.conf.beat_schedule, **beat_schedule(settings), **verify_schedule(settings)
+    }
     return celery_app

@@ -52,3 +52,23 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": INTERVAL_EXPIRES},
         }
     return entries
+
+
+VERIFY_START = "ordersync.verify.start"
+VERIFY_ADVANCE = "ordersync.verify.advance"
+VERIFY_EXPIRES = 3600  # a start that waited an hour in the queue is dropped
+
+
+def verify_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The verify entry when ``verify_crontab`` is set; none otherwise."""
+    if not settings.verify_crontab:
+        return {}
+    minute, hour, day_of_month, month, day_of_week = settings.verify_crontab.split()
+    return {
+        VERIFY_START: {
+            "task": VERIFY_START,
+            "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                                month_of_year=month, day_of_week=day_of_week),
+            "options": {"expires": VERIFY_EXPIRES},
+        }
+    }

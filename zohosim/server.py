@@ -15,15 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from zohosim.bulk import MAX_UPLOAD_BYTES, ApiError, is_zip
+from zohosim.bulkread import BulkReads
 from zohosim.records import RecordStore
 from zohosim.search import CriteriaError, parse_criteria
 from zohosim.state import API_NAMES, State, now_iso
+from zohosim.useredits import user_edit
 
 log = logging.getLogger("zohosim")
 
 JSON = "application/json"
 RECORD_PATH = re.compile(r"^/crm/v8/([A-Za-z0-9_]+)(?:/([^/]+))?$")
 JOB_PATH = re.compile(r"^/crm/bulk/v8/write/([^/]+)$")
+READ_JOB_PATH = re.compile(r"^/crm/bulk/v8/read/([^/]+)$")
+READ_RESULT_PATH = re.compile(r"^/crm/bulk/v8/read/([^/]+)/result$")
 DOWNLOAD_PATH = re.compile(r"^/v8/crm/([^/]+)/bulk-write/([^/]+)/([^/]+)\.zip$")
 RESERVED = {"org", "users", "settings", "upload", "bulk"}
 
@@ -104,6 +108,7 @@ class SimServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: State) -> None:
         super().__init__(address, Handler)
         self.state = state
+        self.reads = BulkReads(state)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -229,6 +234,12 @@ class Handler(BaseHTTPRequestHandler):
             return "bulk_create"
         if JOB_PATH.match(path):
             return "bulk_get"
+        if path == "/crm/bulk/v8/read":
+            return "bulk_read_create"
+        if READ_JOB_PATH.match(path):
+            return "bulk_read_get"
+        if READ_RESULT_PATH.match(path):
+            return "bulk_read_download"
         if DOWNLOAD_PATH.match(path):
             return "download"
         m = RECORD_PATH.match(path)
@@ -274,7 +285,8 @@ class Handler(BaseHTTPRequestHandler):
             if path.endswith("/revoke"):
                 return Reply(200, st.revoke(params.get("token")))
             return Reply(200, st.grant(params, self._host_base()))
-        expected = "POST" if api in ("upsert", "upload", "bulk_create") else "GET"
+        expected = "POST" if api in ("upsert", "upload", "bulk_create",
+                                     "bulk_read_create") else "GET"
         if method != expected:
             return Reply(400, {"code": "INVALID_REQUEST_METHOD", "details": {},
                                "message": "The http request method type is not a valid one",
@@ -285,7 +297,7 @@ class Handler(BaseHTTPRequestHandler):
             return error_reply(err)
         payload: Any = None
         records = 0
-        if api in ("upsert", "bulk_create") and body is not None:
+        if api in ("upsert", "bulk_create", "bulk_read_create") and body is not None:
             try:
                 payload = json.loads(body.decode("utf-8")) if body else None
             except (UnicodeDecodeError, json.JSONDecodeError):
@@ -388,8 +400,23 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
             return Reply(200, done.result_zip, content_type="application/zip",
                          headers={"Content-Disposition": f'attachment; filename="{done.id}.zip"'})
+        if api.startswith("bulk_read_"):
+            return self._bulk_read(api, path, payload)
         raise ApiError(404, "INVALID_URL_PATTERN",
                        "Please check if the URL trying to access is a correct one")
+
+    def _bulk_read(self, api: str, path: str, payload: Any) -> Reply:
+        """Bulk Read: create a job, its details, its zipped CSV (see zohosim/bulkread.py)."""
+        reads = self.server.reads
+        if api == "bulk_read_create":
+            return Reply(201, reads.create(payload, self._host_base()))
+        m = READ_RESULT_PATH.match(path) or READ_JOB_PATH.match(path)
+        assert m is not None
+        job = reads.find(m.group(1))
+        if api == "bulk_read_get":
+            return Reply(200, reads.details_body(job))
+        return Reply(200, reads.download(job), content_type="application/zip",
+                     headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
 
     def _org(self) -> dict[str, Any]:
         st = self.state
@@ -688,6 +715,11 @@ class Handler(BaseHTTPRequestHandler):
         if route == ("POST", "/__sim/tokens/invalidate"):
             st.invalidate_tokens()
             return Reply(200, {"ok": True})
+        if route == ("POST", "/__sim/bulk-read"):
+            per_page = self.server.reads.set_per_page(int(payload.get("per_page", 200_000)))
+            return Reply(200, {"per_page": per_page})
+        if path.startswith("/__sim/records/") and method in ("POST", "PATCH", "DELETE"):
+            return Reply(200, user_edit(st, method, path[len("/__sim/records/"):], payload))
         if route == ("POST", "/__sim/jobs/fail-next"):
             with st.lock:
                 st.fail_next += int(payload.get("count", 1))

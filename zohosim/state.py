@@ -38,13 +38,16 @@ log = logging.getLogger("zohosim")
 REALISTIC_ROWS_PER_SECOND = 25_000 / 60
 INSTANT_CHUNK = 2_500
 API_NAMES = ("token", "org", "users", "fields", "records_get", "upload", "bulk_create",
-             "bulk_get", "download", "upsert", "modules", "search")
+             "bulk_get", "download", "upsert", "modules", "search",
+             "bulk_read_create", "bulk_read_get", "bulk_read_download")
 # Credits per call; upsert is ceil(records / 10) and uses the value as "credits per 10 records".
 # upload / bulk_get / download: UNCONFIRMED in the contract (§7.2), 0 here, configurable.
 DEFAULT_CREDIT_COSTS = {
     "org": 1, "users": 1, "fields": 1, "records_get": 1, "upload": 0, "bulk_create": 500,
     "bulk_get": 0, "download": 0, "upsert": 1, "modules": 1,
     "search": 1,
+    # Bulk Read: 50 per job initialise (§7.2); status and download UNCONFIRMED, 0 here
+    "bulk_read_create": 50, "bulk_read_get": 0, "bulk_read_download": 0,
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "token_ttl": 3600,

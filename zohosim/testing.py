@@ -71,6 +71,22 @@ class SimAdmin:
     def fail_next_job(self, count: int = 1) -> None:
         self._call("POST", "jobs/fail-next", {"count": count})
 
+    def bulk_read_page_size(self, per_page: int) -> None:
+        """Records per bulk-read page (Zoho: 200,000), smaller to test paging cheaply."""
+        self._call("POST", "bulk-read", {"per_page": per_page})
+
+    def ui_create(self, record: dict[str, Any], module: str = "Orders") -> str:
+        """A record created in Zoho's UI (no unique checks): its id."""
+        return str(self._call("POST", f"records/{module}", {"record": record})["id"])
+
+    def ui_edit(self, record_id: str, values: dict[str, Any], module: str = "Orders") -> dict:
+        """An edit made in Zoho's UI by another user."""
+        return dict(self._call("PATCH", f"records/{module}/{record_id}", {"values": values}))
+
+    def ui_delete(self, record_id: str, module: str = "Orders") -> None:
+        """A record deleted in Zoho's UI."""
+        self._call("DELETE", f"records/{module}/{record_id}")
+
     def close(self) -> None:
         self.http.close()
 

@@ -238,3 +238,25 @@ def list_row_errors(
         cur.execute(statement, (limit,))
         fetched: Sequence[Any] = cur.fetchall()
     return [RowErrorView(*row) for row in fetched]
+
+
+def mark_pending(conn: Connection, settings: Settings, keys: Sequence[str]) -> int:
+    """Make the rows of ``keys`` pending again (``synced = false``) so the normal sync resends
+    them, e.g. after ``verify`` found them missing from Zoho or different there.
+
+    The version is not bumped (the row's data did not change); ``sync_pending_since`` starts
+    now for rows that were synced. Runs in the caller's transaction; returns the rows changed.
+    """
+    if not keys:
+        return 0
+    n = Names(settings)
+    statement = sql.SQL(
+        "UPDATE {table} SET {synced} = false, {since} = now()"
+        " WHERE {key} = ANY(%(keys)s::{kt}[]) AND {synced}"
+    ).format(
+        table=n.table, synced=n.synced, since=n.pending_since, key=n.key,
+        kt=key_type(conn, settings),
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, {"keys": [str(k) for k in keys]})
+        return int(cur.rowcount)

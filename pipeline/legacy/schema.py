@@ -175,6 +175,9 @@ def install(settings: Settings) -> list[str]:
         def ledger_tables(cur: Any) -> None:
             ledger.ensure_tables(conn, settings)
             credits.ensure_schema(conn, settings.source.ledger_schema)
+            from pipeline import verify  # its table is part of the ledger
+
+            verify.ensure_table(conn, settings)
 
         _with_lock_retry(conn, "ledger", ledger_tables)
         done.append("ledger")

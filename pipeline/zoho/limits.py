@@ -25,3 +25,17 @@ def upsert_credits(records: int) -> int:
     if not 1 <= records <= UPSERT_MAX_RECORDS:
         raise ValueError(f"an upsert carries 1..{UPSERT_MAX_RECORDS} records, not {records}")
     return math.ceil(records / UPSERT_RECORDS_PER_CREDIT)
+
+# Bulk Read (export): one job initialise per page of up to 200,000 records (contract §7.2).
+BULK_READ_JOB_CREDITS = 50
+BULK_READ_PAGE_RECORDS = 200_000
+BULK_READ_STATUS_CREDITS = 0  # UNCONFIRMED, as for bulk write; zohosim charges the same
+BULK_READ_DOWNLOAD_CREDITS = 0
+CURRENT_USER_CREDITS = DEFAULT_CALL_CREDITS
+
+
+def bulk_read_credits(records: int) -> int:
+    """Credits to export ``records`` records with Bulk Read: 50 per started 200k page (≥ 1)."""
+    if records < 0:
+        raise ValueError(f"a record count is >= 0, not {records}")
+    return BULK_READ_JOB_CREDITS * max(1, math.ceil(records / BULK_READ_PAGE_RECORDS))

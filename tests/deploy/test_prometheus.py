@@ -31,6 +31,8 @@ OUR_METRICS = {
     "ordersync_batches",
     "ordersync_batch_stuck",
     "ordersync_job_duration_seconds",
+    "ordersync_verify_age_seconds",
+    "ordersync_verify_found",
 }
 FLOWER_METRICS = {"flower_worker_online"}
 SEVERITIES = {"info", "warning", "critical"}

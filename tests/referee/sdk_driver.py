@@ -30,6 +30,11 @@ from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
 from zohocrmsdk.src.com.zoho.api.logger import Logger
 from zohocrmsdk.src.com.zoho.crm.api import HeaderMap, ParameterMap
+from zohocrmsdk.src.com.zoho.crm.api.bulk_read import BodyWrapper as ReadRequestWrapper
+from zohocrmsdk.src.com.zoho.crm.api.bulk_read import BulkReadOperations
+from zohocrmsdk.src.com.zoho.crm.api.bulk_read import CallBack as ReadCallBack
+from zohocrmsdk.src.com.zoho.crm.api.bulk_read import Criteria as ReadCriteria
+from zohocrmsdk.src.com.zoho.crm.api.bulk_read import Query as ReadQuery
 from zohocrmsdk.src.com.zoho.crm.api.bulk_write import (
     BulkWriteOperations,
     CallBack,
@@ -327,6 +332,87 @@ class Driver:
             except zipfile.BadZipFile as exc:
                 out["zip_error"] = str(exc)
                 out["head"] = raw[:200].decode("utf-8", "replace")
+        elif obj is not None:
+            out["object"] = encode(obj)
+        return out
+
+    # -- bulk read -----------------------------------------------------------------------------
+    def op_read_create(self, step: dict[str, Any]) -> dict[str, Any]:
+        module = MinifiedModule()
+        module.set_api_name(step.get("module", MODULE))
+        query = ReadQuery()
+        query.set_module(module)
+        if "fields" in step:
+            query.set_fields(step["fields"])
+        if "page" in step:
+            query.set_page(step["page"])
+        if "criteria" in step:
+            query.set_criteria(self._read_criteria(step["criteria"]))
+        request = ReadRequestWrapper()
+        request.set_query(query)
+        if "callback_url" in step:
+            callback = ReadCallBack()
+            callback.set_url(step["callback_url"])
+            callback.set_method(Choice("post"))
+            request.set_callback(callback)
+        result = self.wrap(BulkReadOperations().create_bulk_read_job(request))
+        data = (result.get("object") or {}).get("data") or []
+        details = (data[0].get("details") or {}) if data else {}
+        if "id" in details:
+            self.ctx["read_job_id"] = details["id"]
+        return result
+
+    def _read_criteria(self, spec: dict[str, Any]) -> ReadCriteria:
+        crit = ReadCriteria()
+        if "group" in spec:
+            crit.set_group_operator(Choice(spec["group_operator"]))
+            crit.set_group([self._read_criteria(g) for g in spec["group"]])
+            return crit
+        from zohocrmsdk.src.com.zoho.crm.api.fields import MinifiedField
+
+        fld = MinifiedField()
+        fld.set_api_name(spec["api_name"])
+        crit.set_field(fld)
+        crit.set_comparator(Choice(spec["comparator"]))
+        crit.set_value(spec["value"])
+        return crit
+
+    def op_read_poll(self, step: dict[str, Any]) -> dict[str, Any]:
+        job_id = int(step.get("job_id", self.ctx.get("read_job_id", 0)))
+        deadline = time.monotonic() + float(step.get("timeout", 30))
+        seen: list[Any] = []
+        while True:
+            result = self.wrap(BulkReadOperations().get_bulk_read_job_details(job_id))
+            data = (result.get("object") or {}).get("data") or [{}]
+            state = data[0].get("state")
+            state = state.get("$choice") if isinstance(state, dict) else state
+            seen.append(state)
+            if state in ("COMPLETED", "FAILED") or not data[0] or time.monotonic() > deadline:
+                break
+            time.sleep(float(step.get("interval", 0.1)))
+        result["states_seen"] = seen
+        return result
+
+    def op_read_download(self, step: dict[str, Any]) -> dict[str, Any]:
+        job_id = int(step.get("job_id", self.ctx.get("read_job_id", 0)))
+        response = BulkReadOperations().download_result(job_id)
+        return self._file_response(response)
+
+    def _file_response(self, response: Any) -> dict[str, Any]:
+        if response is None:
+            return {"response": None, "log_tail": self.log_tail()}
+        out: dict[str, Any] = {"status_code": response.get_status_code(),
+                               "headers": dict(response.get_headers())}
+        obj = response.get_object()
+        out["object_type"] = type(obj).__name__ if obj is not None else None
+        if obj is not None and hasattr(obj, "get_file"):
+            stream = obj.get_file()
+            out["file_name"] = stream.get_name()
+            raw = b"".join(stream.get_stream().iter_content(8192))
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                out["members"] = zf.namelist()
+                out["csv"] = {n: list(csv.reader(io.StringIO(zf.read(n).decode("utf-8-sig"))))
+                              for n in zf.namelist()}
         elif obj is not None:
             out["object"] = encode(obj)
         return out
