@@ -14,6 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/ordersync
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY cli ./cli
 COPY pipeline ./pipeline
 COPY tasks ./tasks
 COPY zohosim ./zohosim

@@ -77,7 +77,6 @@ class Queue(StrEnum):
 
 # Which queue each task goes to, by its stable name. Tasks not listed go to ``Queue.DB``.
 ROUTES: dict[str, Queue] = {
-    "ordersync.probe": Queue.DB,
     "ordersync.poll": Queue.ZOHO,
     # the initial sync's batch chain (tasks.initial): Zoho calls apart from database work
     "ordersync.initial.start": Queue.DB,
@@ -95,7 +94,7 @@ ROUTES: dict[str, Queue] = {
 }
 
 # Modules the worker imports to register tasks.
-TASK_MODULES: tuple[str, ...] = ("tasks.probe", "tasks.initial", "tasks.ongoing", "tasks.verify")
+TASK_MODULES: tuple[str, ...] = ("tasks.initial", "tasks.ongoing", "tasks.verify")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Each replaces the ``ordersync`` process (``exec``) with the real one, so signals from systemd
 or Docker reach it directly:
 
-* ``web`` → ``python -m tasks.web`` (Zoho's callback receiver, ``/healthz``);
+* ``web`` → ``python -m cli.web`` (Zoho's callback receiver, ``/healthz``);
 * ``worker`` → ``celery -A tasks.app worker -Q ordersync.db,ordersync.zoho -E -l INFO``;
 * ``beat`` → ``celery -A tasks.app beat -S redbeat.RedBeatScheduler --max-interval 10 -l INFO``.
 
@@ -21,9 +21,9 @@ from typing import Any
 
 PROGRAMS: dict[str, tuple[str, list[str], str]] = {
     "web": (
-        "tasks.web",
+        "cli.web",
         [],
-        "serve Zoho's job callbacks and /healthz (python -m tasks.web)",
+        "serve Zoho's job callbacks and /healthz (python -m cli.web)",
     ),
     "worker": (
         "celery",

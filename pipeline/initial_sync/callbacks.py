@@ -1,5 +1,5 @@
 """Job callbacks: the token in a job's callback URL, its digest in the ledger, the job id a
-callback names. The web process (``tasks.web``) uses these; there is no second copy."""
+callback names. The web process (``cli.web``) uses these; there is no second copy."""
 
 from __future__ import annotations
 

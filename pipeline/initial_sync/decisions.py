@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.ledger import BatchState
 from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
 
-CALLBACK_PREFIX = "/zoho/callback/"  # the web process's route (tasks.web.CALLBACK_PREFIX)
+CALLBACK_PREFIX = "/zoho/callback/"  # the web process's route (cli.web.CALLBACK_PREFIX)
 FIRST_POLL = 0.25  # seconds before the first poll of a job; doubled each poll
 MAX_POLL = 60.0  # seconds: the longest wait between two polls
 POLL_LATE_SHARE = 0.1  # a poll comes at most this share of the job's age after its end

@@ -1,4 +1,4 @@
-"""``ordersync web`` replaces itself with ``python -m tasks.web``, arguments handed on."""
+"""``ordersync web`` replaces itself with ``python -m cli.web``, arguments handed on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tests.cli.helpers import run_cli
 def test_web_execs_the_web_process(fresh_db: Settings) -> None:
     result = run_cli(fresh_db, "web", "--help")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: ordersync web")  # tasks.web's own parser
+    assert result.stdout.startswith("usage: ordersync web")  # cli.web's own parser
     assert "--port" in result.stdout
 
 

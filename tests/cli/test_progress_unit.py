@@ -141,7 +141,7 @@ def test_process_command_lines() -> None:
     assert command_line("web", ["--port", "9000"]) == [
         sys.executable,
         "-m",
-        "tasks.web",
+        "cli.web",
         "--port",
         "9000",
     ]

@@ -121,7 +121,7 @@ def test_every_command_names_a_real_entry_point(compose: dict[str, Any]) -> None
         ("celery worker",),
         ("celery beat",),
         ("celery flower",),
-        ("python -m tasks.web", "ordersync web"),  # `ordersync web` once the CLI has it
+        ("python -m cli.web", "ordersync web"),  # `ordersync web` once the CLI has it
         ("zohosim serve --host",),
         ("ordersync demo seed",),
         ("ordersync config check",),
@@ -358,6 +358,11 @@ def test_dockerfile() -> None:
     assert ignore[ignore.index("*") :][0] == "*", ".dockerignore lets in only what it names"
     assert not any(entry.startswith("!") and "env" in entry for entry in ignore)
     assert not any("ordersync.toml" in entry for entry in ignore if entry.startswith("!"))
+    # every package pyproject ships is copied in and let through .dockerignore
+    copied = {rest[0].split()[0].rstrip("/") for first, *rest in instructions if first == "COPY"}
+    for package in ("cli", "pipeline", "tasks", "zohosim"):
+        assert package in copied, f"the image lacks {package}/ (COPY {package} ./{package})"
+        assert f"!{package}/" in ignore, f".dockerignore keeps {package}/ out of the image"
 
 
 # The Compose specification's JSON schema as docker-compose 1.29.2 ships it (Apache-2.0; Debian's

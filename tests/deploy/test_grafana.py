@@ -16,10 +16,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from cli.web import make_http_server, make_wsgi_app
 from pipeline.legacy.mark import RowError
 from pipeline.metrics import wsgi_app
 from pipeline.settings import Settings
-from tasks.web import make_http_server, make_wsgi_app
 from tests.cli.helpers import add_errors
 from tests.deploy.deployfiles import REPO, load_compose
 

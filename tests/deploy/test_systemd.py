@@ -93,7 +93,7 @@ def test_units_run_real_entry_points() -> None:
                 assert not any("basic" in a for a in argv), "Flower credentials on the command line"
     served = {q for inv in calls.values() for q in inv.help_argv}
     assert {"worker", "beat", "flower"} <= served
-    assert "tasks.web" in served or "web" in served
+    assert "cli.web" in served or "web" in served
     for inv in calls.values():
         run_help(inv)
 

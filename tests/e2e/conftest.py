@@ -2,7 +2,7 @@
 
 ``make_e2e(rows=…, batch_size=…, …)`` gives an :class:`E2E`: the settings the test process and
 its worker subprocesses share (built from the same ``ORDERSYNC_*`` variables), the shared
-zohosim (reset), a callback receiver (``tasks.web``) serving in a thread, a sender for the
+zohosim (reset), a callback receiver (``cli.web``) serving in a thread, a sender for the
 test's Celery namespace, and helpers to start and follow a run, sweep, and compare zohosim
 with the legacy table through the serialiser.
 """
@@ -23,6 +23,13 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from cli.web import (
+    enqueue_poll,
+    lookup_batch_by_token,
+    make_http_server,
+    make_wsgi_app,
+    record_callback_hint,
+)
 from pipeline import demo
 from pipeline.initial_sync import run_progress, start_initial_run
 from pipeline.legacy import schema
@@ -30,13 +37,6 @@ from pipeline.legacy.connection import connect
 from pipeline.mapping import FieldType
 from pipeline.serialize import json_value, select_list, session_timezone_sql
 from pipeline.settings import Settings, load_settings
-from tasks.web import (
-    enqueue_poll,
-    lookup_batch_by_token,
-    make_http_server,
-    make_wsgi_app,
-    record_callback_hint,
-)
 from tests.fixtures.celery import CeleryTestEnv, WorkerFactory, WorkerProcess
 from tests.fixtures.services import (
     PG_SERVER,

@@ -10,11 +10,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from cli.web import make_http_server, make_wsgi_app
 from pipeline.legacy.mark import RowError
 from pipeline.metrics import wsgi_app
 from pipeline.secret import Secret
 from pipeline.settings import Settings
-from tasks.web import make_http_server, make_wsgi_app
 from tests.cli.helpers import add_errors, query
 from tests.fixtures.db import LEGACY_ROWS, PG_SERVER
 

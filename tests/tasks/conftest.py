@@ -1,4 +1,5 @@
-"""A throw-away PostgreSQL database with the probe's tables, per test module."""
+"""A throw-away PostgreSQL database with the probe's tables, per test module, and workers
+that run the test-only ``ordersync.probe`` (``celery -A tests.fixtures.probe_app``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tasks.probe import install_probe_tables
+from tests.fixtures.celery import PROBE_APP, CeleryTestEnv, cleanup_celery_env, make_celery_env
+from tests.fixtures.probe_app import install_probe_tables
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -65,3 +67,11 @@ def probe_db() -> Iterator[ProbeDb]:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
     admin.close()
+
+
+@pytest.fixture
+def celery_env() -> Iterator[CeleryTestEnv]:
+    """The shared ``celery_env``, but its workers also register ``ordersync.probe``."""
+    env = make_celery_env(app=PROBE_APP)
+    yield env
+    cleanup_celery_env(env)

@@ -51,7 +51,7 @@ def test_a_namespace_prefixes_every_broker_name() -> None:
         "global_keyprefix": "staging:",
     }
     assert config["control_exchange"] == "staging.celery"
-    assert config["task_routes"]["ordersync.probe"] == {"queue": "staging.ordersync.db"}
+    assert config["task_routes"]["ordersync.extract"] == {"queue": "staging.ordersync.db"}
     amqp = celery_config("amqp://guest:guest@127.0.0.1:5672//", options)
     assert "global_keyprefix" not in amqp["broker_transport_options"]
 

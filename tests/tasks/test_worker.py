@@ -40,7 +40,9 @@ def test_round_trip_is_observed_in_postgres_with_ids_on_log_lines(
     assert task_id == attempt_task_id == sent.id
     assert retries == 0 and finished is not None
     assert pid in celery_worker.child_pids()
-    celery_worker.wait_for_log(f"task={sent.id} run=r-7 batch=b-42 tasks.probe: probe round-trip")
+    celery_worker.wait_for_log(
+        f"task={sent.id} run=r-7 batch=b-42 tests.fixtures.probe_app: probe round-trip"
+    )
 
 
 def test_only_json_goes_through(
@@ -179,9 +181,9 @@ def test_worker_killed_mid_task_redelivers_on_rabbitmq(
     celery_worker_factory: WorkerFactory, probe_db: ProbeDb, gate: Callable[[], int]
 ) -> None:
     # RabbitMQ hands an unacked message out again as soon as the consumer's connection drops.
-    from tests.fixtures.celery import cleanup_celery_env, make_celery_env
+    from tests.fixtures.celery import PROBE_APP, cleanup_celery_env, make_celery_env
 
-    env = make_celery_env(broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    env = make_celery_env(broker_url="amqp://guest:guest@127.0.0.1:5672//", app=PROBE_APP)
     sender = env.make_app()
     try:
         _redelivery_after_sigkill(

@@ -20,10 +20,7 @@ import redis
 import requests
 from celery import Celery
 
-from pipeline.initial_sync import callback_path
-from pipeline.initial_sync import fresh_token as new_callback_token
-from tasks.config import Queue
-from tasks.web import (
+from cli.web import (
     BatchId,
     HealthCheck,
     check_broker,
@@ -32,6 +29,9 @@ from tasks.web import (
     make_http_server,
     make_wsgi_app,
 )
+from pipeline.initial_sync import callback_path
+from pipeline.initial_sync import fresh_token as new_callback_token
+from tasks.config import Queue
 from tests.fixtures.celery import CeleryTestEnv, make_celery_env
 
 DB_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -101,7 +101,7 @@ def test_callback_with_right_token_enqueues_that_batch_once_and_ignores_the_body
     web: str, enqueued: list[BatchId], caplog: pytest.LogCaptureFixture
 ) -> None:
     lying_body: dict[str, Any] = {"job_id": "999", "status": "COMPLETED", "batch_id": 18}
-    with caplog.at_level(logging.INFO, logger="tasks.web"):
+    with caplog.at_level(logging.INFO, logger="cli.web"):
         started = time.perf_counter()
         answer = requests.post(f"{web}{callback_path(TOKEN)}", json=lying_body, timeout=TIMEOUT)
         elapsed = time.perf_counter() - started
@@ -149,7 +149,7 @@ def test_a_failing_hook_answers_503_without_the_token(caplog: pytest.LogCaptureF
         raise ConnectionError("broker down")
 
     with (
-        caplog.at_level(logging.INFO, logger="tasks.web"),
+        caplog.at_level(logging.INFO, logger="cli.web"),
         serving({TOKEN: 5}.get, broken_enqueue, {}) as base,
     ):
         answer = requests.post(f"{base}{callback_path(TOKEN)}", timeout=TIMEOUT)
