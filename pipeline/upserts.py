@@ -22,9 +22,9 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
-from pipeline.ledger import BatchKind, BatchState
+from pipeline.ledger import BatchKind, BatchState, RowError, record_row_errors
 from pipeline.legacy.extract import RealtimeBatch, claim_realtime
-from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
+from pipeline.legacy.mark import mark_synced
 from pipeline.legacy.names import Names
 from pipeline.serialize import json_record
 from pipeline.settings import Settings

@@ -36,8 +36,8 @@ from pipeline.initial_sync.decisions import (
     Step,
     poll_countdown,
 )
-from pipeline.ledger import Batch, BatchState
-from pipeline.legacy.mark import RowError, mark_synced, record_row_errors
+from pipeline.ledger import Batch, BatchState, RowError, record_row_errors
+from pipeline.legacy.mark import mark_synced
 from pipeline.settings import Settings
 from pipeline.zoho import codes
 from pipeline.zoho import fields as zoho_fields

@@ -241,17 +241,12 @@ def hold_invalid(
     field, message = validate.fault_columns(settings, "t")
     where = sql.SQL(" AND ").join([free.invalid, *_key_bounds(settings, kt, after, upto)])
     cur.execute(
-        sql.SQL(
-            """INSERT INTO {e} AS e (row_key, version, batch_id, code, field, message,
-                                     attempts, quarantined)
-               SELECT t.{k}::text, t.{v}, {batch}, {code}, {field}, {message}, 1, true
-               FROM {table} t WHERE {where}
-               ON CONFLICT (row_key) DO UPDATE SET
-                   version = EXCLUDED.version, batch_id = EXCLUDED.batch_id, code = EXCLUDED.code,
-                   field = EXCLUDED.field, message = EXCLUDED.message, attempts = 1,
-                   quarantined = true, last_seen = now()"""
-        ).format(
-            e=n.ledger_table("row_errors"),
+        ledger.hold_back_sql(
+            settings,
+            sql.SQL(
+                "SELECT t.{k}::text, t.{v}, {batch}, {code}, {field}, {message}"
+                " FROM {table} t WHERE {where}"
+            ).format(
             k=n.key,
             v=n.version,
             batch=sql.Literal(batch_id),
@@ -260,6 +255,7 @@ def hold_invalid(
             message=message,
             table=n.table,
             where=where,
+            ),
         )
     )
     held = int(cur.rowcount)

@@ -1,4 +1,6 @@
-"""Marking: what Zoho accepted becomes synced, what it refused becomes a row error.
+"""Marking: what Zoho accepted becomes synced (one statement that also clears its row error).
+
+Recording what Zoho refused is the ledger's (``pipeline.ledger.record_row_errors``).
 
 Both take a whole batch's outcomes and run one statement, joining the keys with the versions
 the batch claimed (``batches.keys``/``versions``): a row is marked synced only where
@@ -9,7 +11,6 @@ goes in the next round.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,9 +21,6 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline.legacy.names import Names, key_type
 from pipeline.settings import Settings
-from pipeline.zoho import codes
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,90 +81,6 @@ def mark_synced(
         cur.execute(statement, {"keys": keys, "ids": zoho_ids, "batch": batch_id})
         marked, in_batch = cur.fetchone()  # type: ignore[misc]
     return MarkResult(int(marked), int(in_batch) - int(marked), len(keys) - int(in_batch))
-
-
-@dataclass(frozen=True)
-class RowError:
-    """Zoho's verdict on one row: ``code`` (e.g. INVALID_DATA), the field it names, message."""
-
-    row_key: str
-    code: str
-    field: str | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True)
-class ErrorResult:
-    recorded: int
-    quarantined: int  # rows now held back (attempts reached what their code allows)
-
-
-def record_row_errors(
-    conn: Connection, settings: Settings, batch_id: int, errors: Iterable[RowError]
-) -> ErrorResult:
-    """Record refusals of rows of a batch, counting attempts per row version.
-
-    The attempt count grows by one per batch that failed the same version of a row (recording
-    the same batch twice counts once) and restarts at 1 for a new version. A row is held back
-    (``quarantined``: extraction skips it until its version moves past the recorded one) once
-    its attempts reach what its code allows (``pipeline.zoho.codes.attempts_allowed``): at once
-    for a permanent code such as ``INVALID_DATA``, after ``max_attempts`` for an unknown one,
-    after three times as many for a transient one. Runs in the caller's transaction.
-    """
-    rows = list(errors)
-    if not rows:
-        return ErrorResult(0, 0)
-    n = Names(settings)
-    statement = sql.SQL(
-        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(codes)s::text[],
-                                            %(fields)s::text[], %(messages)s::text[],
-                                            %(allowed)s::int[])
-                           AS u(row_key, code, field, message, allowed)),
-                c AS (SELECT DISTINCT ON (u.row_key) u.*, br.version,
-                             CASE WHEN e.row_key IS NULL OR e.version <> br.version THEN 1
-                                  WHEN e.batch_id IS NOT DISTINCT FROM %(batch)s THEN e.attempts
-                                  ELSE e.attempts + 1 END AS attempts
-                      FROM u
-                      JOIN (SELECT x.row_key, x.version FROM {batches} b,
-                                   unnest(b.keys, b.versions) AS x(row_key, version)
-                            WHERE b.id = %(batch)s) AS br ON br.row_key = u.row_key
-                      LEFT JOIN {row_errors} e ON e.row_key = u.row_key
-                      ORDER BY u.row_key)
-           INSERT INTO {row_errors} AS e (row_key, version, batch_id, code, field, message,
-                                          attempts, quarantined)
-           SELECT row_key, version, %(batch)s, code, field, message, attempts,
-                  attempts >= allowed FROM c
-           ON CONFLICT (row_key) DO UPDATE SET
-               attempts = EXCLUDED.attempts,
-               quarantined = EXCLUDED.quarantined,
-               version = EXCLUDED.version, batch_id = EXCLUDED.batch_id,
-               code = EXCLUDED.code, field = EXCLUDED.field, message = EXCLUDED.message,
-               last_seen = now()
-           RETURNING quarantined"""
-    ).format(batches=n.ledger_table("batches"), row_errors=n.ledger_table("row_errors"))
-    for r in rows:
-        if codes.classify(r.code) is codes.RowCodeClass.UNKNOWN:
-            log.warning(
-                "row %s: Zoho code %r is not in pipeline.zoho.codes; counted as unknown"
-                " (held after %s attempts)",
-                r.row_key,
-                r.code,
-                settings.max_attempts,
-            )
-    with conn.cursor() as cur:
-        cur.execute(
-            statement,
-            {
-                "keys": [str(r.row_key) for r in rows],
-                "codes": [r.code for r in rows],
-                "fields": [r.field for r in rows],
-                "messages": [r.message for r in rows],
-                "allowed": [codes.attempts_allowed(r.code, settings.max_attempts) for r in rows],
-                "batch": batch_id,
-            },
-        )
-        flags = [bool(r[0]) for r in cur.fetchall()]
-    return ErrorResult(len(flags), sum(flags))
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.ledger import RowError, record_row_errors
 from pipeline.legacy.connection import connect
-from pipeline.legacy.mark import RowError, record_row_errors
 from pipeline.settings import Settings
 from tests.fixtures.services import query  # re-exported for the CLI tests
 

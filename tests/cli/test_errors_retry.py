@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.legacy.mark import RowError
+from pipeline.ledger import RowError
 from pipeline.settings import Settings
 from tests.cli.helpers import add_errors, cli_json, query, run_cli
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.ledger import BatchState
-from pipeline.legacy.mark import RowError
+from pipeline.ledger import BatchState, RowError
 from pipeline.legacy.names import PENDING_SINCE_COLUMN
 from pipeline.settings import Settings
 from tests.cli.helpers import add_batch, add_errors, cli_json, query, run_cli

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from pipeline.ledger import RowError, record_row_errors
 from pipeline.legacy.connection import connect
-from pipeline.legacy.mark import RowError, record_row_errors
 from pipeline.settings import Settings
 from tasks.config import Queue
 from tests.cli.helpers import (

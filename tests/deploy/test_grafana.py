@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.web import make_http_server, make_wsgi_app
-from pipeline.legacy.mark import RowError
+from pipeline.ledger import RowError
 from pipeline.metrics import wsgi_app
 from pipeline.settings import Settings
 from tests.cli.helpers import add_errors

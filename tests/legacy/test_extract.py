@@ -14,11 +14,11 @@ import pytest
 
 from pipeline import ledger
 from pipeline.demo import bad_row_ids
-from pipeline.ledger import BatchState
+from pipeline.ledger import BatchState, RowError, record_row_errors
 from pipeline.legacy import render, schema
 from pipeline.legacy.connection import connect
 from pipeline.legacy.extract import claim_realtime, extract_bulk
-from pipeline.legacy.mark import RowError, list_row_errors, mark_synced, record_row_errors
+from pipeline.legacy.mark import list_row_errors, mark_synced
 from pipeline.serialize import json_record
 from pipeline.settings import Settings
 from pipeline.zoho.codes import VALIDATION_CODE
