@@ -1,118 +1,35 @@
-"""One typed settings object, read once from ``ordersync.toml`` and ``ORDERSYNC_*`` variables.
+"""Reading settings: ``ordersync.toml`` and ``ORDERSYNC_*`` into one validated ``Settings``.
 
-The data shapes below are the contract every other module codes against; loading and
-validation (``load_settings``) live further down.
+``load_settings`` parses, converts and validates (``validate_settings``, ``validate_mapping``);
+a bad value raises ``ConfigError`` naming the key and where it came from.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import tomllib
 import zoneinfo
 from collections.abc import Iterable
 from collections.abc import Mapping as EnvMapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import psycopg2
-import psycopg2.extensions
-from psycopg2 import sql
-
 from pipeline.mapping import FieldSpec, FieldType, Mapping
 from pipeline.secret import Secret
-from pipeline.zoho.config import ZohoSettings
-from pipeline.zoho.endpoints import DATA_CENTRES, Endpoints
-from pipeline.zoho.limits import BULK_MAX_COLUMNS, MULTILINE_MAX_LENGTH, TEXT_MAX_LENGTH
-
-MAX_BATCH_SIZE = 25_000
-
-
-class SyncMode(StrEnum):
-    REALTIME = "realtime"
-    INTERVAL = "interval"
-    BOTH = "both"
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """The legacy table and where our sync state lives."""
-
-    dsn: Secret = field(
-        default_factory=lambda: Secret("postgresql://postgres@127.0.0.1:5432/orders")
-    )
-    schema: str = "public"
-    table: str = "orders"
-    key_column: str = "id"
-    synced_column: str = "synced"
-    version_column: str = "sync_version"
-    zoho_id_column: str = "zoho_id"
-    ledger_schema: str = "ordersync"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything ordersync reads from configuration."""
-
-    source: SourceSettings = field(default_factory=SourceSettings)
-    zoho: ZohoSettings = field(default_factory=ZohoSettings)
-    mapping: Mapping = field(default_factory=lambda: DEFAULT_MAPPING)
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    redis_url: str = "redis://127.0.0.1:6379/1"  # token cache, governor, locks
-    batch_size: int = MAX_BATCH_SIZE
-    batches_in_flight: int = 3
-    realtime_threshold: int = 100
-    realtime_max_delay: float = 600.0  # seconds
-    realtime_check: float = 30.0  # seconds between near-real-time checks
-    interval_crontab: str = "0 */12 * * *"
-    mode: SyncMode = SyncMode.BOTH
-    max_attempts: int = 3  # before a row is quarantined
-    job_callback_wait: float = 300.0  # seconds to await a callback before re-creating a job
-    stall_after: float = 300.0  # seconds without progress before the sweeper re-enqueues a step
-    work_dir: Path = Path("var/ordersync")  # zips and result files
-    org_timezone: str = "UTC"
-    # When set, the web process's /metrics wants ``Authorization: Bearer <token>``.
-    metrics_token: Secret = field(default_factory=lambda: Secret(""))
-    # ``ordersync verify`` through beat: a crontab ("0 3 * * 0" = Sundays 03:00), "" = off.
-    verify_crontab: str = ""
-    verify_repair: bool = False  # scheduled verifications re-queue what the legacy value wins
-    verify_zoho_wins: str = ""  # comma-separated Zoho fields whose edits in Zoho are kept
-
-
-# The demo `orders` table's mapping (see pipeline/demo.py); a real install states its own.
-DEFAULT_MAPPING: Mapping = Mapping(
-    key_column="id",
-    unique_field="parent_id",
-    fields=(
-        FieldSpec("id", "parent_id", FieldType.TEXT, max_length=255, mandatory=True),
-        FieldSpec("order_number", "Name", FieldType.TEXT, max_length=120, mandatory=True),
-        FieldSpec("customer_name", "Customer_Name", FieldType.TEXT, max_length=100),
-        FieldSpec("customer_email", "Email", FieldType.EMAIL),
-        FieldSpec(
-            "status",
-            "Order_Status",
-            FieldType.PICKLIST,
-            allowed=("New", "Paid", "Shipped", "Delivered", "Cancelled", "Refunded"),
-        ),
-        FieldSpec("amount", "Amount", FieldType.CURRENCY),
-        FieldSpec(
-            "currency",
-            "Currency_Code",
-            FieldType.PICKLIST,
-            allowed=("USD", "EUR", "GBP", "INR", "JPY"),
-        ),
-        FieldSpec("quantity", "Quantity", FieldType.INTEGER),
-        FieldSpec("order_date", "Order_Date", FieldType.DATE),
-        FieldSpec("shipped_at", "Shipped_At", FieldType.DATETIME),
-        FieldSpec("is_gift", "Is_Gift", FieldType.BOOLEAN),
-        FieldSpec("notes", "Notes", FieldType.MULTILINE, max_length=32_000),
-    ),
+from pipeline.settings.model import (
+    DEFAULT_MAPPING,
+    MAX_BATCH_SIZE,
+    Settings,
+    SourceSettings,
+    SyncMode,
 )
-
+from pipeline.zoho.config import ZohoSettings
+from pipeline.zoho.endpoints import DATA_CENTRES
+from pipeline.zoho.limits import BULK_MAX_COLUMNS, MULTILINE_MAX_LENGTH, TEXT_MAX_LENGTH
 
 # ---------------------------------------------------------------------------------------------
 # Loading and validation
@@ -359,6 +276,7 @@ def validate_mapping(mapping: Mapping, sync_columns: tuple[str, ...] = ()) -> No
         )
 
 
+
 _CRON_FIELDS = (
     ("minute", 0, 59),
     ("hour", 0, 23),
@@ -398,245 +316,6 @@ def crontab_problem(expression: str) -> str | None:
                 if value is None or not low <= value <= high:
                     return f"{end!r} is not a valid {name} ({low}-{high}) in {expression!r}"
     return None
-
-
-def check_settings(settings: Settings) -> list[Problem]:
-    """Problems that do not stop loading but would stop or mislead a sync (``config check``).
-
-    Missing Zoho credentials are only found here, not at load, because commands that touch
-    the database alone (``db install``, ``demo seed``) do not need them. They are an error
-    whether the URLs point at Zoho or at zohosim: both refuse a token refresh without them.
-    Overriding some Zoho hosts but not all is a warning: the others stay at the data centre's.
-    """
-    zoho = settings.zoho
-    endpoints = Endpoints.from_settings(zoho)
-    problems = []
-    for name in ("client_id", "client_secret", "refresh_token"):
-        if not getattr(zoho, name):
-            problems.append(
-                Problem(
-                    f"zoho.{name}",
-                    f"is not set; the token refresh at {endpoints.token_url} needs it",
-                )
-            )
-    hosts = {
-        "accounts_url": endpoints.accounts,
-        "api_url": endpoints.api,
-        "upload_url": endpoints.upload,
-    }
-    if any(getattr(zoho, name) for name in hosts):
-        for name, host in hosts.items():
-            if getattr(zoho, name) is None:
-                problems.append(
-                    Problem(
-                        f"zoho.{name}",
-                        f"is not set while other Zoho hosts are: it stays at {host}",
-                        Severity.WARNING,
-                    )
-                )
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------
-# Database checks (read-only)
-# ---------------------------------------------------------------------------------------------
-
-_TEXTS = frozenset({"text", "character varying", "character", "citext"})
-_INTEGERS = frozenset({"smallint", "integer", "bigint"})
-_FLOATS = frozenset({"real", "double precision"})
-_TIMESTAMPS = frozenset({"timestamp without time zone", "timestamp with time zone"})
-# Which PostgreSQL column types can feed each Zoho field type. Text fields take numbers and
-# uuids rendered as text (the demo key is an integer feeding the text field parent_id);
-# decimals take integers and numeric, exactly. Floats feed decimals with a warning: their
-# binary rounding reaches Zoho as is. A timestamp does not feed a date field, nor text a date.
-_ACCEPTED: dict[FieldType, frozenset[str]] = {
-    FieldType.TEXT: _TEXTS | _INTEGERS | {"numeric", "uuid", "enum"},
-    FieldType.MULTILINE: _TEXTS | _INTEGERS | {"numeric", "uuid", "enum"},
-    FieldType.EMAIL: _TEXTS,
-    FieldType.PICKLIST: _TEXTS | {"enum"},
-    FieldType.INTEGER: _INTEGERS,
-    FieldType.DECIMAL: _INTEGERS | {"numeric"},
-    FieldType.CURRENCY: _INTEGERS | {"numeric"},
-    FieldType.DATE: frozenset({"date"}),
-    FieldType.DATETIME: _TIMESTAMPS,
-    FieldType.BOOLEAN: frozenset({"boolean"}),
-}
-_TOLERATED: dict[FieldType, frozenset[str]] = {
-    FieldType.DECIMAL: _FLOATS,
-    FieldType.CURRENCY: _FLOATS,
-}
-
-_COLUMNS_SQL = """
-SELECT c.column_name,
-       CASE WHEN t.typtype = 'e' THEN 'enum'
-            WHEN c.data_type = 'USER-DEFINED' THEN c.udt_name
-            ELSE c.data_type END
-FROM information_schema.columns AS c
-LEFT JOIN pg_catalog.pg_namespace AS n ON n.nspname = c.udt_schema
-LEFT JOIN pg_catalog.pg_type AS t ON t.typnamespace = n.oid AND t.typname = c.udt_name
-WHERE c.table_schema = %s AND c.table_name = %s
-ORDER BY c.ordinal_position
-"""
-
-
-def accepts_column_type(kind: FieldType, pg_type: str) -> bool:
-    """Can a PostgreSQL column of ``pg_type`` feed a mapped field of ``kind``?"""
-    return pg_type in _ACCEPTED[kind] or pg_type in _TOLERATED.get(kind, frozenset())
-
-
-def table_columns(conn: Any, settings: Settings) -> list[tuple[str, str]]:
-    """The source table's (column, type) pairs in table order (empty if there is no table)."""
-    with conn.cursor() as cur:
-        cur.execute(_COLUMNS_SQL, (settings.source.schema, settings.source.table))
-        return [(str(name), str(kind)) for name, kind in cur.fetchall()]
-
-
-def check_database(settings: Settings, connect_timeout: int = 5) -> list[Problem]:
-    """Compare the configuration with the live legacy table; write nothing.
-
-    Reports an unreachable database (``source.dsn``, never printing it), a missing schema or
-    table, mapped columns the table lacks and column types a Zoho field type cannot carry.
-    Runs in a read-only transaction that is rolled back.
-    """
-    source = settings.source
-    try:
-        conn = psycopg2.connect(
-            source.dsn.reveal(),
-            connect_timeout=connect_timeout,
-            application_name="ordersync config check",
-        )
-    except psycopg2.ProgrammingError:
-        return [Problem("source.dsn", "is not a valid PostgreSQL connection string")]
-    except psycopg2.Error as exc:
-        return [Problem("source.dsn", f"cannot connect to the database: {_scrub(exc, source.dsn)}")]
-    try:
-        conn.set_session(readonly=True)
-        with conn.cursor() as cur:
-            return _check_table(cur, settings)
-    except psycopg2.Error as exc:
-        return [Problem("source.table", f"cannot read the table: {_scrub(exc, source.dsn)}")]
-    finally:
-        conn.rollback()
-        conn.close()
-
-
-def _check_table(cur: Any, settings: Settings) -> list[Problem]:
-    source = settings.source
-    cur.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (source.schema,))
-    if cur.fetchone() is None:
-        return [Problem("source.schema", f"schema {source.schema!r} does not exist")]
-    cur.execute(_COLUMNS_SQL, (source.schema, source.table))
-    column_types: dict[str, str] = dict(cur.fetchall())
-    if not column_types:
-        return [Problem("source.table", f"table {source.schema}.{source.table} does not exist")]
-
-    problems = []
-    for i, spec in enumerate(settings.mapping.fields):
-        pg_type = column_types.get(spec.column)
-        if pg_type is None:
-            problems.append(
-                Problem(
-                    f"mapping[{i}].column",
-                    f"table {source.schema}.{source.table} has no column {spec.column!r}"
-                    f"{_suggest(spec.column, column_types)}",
-                )
-            )
-        elif pg_type in _TOLERATED.get(spec.type, ()):
-            problems.append(
-                Problem(
-                    f"mapping[{i}].type",
-                    f"column {spec.column!r} is {pg_type}: its binary rounding reaches the "
-                    f"{spec.type} field {spec.api_name!r}; numeric is exact",
-                    Severity.WARNING,
-                )
-            )
-        elif pg_type not in _ACCEPTED[spec.type]:
-            problems.append(
-                Problem(
-                    f"mapping[{i}].type",
-                    f"column {spec.column!r} is {pg_type}, which cannot feed the {spec.type} field "
-                    f"{spec.api_name!r} (accepted: {', '.join(sorted(_ACCEPTED[spec.type]))})",
-                )
-            )
-    for name in ("synced_column", "version_column", "zoho_id_column"):
-        column = getattr(source, name)
-        if column not in column_types:
-            problems.append(
-                Problem(
-                    f"source.{name}",
-                    f"column {column!r} is not on {source.schema}.{source.table} yet: "
-                    "run `ordersync db install`",
-                    Severity.WARNING,
-                )
-            )
-    if not any(p.severity is Severity.ERROR for p in problems):
-        # prove we may read what we will extract
-        query = sql.SQL("SELECT {} FROM {}.{} LIMIT 0").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in settings.mapping.columns),
-            sql.Identifier(source.schema),
-            sql.Identifier(source.table),
-        )
-        cur.execute(query)
-    return problems
-
-
-def _scrub(exc: Exception, dsn: Secret) -> str:
-    """The first line of a driver error, with the DSN and its password masked."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    secrets = [dsn.reveal()]
-    with contextlib.suppress(psycopg2.Error):
-        secrets.append(psycopg2.extensions.parse_dsn(dsn.reveal()).get("password", ""))
-    for secret in filter(None, secrets):
-        text = text.replace(secret, MASK)
-    return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Showing settings
-# ---------------------------------------------------------------------------------------------
-
-
-def describe_settings(settings: Settings) -> dict[str, Any]:
-    """The effective settings in the TOML layout, secrets masked: safe to print or log."""
-
-    def plain(value: object) -> object:
-        if isinstance(value, Secret):
-            return str(value)
-        if isinstance(value, str):
-            return _mask_url_password(str(value))
-        if isinstance(value, Path):
-            return str(value)
-        return value
-
-    def section(obj: object, names: list[str]) -> dict[str, object]:
-        return {name: plain(getattr(obj, name)) for name in names}
-
-    return {
-        "source": section(settings.source, [f.name for f in fields(SourceSettings)]),
-        "zoho": section(settings.zoho, [f.name for f in fields(ZohoSettings)]),
-        "sync": section(settings, _SYNC_KEYS),
-        "mapping": [
-            {
-                "column": spec.column,
-                "api_name": spec.api_name,
-                "type": str(spec.type),
-                **({"max_length": spec.max_length} if spec.max_length is not None else {}),
-                **({"allowed": list(spec.allowed)} if spec.allowed else {}),
-                "mandatory": spec.mandatory,
-            }
-            for spec in settings.mapping.fields
-        ],
-    }
-
-
-def _mask_url_password(value: str) -> str:
-    """``redis://:pw@host`` → ``redis://:********@host``; other strings unchanged."""
-    scheme, sep, rest = value.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return value
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:{MASK}@{host}"
 
 
 # ---------------------------------------------------------------------------------------------
