@@ -27,6 +27,10 @@ Tables (created by :func:`ensure_tables`, called from ``ordersync db install``):
 ``claim_lock``
     An empty table locked (SHARE ROW EXCLUSIVE) by each claiming transaction: claims are
     serialised, so two extractors never claim the same row.
+``tombstones``
+    Deleted legacy rows whose Zoho record is still to be deleted (``sync.deletes``, opt-in):
+    the key, the ``zoho_id`` it had (filled in later by marking when the row was in flight),
+    attempts and the last Zoho error.
 ``row_errors``
     The latest Zoho error of each row (code, field, message), the row version it was about, an
     attempt count for that version, and ``quarantined`` once attempts reach ``max_attempts``.
@@ -198,6 +202,17 @@ def ddl(settings: Settings) -> list[sql.Composable]:
                 last_seen timestamptz NOT NULL DEFAULT now()
             )"""
         ).format(row_errors=t("row_errors")),
+        # Deletes (opt-in, ``sync.deletes``): the delete trigger writes one tombstone per
+        # deleted legacy row; ``pipeline.deletes`` deletes its Zoho record, then the tombstone.
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {tombstones} (
+                row_key text PRIMARY KEY,
+                zoho_id text,
+                deleted_at timestamptz NOT NULL DEFAULT now(),
+                attempts integer NOT NULL DEFAULT 0,
+                last_error text
+            )"""
+        ).format(tombstones=t("tombstones")),
     ]
 
 

@@ -89,6 +89,7 @@ ROUTES: dict[str, Queue] = {
     "ordersync.sweep": Queue.DB,
     "ordersync.realtime.check": Queue.ZOHO,  # tasks/ongoing.py: upserts
     "ordersync.interval.run": Queue.ZOHO,
+    "ordersync.deletes.run": Queue.ZOHO,  # tasks/ongoing.py: Delete Records
     "ordersync.verify.start": Queue.ZOHO,  # tasks/verify.py: Bulk Read
     "ordersync.verify.advance": Queue.ZOHO,
 }

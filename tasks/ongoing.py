@@ -2,6 +2,8 @@
 
 ``ordersync.realtime.check``  every ``realtime_check`` seconds: flush what is due
                               (``pipeline.realtime.flush``)
+``ordersync.deletes.run``     every ``deletes_every`` seconds when ``sync.deletes`` is on: delete
+                              the Zoho records of deleted legacy rows (``pipeline.deletes.run``)
 ``ordersync.interval.run``    on ``interval_crontab``: plan and send all pending rows
                               (``pipeline.interval.run_interval``); the bulk batches it claims
                               go on to the initial-sync chain (``ordersync.render`` …)
@@ -23,12 +25,13 @@ from typing import Any
 import redis
 from celery import shared_task
 
-from pipeline import interval, realtime
+from pipeline import deletes, interval, realtime
 from pipeline.initial_sync import Step
+from pipeline.legacy.connection import connect
 from pipeline.realtime import Reason
 from pipeline.settings import Settings
 from tasks.base import OrdersyncTask, worker_client, worker_settings
-from tasks.schedule import INTERVAL_RUN, REALTIME_CHECK
+from tasks.schedule import DELETES_RUN, INTERVAL_RUN, REALTIME_CHECK
 from tasks.steps import send_step
 
 logger = logging.getLogger(__name__)
@@ -81,3 +84,17 @@ def interval_run(self: OrdersyncTask) -> dict[str, Any]:
         send_step(self.app, Step.RENDER, batch_id=batch_id, run_id=result.run_id)
     _backlog_handled(settings)  # its rows are claimed: a later backlog may ask again
     return result.as_dict()
+
+
+@shared_task(name=DELETES_RUN, base=OrdersyncTask, bind=True)
+def deletes_run(self: OrdersyncTask) -> dict[str, Any]:
+    """Delete the Zoho records of deleted legacy rows (opt-in; capped by ``max_deletes``)."""
+    settings = worker_settings()
+    if not settings.deletes:
+        return {"skipped": "sync.deletes is off"}
+    conn = connect(settings, application="ordersync-deletes")
+    try:
+        report = deletes.run(conn, settings, worker_client())
+    finally:
+        conn.close()
+    return report.as_dict()

@@ -15,6 +15,7 @@ from pipeline.settings import Settings, SyncMode
 
 REALTIME_CHECK = "ordersync.realtime.check"
 INTERVAL_RUN = "ordersync.interval.run"
+DELETES_RUN = "ordersync.deletes.run"
 # A missed interval run (beat or workers down) is dropped after this long; the next one comes.
 INTERVAL_EXPIRES = 3600
 
@@ -30,7 +31,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The beat entries of ``settings.mode``: data, every entry with ``expires``."""
+    """The beat entries of ``settings.mode`` (and of deletes, when on): data, every entry
+    with ``expires``."""
     entries: dict[str, dict[str, Any]] = {}
     if settings.mode in (SyncMode.REALTIME, SyncMode.BOTH):
         entries[REALTIME_CHECK] = {
@@ -50,6 +52,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                 day_of_week=day_of_week,
             ),
             "options": {"expires": INTERVAL_EXPIRES},
+        }
+    if settings.deletes:  # opt-in: tombstones of deleted legacy rows → Delete Records
+        entries[DELETES_RUN] = {
+            "task": DELETES_RUN,
+            "schedule": settings.deletes_every,
+            "options": {"expires": settings.deletes_every},
         }
     return entries
 

@@ -244,6 +244,8 @@ class Handler(BaseHTTPRequestHandler):
             return "download"
         m = RECORD_PATH.match(path)
         if m and m.group(1) not in RESERVED:
+            if method == "DELETE" and not m.group(2):
+                return "delete"  # Delete Records: DELETE /crm/v8/{module}?ids=…
             return {"upsert": "upsert", "search": "search"}.get(m.group(2) or "", "records_get")
         return None
 
@@ -287,6 +289,8 @@ class Handler(BaseHTTPRequestHandler):
             return Reply(200, st.grant(params, self._host_base()))
         expected = "POST" if api in ("upsert", "upload", "bulk_create",
                                      "bulk_read_create") else "GET"
+        if api == "delete":
+            expected = "DELETE"
         if method != expected:
             return Reply(400, {"code": "INVALID_REQUEST_METHOD", "details": {},
                                "message": "The http request method type is not a valid one",
@@ -305,6 +309,8 @@ class Handler(BaseHTTPRequestHandler):
             if api == "upsert" and isinstance(payload, dict) and isinstance(payload.get("data"),
                                                                              list):
                 records = len(payload["data"])
+        if api == "delete":
+            records = len([i for i in query.get("ids", "").split(",") if i.strip()])
         # the "complex API" group (§7.3): big upserts, and record reads sorted with sort_by
         sub = (api == "upsert" and records > int(st.config["sub_concurrency_threshold"])) or (
             api == "records_get" and bool(query.get("sort_by")))
@@ -371,6 +377,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._records_get(path, query)
         if api == "upsert":
             return self._upsert(path, payload)
+        if api == "delete":
+            return self._delete(path, query)
         if api == "upload":
             try:
                 return self._upload(body)
@@ -627,6 +635,32 @@ class Handler(BaseHTTPRequestHandler):
                                    {"api_name": str(name),
                                     "json_path": f"$.duplicate_check_fields[{i}]"})
         items = st.upsert(module.api_name, data, dcf)
+        ok = sum(1 for it in items if it["status"] == "success")
+        status = 200 if ok == len(items) else (400 if ok == 0 else 207)
+        return Reply(status, {"data": items}, charge=True)
+
+    def _delete(self, path: str, query: dict[str, str]) -> Reply:
+        """Delete Records: up to 100 ``ids`` a call, one item per id, in request order.
+
+        An id that is not (or no longer) a record of the module answers ``INVALID_DATA``
+        "record not deleted" for that id; the others are deleted (moved to the recycle bin).
+        """
+        st = self.state
+        m = RECORD_PATH.match(path)
+        assert m is not None
+        module = st.schema.module(m.group(1))
+        if module is None:
+            raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
+                           {"resource_path_index": 0})
+        ids = [i.strip() for i in query.get("ids", "").split(",") if i.strip()]
+        if not ids:
+            raise ApiError(400, "REQUIRED_PARAM_MISSING",
+                           "One of the expected parameter is missing", {"param_name": "ids"})
+        if len(ids) > 100:
+            raise ApiError(400, "LIMIT_EXCEEDED",
+                           "the number of records in the request exceeds the limit",
+                           {"limit": 100, "param_name": "ids"})
+        items = st.delete_records(module.api_name, ids)
         ok = sum(1 for it in items if it["status"] == "success")
         status = 200 if ok == len(items) else (400 if ok == 0 else 207)
         return Reply(status, {"data": items}, charge=True)

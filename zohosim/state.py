@@ -48,6 +48,8 @@ DEFAULT_CREDIT_COSTS = {
     "search": 1,
     # Bulk Read: 50 per job initialise (§7.2); status and download UNCONFIRMED, 0 here
     "bulk_read_create": 50, "bulk_read_get": 0, "bulk_read_download": 0,
+    # Delete Records: charged like insert/update/upsert, 1 per 10 ids (UNCONFIRMED, §7.2)
+    "delete": 1,
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "token_ttl": 3600,
@@ -141,6 +143,9 @@ class Persistence:
         self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
                             [(module, r["id"], json.dumps(r)) for r in records])
         self.db.execute("COMMIT")
+
+    def delete_records(self, ids: list[str]) -> None:
+        self.db.executemany("DELETE FROM records WHERE id = ?", [(i,) for i in ids])
 
     def save_upload(self, up: Upload) -> None:
         self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?)",
@@ -403,7 +408,7 @@ class State:
     # ---- limits ---------------------------------------------------------------------------
     def cost(self, api: str, records: int = 0) -> int:
         per = int(self.config["credit_costs"].get(api, 0))
-        if api == "upsert":
+        if api in ("upsert", "delete"):
             return per * max(1, -(-records // 10))
         return per
 
@@ -483,6 +488,28 @@ class State:
                    for i, item in enumerate(items)]
             touched = [store.records[o["details"]["id"]] for o in out if o["status"] == "success"]
             self._save_records(module, touched)
+        return out
+
+    def delete_records(self, module: str, ids: list[str]) -> list[dict[str, Any]]:
+        """Delete Records: one answer item per id, in order (an unknown id is not deleted)."""
+        store = self.stores[module]
+        out: list[dict[str, Any]] = []
+        gone: list[str] = []
+        with self.lock:
+            for rid in ids:
+                rec = store.records.get(rid)
+                if rec is None:
+                    out.append({"code": "INVALID_DATA", "details": {"id": rid},
+                                "message": "record not deleted", "status": "error"})
+                    continue
+                for f in store.indexed:
+                    store._unindex(f, rec)
+                del store.records[rid]
+                gone.append(rid)
+                out.append({"code": "SUCCESS", "details": {"id": rid},
+                            "message": "record deleted", "status": "success"})
+            if self.persist is not None and gone:
+                self.persist.delete_records(gone)
         return out
 
     # ---- uploads and jobs -----------------------------------------------------------------

@@ -43,7 +43,8 @@ def mark_synced(
 
     One UPDATE for the whole batch (``FROM unnest(keys, zoho_ids)`` joined with the batch's
     claimed ``unnest(keys, versions)``), only where the version is unchanged. Also clears
-    those rows' errors.
+    those rows' errors, and gives a tombstone of a row deleted while in flight the Zoho id
+    its batch just created (so ``pipeline.deletes`` can delete that record too).
     Runs in the caller's transaction (the caller commits, typically with the batch's state).
     Idempotent: marking the same outcomes again changes nothing that matters.
     """
@@ -65,11 +66,15 @@ def mark_synced(
                 m AS (UPDATE {table} t SET {synced} = true, {zoho_id} = c.zoho_id
                       FROM c WHERE t.{key} = c.row_key::{kt} AND t.{version} = c.version
                       RETURNING t.{key}),
-                d AS (DELETE FROM {row_errors} e USING m WHERE e.row_key = m.{key}::text)
+                d AS (DELETE FROM {row_errors} e USING m WHERE e.row_key = m.{key}::text),
+                z AS (UPDATE {tombstones} z SET zoho_id = c.zoho_id FROM c
+                      WHERE z.row_key = c.row_key AND z.zoho_id IS NULL
+                        AND c.zoho_id IS NOT NULL)
            SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM c)"""
     ).format(
         batches=n.ledger_table("batches"),
         row_errors=n.ledger_table("row_errors"),
+        tombstones=n.ledger_table("tombstones"),
         table=n.table,
         synced=n.synced,
         zoho_id=n.zoho_id,

@@ -76,6 +76,14 @@ class Names:
         return self._derived("_ordersync_upd")
 
     @property
+    def delete_trigger_name(self) -> str:
+        return self._derived("_ordersync_del")
+
+    @property
+    def delete_function(self) -> sql.Identifier:
+        return self.ledger_table(self._derived("_tombstone_on_delete"))
+
+    @property
     def insert_function(self) -> sql.Identifier:
         return self.ledger_table(self._derived("_pending_on_insert"))
 

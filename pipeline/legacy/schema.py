@@ -62,8 +62,36 @@ def mapped_columns(settings: Settings) -> tuple[str, ...]:
 
 
 def _signature(settings: Settings) -> str:
-    # "v2": the triggers also keep the pending-since time (re-install regenerates older ones).
-    return "ordersync v2 mapped columns: " + ",".join(mapped_columns(settings))
+    # "v2": the triggers also keep the pending-since time (re-install regenerates older ones);
+    # "deletes": the delete trigger is on (``sync.deletes``), so turning it on or off re-installs.
+    deletes = "; deletes" if settings.deletes else ""
+    return "ordersync v2 mapped columns: " + ",".join(mapped_columns(settings)) + deletes
+
+
+def delete_trigger_statements(settings: Settings) -> list[sql.Composable]:
+    """``AFTER DELETE``: a tombstone with the row's key and Zoho id (``sync.deletes`` on), or
+    no delete trigger at all (off: the default; deleting a legacy row then leaves Zoho alone)."""
+    n = Names(settings)
+    drop = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+        sql.Identifier(n.delete_trigger_name), n.table
+    )
+    if not settings.deletes:
+        return [drop]
+    body = sql.SQL(
+        "BEGIN INSERT INTO {tomb} (row_key, zoho_id) VALUES (OLD.{key}::text, OLD.{zoho_id})"
+        " ON CONFLICT (row_key) DO UPDATE SET zoho_id = coalesce(EXCLUDED.zoho_id, {tomb}.zoho_id),"
+        " deleted_at = now(), attempts = 0, last_error = NULL; RETURN OLD; END"
+    ).format(tomb=n.ledger_table("tombstones"), key=n.key, zoho_id=n.zoho_id)
+    return [
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+            " AS $ordersync$ {} $ordersync$"
+        ).format(n.delete_function, body),
+        drop,
+        sql.SQL("CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+            sql.Identifier(n.delete_trigger_name), n.table, n.delete_function
+        ),
+    ]
 
 
 def trigger_statements(settings: Settings) -> list[sql.Composable]:
@@ -109,6 +137,7 @@ def trigger_statements(settings: Settings) -> list[sql.Composable]:
             "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW"
             " WHEN (ROW({}) IS DISTINCT FROM ROW({})) EXECUTE FUNCTION {}()"
         ).format(sql.Identifier(n.update_trigger_name), n.table, old, new, n.update_function),
+        *delete_trigger_statements(settings),
         sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
             sql.Identifier(n.update_trigger_name), n.table, sql.Literal(_signature(settings))
         ),
@@ -229,7 +258,8 @@ def uninstall(settings: Settings) -> list[str]:
             conn.autocommit = False
 
             def drop_on_table(cur: Any) -> None:
-                for trigger in (n.insert_trigger_name, n.update_trigger_name):
+                for trigger in (n.insert_trigger_name, n.update_trigger_name,
+                                n.delete_trigger_name):
                     cur.execute(
                         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
                             sql.Identifier(trigger), n.table

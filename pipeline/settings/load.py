@@ -182,6 +182,8 @@ def validate_settings(settings: Settings) -> None:
     _require_positive("sync.realtime_max_delay", settings.realtime_max_delay)
     _require_positive("sync.realtime_check", settings.realtime_check)
     _require_at_least("sync.max_attempts", settings.max_attempts, 1)
+    _require_at_least("sync.max_deletes", settings.max_deletes, 0)
+    _require_positive("sync.deletes_every", settings.deletes_every)
     crontab_error = crontab_problem(settings.interval_crontab)
     if crontab_error:
         raise ConfigError("sync.interval_crontab", crontab_error)

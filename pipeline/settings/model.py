@@ -66,6 +66,11 @@ class Settings:
     verify_crontab: str = ""
     verify_repair: bool = False  # scheduled verifications re-queue what the legacy value wins
     verify_zoho_wins: str = ""  # comma-separated Zoho fields whose edits in Zoho are kept
+    # Deletes, opt-in: a deleted legacy row (a trigger writes a tombstone) deletes its Zoho
+    # record through Delete Records, at most ``max_deletes`` a run (more: refused, alerted).
+    deletes: bool = False
+    max_deletes: int = 100
+    deletes_every: float = 300.0  # seconds between delete runs through beat
 
 
 # The demo `orders` table's mapping (see pipeline/demo.py); a real install states its own.

@@ -55,7 +55,14 @@ from pipeline.zoho.errors import (
     error_from,
 )
 from pipeline.zoho.governor import Governor
-from pipeline.zoho.results import BulkJob, UpsertOutcome, parse_job, parse_upsert
+from pipeline.zoho.results import (
+    BulkJob,
+    DeleteOutcome,
+    UpsertOutcome,
+    parse_delete,
+    parse_job,
+    parse_upsert,
+)
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -85,6 +92,7 @@ class Api:
     BULK_GET = "bulk_get"
     DOWNLOAD = "download"
     UPSERT = "upsert"
+    DELETE = "delete"
 
 
 @dataclass(frozen=True)
@@ -504,6 +512,29 @@ class ZohoClient:
             accept=_upsert_answer,
         )
         return parse_upsert(body, count)
+
+    def delete_records(
+        self, record_ids: Sequence[str], *, run_id: int | None = None
+    ) -> list[DeleteOutcome]:
+        """Delete 1–100 records by Zoho id; one ``DeleteOutcome`` per id, in request order.
+
+        ``DELETE /crm/v8/{module}?ids=…``. Answers 200, 207 and 400-with-items give outcomes;
+        only request-level failures raise. Safe to repeat: an id already gone answers
+        ``INVALID_DATA`` for itself (``DeleteOutcome.gone``), so a lost answer is retried.
+        """
+        ids = [str(i) for i in record_ids]
+        credits = limits.delete_credits(len(ids))  # raises ValueError outside 1..100
+        body: dict[str, Any] = self._call(
+            Api.DELETE,
+            "DELETE",
+            self.endpoints.records_url(self.settings.module),
+            credits=credits,
+            records=len(ids),
+            run_id=run_id,
+            request=lambda: {"params": {"ids": ",".join(ids), "wf_trigger": "false"}},
+            accept=_upsert_answer,
+        )
+        return parse_delete(body, ids)
 
     def fields(self) -> list[dict[str, Any]]:
         """Field metadata of the module (``GET /crm/v8/settings/fields?module=…``)."""

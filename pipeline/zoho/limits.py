@@ -26,6 +26,18 @@ def upsert_credits(records: int) -> int:
         raise ValueError(f"an upsert carries 1..{UPSERT_MAX_RECORDS} records, not {records}")
     return math.ceil(records / UPSERT_RECORDS_PER_CREDIT)
 
+# Delete Records: up to 100 ids a call, charged like insert/update/upsert (1 per 10 ids): the
+# v8 limits table is known only through transcriptions (contract §7.2); zohosim charges the same.
+DELETE_MAX_RECORDS = 100
+
+
+def delete_credits(records: int) -> int:
+    """Credits of one Delete Records call of ``records`` ids: 1 per 10, rounded up."""
+    if not 1 <= records <= DELETE_MAX_RECORDS:
+        raise ValueError(f"a delete carries 1..{DELETE_MAX_RECORDS} ids, not {records}")
+    return math.ceil(records / UPSERT_RECORDS_PER_CREDIT)
+
+
 # Bulk Read (export): one job initialise per page of up to 200,000 records (contract §7.2).
 BULK_READ_JOB_CREDITS = 50
 BULK_READ_PAGE_RECORDS = 200_000

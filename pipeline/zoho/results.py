@@ -332,3 +332,48 @@ def parse_upsert(body: Mapping[str, Any], sent: int) -> list[UpsertOutcome]:
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What Zoho did with one id of a Delete Records call.
+
+    ``gone``: the record is not in Zoho any more, deleted now (``ok``) or before (Zoho answers
+    ``INVALID_DATA`` for an id it does not hold), so there is nothing left to delete.
+    """
+
+    record_id: str
+    ok: bool
+    code: str
+    message: str = ""
+
+    @property
+    def gone(self) -> bool:
+        return self.ok or self.code == "INVALID_DATA"
+
+
+def parse_delete(body: Mapping[str, Any], ids: Sequence[str]) -> list[DeleteOutcome]:
+    """One ``DeleteOutcome`` per sent id, in request order, from a 200/207/400 body."""
+    items = body.get("data")
+    if not isinstance(items, list) or len(items) != len(ids):
+        got = len(items) if isinstance(items, list) else "no"
+        raise ResultFormatError("RESULT_FORMAT", f"delete answered {got} items for {len(ids)} ids")
+    out = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ResultFormatError("RESULT_FORMAT", f"delete item {index} is not an object")
+        details = item.get("details") if isinstance(item.get("details"), dict) else {}
+        record_id = str((details or {}).get("id") or ids[index])
+        if record_id != ids[index]:
+            raise ResultFormatError(
+                "RESULT_FORMAT", f"delete item {index} is about {record_id}, not {ids[index]}"
+            )
+        out.append(
+            DeleteOutcome(
+                record_id=record_id,
+                ok=str(item.get("status", "")).lower() == "success",
+                code=str(item.get("code") or ""),
+                message=str(item.get("message") or ""),
+            )
+        )
+    return out
