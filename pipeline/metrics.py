@@ -21,7 +21,12 @@ of them. The names and types are the ones those rules use:
 ``ordersync_verify_age_seconds``            gauge      since the last finished ``verify``
 ``ordersync_verify_found{kind}``            gauge      what it found: missing, duplicates,
                                                        strays, differences, drift
+``ordersync_deletes_pending``               gauge      Zoho records to delete (``sync.deletes``)
+``ordersync_deletes_over_cap``              gauge      1 when they exceed ``max_deletes``: runs
+                                                       are refused until someone looks
 ==========================================  =========  ==========================================
+
+The two ``ordersync_deletes_*`` metrics appear only with ``sync.deletes`` on.
 
 The two ``ordersync_verify_*`` metrics appear once a verification has finished (none before).
 
@@ -58,7 +63,7 @@ from prometheus_client.registry import Collector
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from pipeline import ledger
+from pipeline import deletes, ledger
 from pipeline.ledger import BatchKind, BatchState
 from pipeline.legacy.mark import row_error_counts
 from pipeline.legacy.names import Names
@@ -99,6 +104,9 @@ class Snapshot:
     # the last finished verification: seconds since it ended, and its counts by kind
     verify_age_seconds: float | None = None
     verify_found: dict[str, int] = field(default_factory=dict)
+    # deletes (sync.deletes on): Zoho records still to delete, and the per-run cap
+    deletes_pending: int | None = None
+    max_deletes: int = 0
 
 
 def _one(conn: Connection, statement: sql.Composable, params: Sequence[object] = ()) -> tuple:
@@ -175,7 +183,15 @@ def read_snapshot(conn: Connection, settings: Settings) -> Snapshot:
         job_count=int(job_count),
         job_sum=float(job_sum),
         **_last_verification(conn, settings),
+        **_deletes(conn, settings),
     )
+
+
+def _deletes(conn: Connection, settings: Settings) -> dict[str, Any]:
+    if not settings.deletes:
+        return {}
+    plan = deletes.plan(conn, settings)
+    return {"deletes_pending": plan.deletable, "max_deletes": plan.cap}
 
 
 VERIFY_KINDS = ("missing", "duplicates", "strays", "differences", "drift")
@@ -273,6 +289,20 @@ def families(snapshot: Snapshot) -> list[Metric]:
         ),
         jobs,
         *_verify_families(s),
+        *_deletes_families(s),
+    ]
+
+
+def _deletes_families(s: Snapshot) -> list[Metric]:
+    if s.deletes_pending is None:
+        return []
+    return [
+        _gauge("ordersync_deletes_pending",
+               "Zoho records of deleted legacy rows still to delete (sync.deletes).",
+               s.deletes_pending),
+        _gauge("ordersync_deletes_over_cap",
+               "1 when more deletes wait than max_deletes allows: delete runs are refused.",
+               1 if s.deletes_pending > s.max_deletes else 0),
     ]
 
 

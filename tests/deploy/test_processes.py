@@ -74,9 +74,13 @@ METRIC_TYPES = {
     "ordersync_job_duration_seconds": "histogram",
     "ordersync_verify_age_seconds": "gauge",
     "ordersync_verify_found": "gauge",
+    "ordersync_deletes_pending": "gauge",
+    "ordersync_deletes_over_cap": "gauge",
 }
-# Exposed only once a verification has finished (tests/ongoing/test_verify.py checks them).
-AFTER_A_VERIFICATION = {"ordersync_verify_age_seconds", "ordersync_verify_found"}
+# Exposed only once a verification has finished (tests/ongoing/test_verify.py checks them), and
+# only with sync.deletes on (tests/ongoing/test_deletes.py checks those).
+AFTER_A_VERIFICATION = {"ordersync_verify_age_seconds", "ordersync_verify_found",
+                        "ordersync_deletes_pending", "ordersync_deletes_over_cap"}
 
 
 def test_web_metrics_are_the_ones_the_alerts_use(

@@ -33,6 +33,8 @@ OUR_METRICS = {
     "ordersync_job_duration_seconds",
     "ordersync_verify_age_seconds",
     "ordersync_verify_found",
+    "ordersync_deletes_pending",
+    "ordersync_deletes_over_cap",
 }
 FLOWER_METRICS = {"flower_worker_online"}
 SEVERITIES = {"info", "warning", "critical"}

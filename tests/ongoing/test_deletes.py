@@ -75,8 +75,24 @@ def test_a_run_above_max_deletes_sends_nothing_until_allowed(on: Ongoing) -> Non
     assert report.refused and "max_deletes = 5" in report.refused
     assert report.calls == 0 and _sim_delete_credits(on) == 0
     assert len(on.sim.admin.records()) == 200 and _tombstones(on) == 6
+    gauges = _delete_gauges(on)
+    assert gauges == {"ordersync_deletes_pending": 6, "ordersync_deletes_over_cap": 1}
     allowed = _run(on, allow=6)
     assert allowed.deleted == 6 and len(on.sim.admin.records()) == 194
+    assert _delete_gauges(on) == {"ordersync_deletes_pending": 0, "ordersync_deletes_over_cap": 0}
+
+
+def _delete_gauges(ongoing: Ongoing) -> dict[str, float]:
+    from pipeline.metrics import families, read_snapshot
+
+    conn = connect(ongoing.settings)
+    try:
+        with conn:
+            snapshot = read_snapshot(conn, ongoing.settings)
+    finally:
+        conn.close()
+    return {f.name: f.samples[0].value for f in families(snapshot)
+            if f.name.startswith("ordersync_deletes_")}
 
 
 def test_gone_in_zoho_recreated_in_legacy_and_refused_ids(on: Ongoing) -> None:
