@@ -22,7 +22,8 @@ Measured, from the same run:
   floor of any scheme that sends every change as its own record).
 
     .venv/bin/python bench/realtime.py [--rate 40] [--seconds 60] [--rows 500]
-                                       [--max-delay 10] [--check 1] [--latency-ms 0] [--json]
+                                       [--max-delay 10] [--check 1] [--latency-ms 0]
+                                       [--min-batch 10] [--compare] [--json]
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _settings(db: str, sim: SimProcess, prefix: str, args: argparse.Namespace) -
         redis_url=REDIS_URL,
         realtime_max_delay=args.max_delay,
         realtime_check=args.check,
+        realtime_min_batch=args.min_batch,
         mode=SyncMode.REALTIME,
     )
 
@@ -199,6 +201,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         delete_keys(prefix)
 
     latencies = [float(s) for _, _, s in measured if s is not None]
+    new_orders = [float(s) for k, _, s in measured if s is not None and int(k) > args.rows]
+    old_orders = [float(s) for k, _, s in measured if s is not None and int(k) <= args.rows]
     changes = len(measured)
     orders_changed = len({key for key, _, _ in measured})
     rule_calls, rule_credits = _same_rule_without_coalescing(
@@ -223,17 +227,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "left_pending": left,
         "checks": checks,
         "flushes": flushes,
-        "latency_s": {
-            "p50": round(statistics.median(latencies), 3) if latencies else None,
-            "p95": round(_percentile(latencies, 0.95), 3) if latencies else None,
-            "max": round(max(latencies), 3) if latencies else None,
-        },
+        "min_batch": args.min_batch,
+        "latency_s": _summary(latencies),
+        "latency_new_orders_s": _summary(new_orders),
+        "latency_existing_orders_s": _summary(old_orders),
         "ours": {"upsert_calls": upsert_calls, "credits": spent},
         "naive_per_change": {"upsert_calls": changes, "credits": changes},
         "naive_per_write": {"upsert_calls": all_writes, "credits": all_writes},
         "same_rule_no_coalescing": {"upsert_calls": rule_calls, "credits": rule_credits},
         "batches_of_100_no_deadline": {"upsert_calls": batch_calls, "credits": batch_credits},
         "elapsed_s": round(elapsed, 1),
+    }
+
+
+def _summary(latencies: list[float]) -> dict[str, float | int | None]:
+    return {
+        "n": len(latencies),
+        "p50": round(statistics.median(latencies), 3) if latencies else None,
+        "p95": round(_percentile(latencies, 0.95), 3) if latencies else None,
+        "max": round(max(latencies), 3) if latencies else None,
     }
 
 
@@ -245,9 +257,21 @@ def main() -> None:
     ap.add_argument("--max-delay", type=float, default=10.0, help="realtime_max_delay, seconds")
     ap.add_argument("--check", type=float, default=1.0, help="realtime_check, seconds")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="zohosim service time per call")
+    ap.add_argument("--min-batch", type=int, default=10,
+                    help="realtime_min_batch: whole tens go at once (100: full batches only)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the older scheme (min_batch 100) on the same load, after")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     out = run(args)
+    if args.compare:
+        older = run(argparse.Namespace(**{**vars(args), "min_batch": 100}))
+        out["older_scheme_min_batch_100"] = {
+            k: older[k] for k in ("latency_s", "latency_new_orders_s",
+                                  "latency_existing_orders_s", "ours", "mapped_changes")
+        }
+        out["credits_vs_older_scheme"] = round(
+            out["ours"]["credits"] / max(1, older["ours"]["credits"]), 3)
     if args.json:
         print(json.dumps(out))
         return
@@ -263,9 +287,21 @@ def main() -> None:
         f" {out['checks']} checks, {out['flushes']} flushed; delivered {out['delivered']}"
         f"/{out['mapped_changes']} changes, {out['left_pending']} rows left pending"
     )
-    print(f"change -> Zoho latency: p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s")
+    print(f"change -> Zoho latency (min_batch {out['min_batch']}): p50 {lat['p50']} s,"
+          f" p95 {lat['p95']} s, max {lat['max']} s")
+    for label, key in (("new orders", "latency_new_orders_s"),
+                       ("existing orders", "latency_existing_orders_s")):
+        part = out[key]
+        print(f"  {label}: {part['n']} changes, p50 {part['p50']} s, p95 {part['p95']} s,"
+              f" max {part['max']} s")
+    if "older_scheme_min_batch_100" in out:
+        older = out["older_scheme_min_batch_100"]
+        o = older["latency_s"]
+        print(f"older scheme (full batches only, same load): p50 {o['p50']} s, p95 {o['p95']} s,"
+              f" max {o['max']} s; {older['ours']['upsert_calls']} calls,"
+              f" {older['ours']['credits']} credits (ours/older: {out['credits_vs_older_scheme']})")
     rows = [
-        ("ours (coalesced, 100 per call, max_delay)", out["ours"]),
+        ("ours (coalesced, whole tens at once, max_delay)", out["ours"]),
         ("same flush rule, no coalescing", out["same_rule_no_coalescing"]),
         ("100-change batches, no coalescing/deadline", out["batches_of_100_no_deadline"]),
         ("naive: one upsert per mapped change", out["naive_per_change"]),

@@ -1,23 +1,26 @@
-"""Near-real-time mode: changed rows go to Zoho by Upsert calls of 100, at most ``max_delay`` late.
+"""Near-real-time mode: changed rows go to Zoho by Upsert calls (≤ 100), at most ``max_delay`` late.
 
 The buffer is the legacy table itself: the pending (``synced = false``) rows. Nothing lives only
 in memory, so a crash loses nothing, and a row edited five times before a flush is one pending
 row, sent once (coalescing for free).
 
-A check (every ``realtime_check`` seconds, a beat task) asks :func:`due`: flush when at least
-``realtime_threshold`` rows are *ready*, or when the oldest ready change would have waited
-longer than ``realtime_max_delay`` by the next check (so it goes at the last check before its
-deadline). A ready row is pending, not claimed by an unfinished batch (bulk range
-or realtime keys), not quarantined at its version, and not *resting*: a row Zoho refused rests
+A check (every ``realtime_check`` seconds, a beat task) asks :func:`due`: flush a full batch
+when at least ``realtime_threshold`` rows are *ready*; flush everything ready when the oldest
+ready change would have waited longer than ``realtime_max_delay`` by the next check (so it goes
+at the last check before its deadline); otherwise flush the ready rows in whole tens (at least
+``realtime_min_batch``, oldest change first): Upsert costs 1 credit per 10 records, so ten now
+cost what ten cost in a batch of 100 later, and only the last few (< 10) wait. A ready row is
+pending, not claimed by an unfinished batch (bulk range or realtime keys), not quarantined at
+its version, and not *resting*: a row Zoho refused rests
 for ``max_delay`` after the refusal before it can force a flush again (it still rides along in
 batches sent anyway). The change time is ``sync_pending_since``, set by the change trigger when
 the row went from synced to pending (rows pending since before ``db install`` count as
 overdue: their change time is unknown).
 
 :func:`flush` then sends batch after batch (:func:`send_batch`: claim ≤ 100 rows, JSON from the
-one serialiser, ``upsert``, reconcile per record) while :func:`due` says so. With 250 changes
-that is 100, 100, and the last 50 only once they are ``max_delay`` old: only full batches go
-before the deadline. Each batch is reconciled in one transaction: accepted rows are marked
+one serialiser, ``upsert``, reconcile per record) while :func:`due` says so. With 255 changes
+that is 100, 100, 50 at once, and the last 5 once they are ``max_delay`` old (or when five
+more make ten). Each batch is reconciled in one transaction: accepted rows are marked
 synced only at the version claimed (a row changed during the flush stays pending and goes in
 the next one), refused rows get a row error (code, field, message; quarantined after
 ``max_attempts``), and the batch ends ``reconciled``, releasing its claims.
@@ -43,7 +46,7 @@ from pipeline.settings import Settings, SyncMode
 from pipeline.upserts import BatchResult, release_abandoned, send_batch
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import CreditBudgetExceeded
-from pipeline.zoho.limits import UPSERT_MAX_RECORDS, upsert_credits
+from pipeline.zoho.limits import UPSERT_MAX_RECORDS, UPSERT_RECORDS_PER_CREDIT, upsert_credits
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class Reason(StrEnum):
     """Why a check flushes, or does not."""
 
     THRESHOLD = "threshold"  # enough rows for a full batch
+    TENS = "tens"  # ready rows in whole tens: sent now, for what waiting would cost too
     MAX_DELAY = "max_delay"  # the oldest change has waited long enough
     NOT_YET = "not_yet"  # some rows pending, neither rule met
     NOTHING = "nothing"  # no ready row
@@ -84,6 +88,7 @@ class Due:
     reason: Reason
     ready: int
     oldest_age: float | None
+    limit: int = UPSERT_MAX_RECORDS  # rows the next batch takes (oldest change first)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -91,6 +96,7 @@ class Due:
             "flush": self.flush,
             "reason": self.reason.value,
             "ready": self.ready,
+            "limit": self.limit,
             "oldest_age": None if self.oldest_age is None else round(self.oldest_age, 3),
         }
 
@@ -115,6 +121,13 @@ def decide(state: PendingState, settings: Settings) -> Due:
     # The last check before the deadline sends: the next one would come after it.
     if age is not None and age + settings.realtime_check >= settings.realtime_max_delay:
         return Due(True, Reason.MAX_DELAY, ready, age)
+    # Upsert costs 1 credit per 10 records: whole tens cost the same now as in a full batch
+    # later, so they go now; only the last few (< 10) wait, for company or for the deadline.
+    if ready >= settings.realtime_min_batch:
+        size = min(ready, UPSERT_MAX_RECORDS)
+        if settings.realtime_min_batch >= UPSERT_RECORDS_PER_CREDIT:
+            size -= size % UPSERT_RECORDS_PER_CREDIT
+        return Due(True, Reason.TENS, ready, age, limit=size)
     return Due(False, Reason.NOT_YET, ready, age)
 
 
@@ -259,7 +272,7 @@ def flush(
         decision = due(conn, settings, now)
         try:
             while decision.flush and len(batches) < max_batches:
-                needed = upsert_credits(min(decision.ready, UPSERT_MAX_RECORDS))
+                needed = upsert_credits(min(decision.ready, decision.limit))
                 left = client.credits.remaining()
                 if left < needed:  # checked first: no claim, no failed batch per check
                     waiting = (
@@ -275,7 +288,9 @@ def flush(
                         run_id = ledger.create_run(conn, settings, RunKind.REALTIME)
                     created = True
                 try:
-                    result = send_batch(conn, settings, client, run_id=run_id)
+                    result = send_batch(
+                        conn, settings, client, limit=decision.limit, run_id=run_id
+                    )
                 except CreditBudgetExceeded as exc:
                     waiting = f"credit budget: {exc.message}"
                     with conn:

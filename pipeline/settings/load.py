@@ -29,7 +29,12 @@ from pipeline.settings.model import (
 )
 from pipeline.zoho.config import ZohoSettings
 from pipeline.zoho.endpoints import DATA_CENTRES
-from pipeline.zoho.limits import BULK_MAX_COLUMNS, MULTILINE_MAX_LENGTH, TEXT_MAX_LENGTH
+from pipeline.zoho.limits import (
+    BULK_MAX_COLUMNS,
+    MULTILINE_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    UPSERT_MAX_RECORDS,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Loading and validation
@@ -181,6 +186,13 @@ def validate_settings(settings: Settings) -> None:
     _require_at_least("sync.realtime_threshold", settings.realtime_threshold, 1)
     _require_positive("sync.realtime_max_delay", settings.realtime_max_delay)
     _require_positive("sync.realtime_check", settings.realtime_check)
+    _require_at_least("sync.realtime_min_batch", settings.realtime_min_batch, 1)
+    if settings.realtime_min_batch > UPSERT_MAX_RECORDS:
+        raise ConfigError(
+            "sync.realtime_min_batch",
+            f"must be at most {UPSERT_MAX_RECORDS} (one upsert call), not"
+            f" {settings.realtime_min_batch}",
+        )
     _require_at_least("sync.max_attempts", settings.max_attempts, 1)
     _require_at_least("sync.max_deletes", settings.max_deletes, 0)
     _require_positive("sync.deletes_every", settings.deletes_every)

@@ -53,6 +53,9 @@ class Settings:
     realtime_threshold: int = 100
     realtime_max_delay: float = 600.0  # seconds
     realtime_check: float = 30.0  # seconds between near-real-time checks
+    # Ready rows in whole tens go at once (Upsert costs 1 credit per 10: waiting saves none);
+    # 100 = only full batches before the deadline (the older scheme).
+    realtime_min_batch: int = 10
     interval_crontab: str = "0 */12 * * *"
     mode: SyncMode = SyncMode.BOTH
     max_attempts: int = 3  # before a row is quarantined

@@ -38,7 +38,8 @@ def _wait_past_max_delay(ongoing: Ongoing) -> None:
     ("ready", "age", "flush", "reason"),
     [
         (0, None, False, Reason.NOTHING),
-        (99, 569.0, False, Reason.NOT_YET),
+        (9, 569.0, False, Reason.NOT_YET),  # fewer than ten: wait for company or the deadline
+        (99, 569.0, True, Reason.TENS),
         (100, 0.0, True, Reason.THRESHOLD),
         (1, 570.0, True, Reason.MAX_DELAY),  # the next check (30 s) would be past 600 s
         (1, 600.0, True, Reason.MAX_DELAY),
@@ -49,6 +50,29 @@ def test_decide(ready: int, age: float | None, flush: bool, reason: Reason) -> N
     settings = Settings(mode=SyncMode.REALTIME)
     due = realtime.decide(PendingState(ready, age, ready), settings)
     assert (due.flush, due.reason) == (flush, reason)
+
+
+@pytest.mark.parametrize(
+    ("ready", "age", "min_batch", "limit", "reason"),
+    [
+        (99, 1.0, 10, 90, Reason.TENS),  # whole tens now; the 9 left wait
+        (25, 1.0, 10, 20, Reason.TENS),
+        (10, 1.0, 10, 10, Reason.TENS),
+        (25, 1.0, 30, None, Reason.NOT_YET),  # min_batch 30: not yet
+        (99, 1.0, 100, None, Reason.NOT_YET),  # min_batch 100: only full batches (older scheme)
+        (7, 1.0, 1, 7, Reason.TENS),  # min_batch below ten: every ready row, now
+        (25, 590.0, 10, 100, Reason.MAX_DELAY),  # the deadline: everything, partial tens too
+    ],
+)
+def test_decide_sends_whole_tens_at_once(
+    ready: int, age: float, min_batch: int, limit: int | None, reason: Reason
+) -> None:
+    settings = Settings(mode=SyncMode.REALTIME, realtime_min_batch=min_batch)
+    due = realtime.decide(PendingState(ready, age, ready), settings)
+    assert due.reason is reason
+    assert due.flush is (limit is not None)
+    if limit is not None:
+        assert due.limit == limit
 
 
 def test_decide_leaves_a_backlog_cheaper_by_bulk_to_the_interval_run_in_mode_both() -> None:
@@ -82,36 +106,36 @@ def test_no_flush_and_no_interval_plan_while_an_initial_sync_runs(ongoing: Ongoi
             ledger.finish_run(conn, ongoing.settings, run_id, RunState.DONE)
     finally:
         conn.close()
-    assert [b.sent for b in realtime.flush(ongoing.settings, ongoing.client).batches] == [100]
+    assert [b.sent for b in realtime.flush(ongoing.settings, ongoing.client).batches] == [100, 50]
 
 
 # -- flushes against zohosim ----------------------------------------------------------------------
 
 
-def test_250_changes_go_as_100_100_then_50_after_max_delay(ongoing: Ongoing) -> None:
+def test_255_changes_go_as_100_100_50_then_5_after_max_delay(ongoing: Ongoing) -> None:
     ongoing.change(range(1, 201))
-    ongoing.seed(50, seed=3)  # inserts: ids 201..250
-    assert ongoing.pending() == 250
+    ongoing.seed(55, seed=3)  # inserts: ids 201..255
+    assert ongoing.pending() == 255
 
     first = realtime.flush(ongoing.settings, ongoing.client)
-    assert [b.sent for b in first.batches] == [100, 100]
-    assert first.decision.reason is Reason.NOT_YET and first.decision.ready == 50
-    assert ongoing.pending() == 50
+    assert [b.sent for b in first.batches] == [100, 100, 50]  # whole tens go at once
+    assert first.decision.reason is Reason.NOT_YET and first.decision.ready == 5
+    assert ongoing.pending() == 5
 
     assert realtime.flush(ongoing.settings, ongoing.client).batches == ()  # not yet
 
     _wait_past_max_delay(ongoing)
     last = realtime.flush(ongoing.settings, ongoing.client)
-    assert [b.sent for b in last.batches] == [50]
-    assert last.batches[0].marked == 50
+    assert [b.sent for b in last.batches] == [5]
+    assert last.batches[0].marked == 5
 
-    assert ongoing.upsert_sizes() == [100, 100, 50]
-    assert ongoing.sim_upsert_credits() == 25
-    assert ongoing.sim.admin.credits()["calls_by_api"]["upsert"] == 3
+    assert ongoing.upsert_sizes() == [100, 100, 50, 5]
+    assert ongoing.sim_upsert_credits() == 26  # 10 + 10 + 5 + 1: what 100, 100, 55 would cost
+    assert ongoing.sim.admin.credits()["calls_by_api"]["upsert"] == 4
     assert ongoing.pending() == 0
     records = ongoing.sim_records()
-    assert len(records) == 250
-    zoho_ids = dict(ongoing.query("SELECT id::text, zoho_id FROM orders WHERE id <= 250"))
+    assert len(records) == 255
+    zoho_ids = dict(ongoing.query("SELECT id::text, zoho_id FROM orders WHERE id <= 255"))
     assert all(zoho_ids[key] == rec["id"] for key, rec in records.items())
 
 
@@ -180,26 +204,26 @@ def test_mixed_valid_and_invalid_records(ongoing: Ongoing) -> None:
 
 
 def test_a_429_during_a_flush_loses_nothing_and_counts_nothing_twice(ongoing: Ongoing) -> None:
-    ongoing.change(range(1, 151))
+    ongoing.change(range(1, 156))
     ongoing.sim.admin.fault("upsert", "429", count=1)
     first = realtime.flush(ongoing.settings, ongoing.client)  # the client's retry absorbs it
-    assert [b.sent for b in first.batches] == [100]
+    assert [b.sent for b in first.batches] == [100, 50]  # whole tens; 5 wait
 
     # Zoho keeps refusing past the client's retries: the batch fails, its rows stay pending.
     _wait_past_max_delay(ongoing)
     ongoing.sim.admin.fault("upsert", "429", count=ongoing.settings.zoho.max_retries + 1)
     with pytest.raises(RateLimited):
         realtime.flush(ongoing.settings, ongoing.client)
-    assert ongoing.pending() == 50
+    assert ongoing.pending() == 5
     failed = ongoing.query("SELECT state, cardinality(keys) FROM ordersync.batches ORDER BY id")
-    assert failed[-1] == ("failed", 50)
+    assert failed[-1] == ("failed", 5)
 
     again = realtime.flush(ongoing.settings, ongoing.client)  # overdue already: sent at once
-    assert [b.sent for b in again.batches] == [50]
+    assert [b.sent for b in again.batches] == [5]
     assert ongoing.pending() == 0
-    assert len(ongoing.sim_records()) == 150
-    assert ongoing.sim_upsert_credits() == 15  # 429s are not charged …
-    assert ongoing.client.credits.spent_24h() == 15  # … and our ledger released them
+    assert len(ongoing.sim_records()) == 155
+    assert ongoing.sim_upsert_credits() == 16  # 429s are not charged …
+    assert ongoing.client.credits.spent_24h() == 16  # … and our ledger released them
     calls = ongoing.sim.admin.requests()["requests"]
     statuses = [r["status"] for r in calls if r["api"] == "upsert"]
     assert statuses.count(429) == 1 + ongoing.settings.zoho.max_retries + 1

@@ -70,7 +70,7 @@ def test_the_app_schedules_the_sweeper_and_the_entries_of_its_mode() -> None:
         app.close()
 
 
-def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_within_max_delay(
+def test_beat_and_worker_send_255_changes_in_tens_at_once_and_the_last_5_within_max_delay(
     ongoing: Ongoing,
     celery_worker_factory: WorkerFactory,
     celery_beat_factory: Callable[..., BeatProcess],
@@ -80,21 +80,21 @@ def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_with
     beat = celery_beat_factory(extra_env=env)
 
     ongoing.change(range(1, 201))
-    ongoing.seed(50, seed=5)
+    ongoing.seed(55, seed=5)  # one transaction: ids 201..255, the same change time
 
-    wait_until(lambda: ongoing.sim_upsert_credits() >= 20, 15, "the two full batches")
+    wait_until(lambda: ongoing.sim_upsert_credits() >= 25, 15, "the whole tens")
     time.sleep(0.3)
-    assert ongoing.upsert_sizes() == [100, 100]
-    assert ongoing.pending() == 50
-    wait_until(lambda: ongoing.sim_upsert_credits() == 25, MAX_DELAY + 10, "the last 50")
-    assert ongoing.upsert_sizes() == [100, 100, 50]
+    assert ongoing.upsert_sizes() == [100, 100, 50]  # 50 went at once: waiting saves nothing
+    assert ongoing.pending() == 5
+    wait_until(lambda: ongoing.sim_upsert_credits() == 26, MAX_DELAY + 10, "the last 5")
+    assert ongoing.upsert_sizes() == [100, 100, 50, 5]
     (waited,) = ongoing.query(
         "SELECT extract(epoch FROM max(c.at) - (SELECT min(o.sync_pending_since) FROM orders o"
-        " WHERE o.id > 200)) FROM ordersync.credit_ledger c WHERE c.api = 'upsert'"
+        " WHERE o.id > 250)) FROM ordersync.credit_ledger c WHERE c.api = 'upsert'"
     )[0]
-    assert float(waited) >= MAX_DELAY - CHECK  # the partial batch went only once it was due
+    assert float(waited) >= MAX_DELAY - CHECK  # the last few went only once they were due
     assert ongoing.pending() == 0
-    assert len(ongoing.sim_records()) == 250
+    assert len(ongoing.sim_records()) == 255
 
     changed_at = time.time()
     ongoing.query("UPDATE orders SET notes = 'call first' WHERE id = 123")
@@ -105,7 +105,7 @@ def test_beat_and_worker_send_250_changes_as_100_100_then_50_and_one_change_with
     )
     # within max_delay while checks run on time (+ slack, less than one check, for a busy box)
     assert arrived_at - changed_at <= MAX_DELAY + 0.45
-    assert ongoing.sim_upsert_credits() == 26
+    assert ongoing.sim_upsert_credits() == 27
     assert "ordersync.realtime.check" in beat.log()
 
 
