@@ -96,6 +96,13 @@ class RunState(StrEnum):
 FINISHED_STATES = (BatchState.RECONCILED.value, BatchState.FAILED.value)
 
 
+# First key of a batch's session advisory lock (second: the batch id). A step holds it while it
+# works on the batch (``pipeline.initial_sync.batch.batch_lock``), an upsert batch while its
+# call is out (``pipeline.upserts.send_batch``); it goes away with a dead worker's connection,
+# so "unfinished, past its due time and nobody holds its lock" means its worker died.
+BATCH_LOCK_CLASS = 0x05D0
+
+
 def _in_list(values: tuple[str, ...]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Literal(v) for v in values)
 
@@ -184,6 +191,8 @@ def ddl(settings: Settings) -> list[sql.Composable]:
             " WHERE callback_digest IS NOT NULL"
         ).format(t("batches")),
         sql.SQL("CREATE INDEX IF NOT EXISTS batches_run ON {} (run_id)").format(t("batches")),
+        # When the batch's next step is due (a countdown): not stuck before (``stuck_sql``).
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS due_at timestamptz").format(t("batches")),
         sql.SQL(
             "CREATE UNIQUE INDEX IF NOT EXISTS runs_one_initial ON {} (kind)"
             " WHERE state = 'running' AND kind = 'initial'"
@@ -475,13 +484,42 @@ def unfinished_batches(conn: Connection, settings: Settings) -> list[Batch]:
     return [b for b in batches if b is not None]
 
 
+def unlocked_sql(batch_id: sql.Composable) -> sql.Composable:
+    """True when no session holds the batch's advisory lock (no live worker is on it)."""
+    return sql.SQL(
+        "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid = {cls} AND l.objid = ({id})::oid AND l.objsubid = 2)"
+    ).format(cls=sql.Literal(BATCH_LOCK_CLASS), id=batch_id)
+
+
 def stuck_sql(older_than: float) -> sql.Composable:
-    """The one definition of a stuck batch, as a predicate on ``batches``: unfinished, and not
-    moved (``updated_at``) for ``older_than`` seconds. The sweeper restarts the stuck bulk
-    batches; ``/metrics`` counts every stuck batch (``ordersync_batch_stuck``)."""
-    return sql.SQL("(state NOT IN ({}) AND updated_at < now() - make_interval(secs => {}))").format(
-        finished_states_sql(), sql.Literal(float(older_than))
+    """The one definition of a stuck batch, as a predicate on ``batches``: unfinished, not moved
+    (``updated_at``) and not due (``due_at``, a step's countdown) for ``older_than`` seconds,
+    and no live worker holding its lock. The sweeper restarts the stuck bulk batches (and the
+    realtime ones are released); ``/metrics`` counts every stuck batch
+    (``ordersync_batch_stuck``). A step at work holds the lock however long it takes, so the
+    grace can be seconds, not minutes."""
+    return sql.SQL(
+        "(state NOT IN ({}) AND greatest(updated_at, due_at) < now() - make_interval(secs => {})"
+        " AND {})"
+    ).format(
+        finished_states_sql(), sql.Literal(float(older_than)),
+        unlocked_sql(sql.SQL("batches.id")),
     )
+
+
+def expect_step(conn: Connection, settings: Settings, batch_id: int, countdown: float) -> None:
+    """Record that the batch's next step is due in ``countdown`` seconds (a poll's back-off, a
+    callback wait): until then the batch is not stuck, even with no worker on it."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "UPDATE {} SET due_at = now() + make_interval(secs => %s) WHERE id = %s"
+                " AND state NOT IN ({})"
+            ).format(_t(settings, "batches"), finished_states_sql()),
+            (float(countdown), batch_id),
+        )
 
 
 def record_zip(

@@ -12,12 +12,15 @@ step (``pipeline.initial_sync.upsert``) all send through :func:`send_batch`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
@@ -37,7 +40,6 @@ log = logging.getLogger(__name__)
 
 # A realtime batch not reconciled after this long lost its worker (the task's hard limit is
 # 360 s): it is ended ``failed`` so its rows are free again (upserts are safe to repeat).
-ABANDONED_AFTER = 900.0
 _UNFINISHED = tuple(s for s in BatchState if not s.finished)
 
 
@@ -136,6 +138,31 @@ def send_batch(
     batch = claim_realtime(conn, settings, limit=limit, run_id=run_id)
     if batch is None:
         return None
+    with _held(conn, batch.batch_id):  # while the call is out: a live worker is on the batch
+        return _send(conn, settings, client, batch, started, run_id)
+
+
+@contextmanager
+def _held(conn: Connection, batch_id: int) -> Iterator[None]:
+    """The batch's session advisory lock (``ledger.BATCH_LOCK_CLASS``): it goes away with a
+    dead worker's connection, which is how :func:`release_abandoned` knows the batch is lost."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s, %s)", (ledger.BATCH_LOCK_CLASS, batch_id))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg2.Error):  # connection gone: the lock went with it
+            conn.rollback()
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", (ledger.BATCH_LOCK_CLASS, batch_id)
+                )
+
+
+def _send(
+    conn: Connection, settings: Settings, client: ZohoClient, batch: RealtimeBatch,
+    started: float, run_id: int | None,
+) -> BatchResult:
     try:
         records = [
             json_record(settings.mapping, row.texts, ignore_empty=settings.zoho.ignore_empty)
@@ -155,26 +182,28 @@ def send_batch(
 
 
 def release_abandoned(
-    conn: Connection, settings: Settings, older_than: float = ABANDONED_AFTER
+    conn: Connection, settings: Settings, older_than: float | None = None
 ) -> list[int]:
-    """End ``failed`` the realtime batches that stopped moving (their worker died mid-flush).
+    """End ``failed`` the realtime batches whose worker died mid-flush: stuck
+    (``ledger.stuck_sql``) for ``older_than`` seconds (default ``stall_after``), no session
+    holding their lock. A live flush holds it for as long as its call takes.
 
     Their rows are pending still and become free again; sending them twice is harmless
     (upserts match on the unique field). Returns the batch ids released.
     """
+    older_than = settings.stall_after if older_than is None else float(older_than)
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT id FROM {} WHERE kind = %s AND state NOT IN ({})"
-                " AND updated_at < now() - make_interval(secs => %s) ORDER BY id"
-            ).format(Names(settings).ledger_table("batches"), ledger.finished_states_sql()),
-            (BatchKind.REALTIME.value, older_than),
+                "SELECT id FROM {} batches WHERE kind = %s AND {} ORDER BY id"
+            ).format(Names(settings).ledger_table("batches"), ledger.stuck_sql(older_than)),
+            (BatchKind.REALTIME.value,),
         )
         ids = [int(r[0]) for r in cur.fetchall()]
         for batch_id in ids:
             ledger.finish_batch(
                 conn, settings, batch_id, BatchState.FAILED,
-                error=f"abandoned: no outcome recorded within {older_than:.0f} s",
+                error=f"abandoned: its worker died, no outcome recorded within {older_than:.0f} s",
             )  # fmt: skip
     if ids:
         log.warning("released abandoned realtime batches %s", ids)

@@ -24,6 +24,7 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline import initial_sync as sync
 from pipeline.initial_sync import Outcome, Step
+from pipeline.initial_sync.sweeper import RUN_STALL_MIN
 from pipeline.legacy.connection import connect
 from pipeline.upserts import release_abandoned
 from tasks.app import app
@@ -45,8 +46,11 @@ def _db() -> Iterator[Connection]:
         conn.close()
 
 
-def hand_on(outcome: Outcome) -> dict[str, Any]:
-    """Send what the outcome names; a small dict for the task's result and logs."""
+def hand_on(outcome: Outcome, conn: Connection | None = None) -> dict[str, Any]:
+    """Send what the outcome names (recording when a countdown makes it due); a small dict for
+    the task's result and logs."""
+    if conn is not None:
+        sync.expect_next(conn, worker_settings(), outcome)
     if outcome.next_step is not None:
         send_step(app, outcome.next_step, run_id=outcome.run_id, batch_id=outcome.batch_id,
                   countdown=outcome.countdown)  # fmt: skip
@@ -65,25 +69,25 @@ def start(*, run_id: int) -> dict[str, Any]:
 @app.task(name=TASK_NAMES[Step.EXTRACT])
 def extract(*, run_id: int) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.extract(conn, worker_settings(), run_id))
+        return hand_on(sync.extract(conn, worker_settings(), run_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.RENDER])
 def render(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.render(conn, worker_settings(), batch_id))
+        return hand_on(sync.render(conn, worker_settings(), batch_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.UPLOAD])
 def upload(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.upload(conn, worker_settings(), worker_client(), batch_id))
+        return hand_on(sync.upload(conn, worker_settings(), worker_client(), batch_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.CREATE_JOB])
 def create_job(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.create_job(conn, worker_settings(), worker_client(), batch_id))
+        return hand_on(sync.create_job(conn, worker_settings(), worker_client(), batch_id), conn)
 
 
 @app.task(bind=True, name=TASK_NAMES[Step.POLL])
@@ -91,23 +95,24 @@ def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, An
     """Poll the batch's job; not finished → this task again after a growing countdown."""
     with _db() as conn:
         outcome = sync.poll(conn, worker_settings(), worker_client(), batch_id)
-    if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
-        self.schedule_again(outcome.countdown, batch_id=batch_id, run_id=outcome.run_id)
-        return {"batch_id": batch_id, "next": "poll", "note": f"in {outcome.countdown}s"}
-    return hand_on(outcome)
+        if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
+            sync.expect_next(conn, worker_settings(), outcome)
+            self.schedule_again(outcome.countdown, batch_id=batch_id, run_id=outcome.run_id)
+            return {"batch_id": batch_id, "next": "poll", "note": f"in {outcome.countdown}s"}
+        return hand_on(outcome, conn)
 
 
 @app.task(name=TASK_NAMES[Step.RECONCILE])
 def reconcile(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     with _db() as conn:
-        return hand_on(sync.reconcile(conn, worker_settings(), worker_client(), batch_id))
+        return hand_on(sync.reconcile(conn, worker_settings(), worker_client(), batch_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.UPSERT])
 def upsert(*, run_id: int) -> dict[str, Any]:
     """Send the run's free rows by Upsert calls (the planner found them cheaper that way)."""
     with _db() as conn:
-        return hand_on(sync.upsert(conn, worker_settings(), worker_client(), run_id))
+        return hand_on(sync.upsert(conn, worker_settings(), worker_client(), run_id), conn)
 
 
 @app.task(name=SWEEP)
@@ -122,7 +127,9 @@ def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     for batch_id, step in batches:
         logger.warning("batch %s stalled: re-enqueueing %s", batch_id, step)
         send_step(app, step, batch_id=batch_id)
-    runs = sync.stalled_runs(settings, threshold)
+    # no lock covers a run's chain of claims: its grace is at least RUN_STALL_MIN by default
+    run_threshold = max(threshold, RUN_STALL_MIN) if older_than is None else threshold
+    runs = sync.stalled_runs(settings, run_threshold)
     for run_id in runs:
         logger.warning("run %s stalled: re-enqueueing its next claim", run_id)
         send_step(app, Step.EXTRACT, run_id=run_id)

@@ -16,16 +16,18 @@ from pipeline.settings import Settings, SyncMode
 REALTIME_CHECK = "ordersync.realtime.check"
 INTERVAL_RUN = "ordersync.interval.run"
 DELETES_RUN = "ordersync.deletes.run"
+SWEEP_EVERY = 10.0  # seconds between sweeps
 # A missed interval run (beat or workers down) is dropped after this long; the next one comes.
 INTERVAL_EXPIRES = 3600
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Re-enqueue the step of any bulk batch (and the claim chain of any run) that stopped moving
-    # for ``settings.stall_after`` seconds: a worker died, a message was lost.
+    # for ``settings.stall_after`` seconds with no live worker on it: a worker died, a message
+    # was lost. Every 10 s: one cheap query, so a dead worker's batch moves again in ~30 s.
     "ordersync.sweep": {
         "task": "ordersync.sweep",
-        "schedule": crontab(minute="*"),
-        "options": {"expires": 50},
+        "schedule": SWEEP_EVERY,
+        "options": {"expires": SWEEP_EVERY - 1},
     },
 }
 

@@ -81,7 +81,6 @@ from pipeline.initial_sync.claiming import (
     upsert,
 )
 from pipeline.initial_sync.decisions import (
-    BATCH_LOCK_CLASS,
     BATCH_LOCK_TIMEOUT,
     BULK_STEPS,
     CALLBACK_PREFIX,
@@ -120,11 +119,14 @@ from pipeline.initial_sync.sending import (
     zip_is_intact,
 )
 from pipeline.initial_sync.sweeper import (
+    expect_next,
     stalled_batches,
     stalled_runs,
 )
+from pipeline.ledger import BATCH_LOCK_CLASS
 
 __all__ = [
+    "expect_next",
     "BATCH_LOCK_CLASS",
     "BATCH_LOCK_TIMEOUT",
     "BULK_STEPS",

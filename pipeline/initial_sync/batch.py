@@ -16,7 +16,6 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
 from pipeline.initial_sync.decisions import (
-    BATCH_LOCK_CLASS,
     BATCH_LOCK_TIMEOUT,
     MAX_FAILED_BATCHES,
     MAX_JOB_ATTEMPTS,
@@ -25,7 +24,7 @@ from pipeline.initial_sync.decisions import (
     Step,
     step_retry_countdown,
 )
-from pipeline.ledger import Batch, BatchState, RunState
+from pipeline.ledger import BATCH_LOCK_CLASS, Batch, BatchState, RunState
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

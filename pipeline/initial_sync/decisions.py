@@ -16,7 +16,6 @@ POLL_LATE_SHARE = 0.1  # a poll comes at most this share of the job's age after 
 CALLBACK_RECHECK = 30.0  # seconds between checks while waiting for a job's callback
 MAX_JOB_ATTEMPTS = 3  # jobs per batch (FAILED or refused) before the batch fails
 MAX_FAILED_BATCHES = 5  # failed batches before a run gives up
-BATCH_LOCK_CLASS = 0x05D0  # first key of the per-batch advisory lock (second: the batch id)
 BATCH_LOCK_TIMEOUT = "120s"
 MAX_STEP_ERRORS = 3  # fatal errors of one step (poll, reconcile) before the batch fails
 STEP_RETRY_COUNTDOWN = 1.0  # seconds before a step that hit a fatal error runs again; doubled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
 from pipeline.initial_sync.batch import (
@@ -12,6 +13,7 @@ from pipeline.initial_sync.batch import (
 )
 from pipeline.initial_sync.decisions import (
     NEXT_STEP,
+    Outcome,
     Step,
 )
 from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
@@ -21,11 +23,24 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 _RUN_KINDS_SWEPT = (RunKind.INITIAL.value, RunKind.MANUAL.value, RunKind.INTERVAL.value)
+# A run's claim chain holds no lock between claims, and polls of long jobs may leave every
+# batch of a run unmoved for up to a minute: a run is stalled only after this long at least.
+RUN_STALL_MIN = 60.0
+
+
+def expect_next(conn: Connection, settings: Settings, outcome: Outcome) -> None:
+    """Record when the outcome's next step of a batch is due (its countdown), so the sweeper
+    does not mistake a batch waiting on purpose for one whose worker died."""
+    if outcome.batch_id is None or outcome.next_step is None or outcome.countdown <= 0:
+        return
+    with conn:
+        ledger.expect_step(conn, settings, outcome.batch_id, outcome.countdown)
 
 
 def stalled_batches(settings: Settings, older_than: float) -> list[tuple[int, Step]]:
-    """Unfinished bulk batches whose ``updated_at`` is older than ``older_than`` seconds, with
-    the step to re-run for each (by its state), oldest first.
+    """Unfinished bulk batches stuck for ``older_than`` seconds (``ledger.stuck_sql``: not
+    moved, not due, no live worker on them), with the step to re-run for each (by its state),
+    oldest first.
     """
     with transaction(settings, "ordersync-sweeper") as cur:
         cur.execute(
@@ -40,7 +55,8 @@ def stalled_batches(settings: Settings, older_than: float) -> list[tuple[int, St
 
 def stalled_runs(settings: Settings, older_than: float) -> list[int]:
     """Running bulk runs with room in their window and no claim for ``older_than`` seconds:
-    their chain of claims was lost (a worker died in extract, a message was lost).
+    their chain of claims was lost (a worker died in extract, a message was lost). The
+    sweeper passes at least ``RUN_STALL_MIN``.
     """
     with transaction(settings, "ordersync-sweeper") as cur:
         cur.execute(

@@ -60,7 +60,9 @@ class Settings:
     mode: SyncMode = SyncMode.BOTH
     max_attempts: int = 3  # before a row is quarantined
     job_callback_wait: float = 300.0  # seconds to await a callback before re-creating a job
-    stall_after: float = 300.0  # seconds without progress before the sweeper re-enqueues a step
+    # seconds a batch may sit past its due time with no live worker holding its lock before the
+    # sweeper re-enqueues its step (a step at work holds the lock, however long it takes)
+    stall_after: float = 20.0
     work_dir: Path = Path("var/ordersync")  # zips and result files
     org_timezone: str = "UTC"
     # When set, the web process's /metrics wants ``Authorization: Bearer <token>``.
