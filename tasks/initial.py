@@ -24,7 +24,6 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline import initial_sync as sync
 from pipeline.initial_sync import Outcome, Step
-from pipeline.initial_sync.sweeper import RUN_STALL_MIN
 from pipeline.legacy.connection import connect
 from pipeline.upserts import release_abandoned
 from tasks.app import app
@@ -122,13 +121,11 @@ def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     settings = worker_settings()
     with _db() as conn:
         released = release_abandoned(conn, settings)
-    threshold = settings.stall_after if older_than is None else float(older_than)
+    threshold, run_threshold = sync.sweep_thresholds(settings, older_than)
     batches = sync.stalled_batches(settings, threshold)
     for batch_id, step in batches:
         logger.warning("batch %s stalled: re-enqueueing %s", batch_id, step)
         send_step(app, step, batch_id=batch_id)
-    # no lock covers a run's chain of claims: its grace is at least RUN_STALL_MIN by default
-    run_threshold = max(threshold, RUN_STALL_MIN) if older_than is None else threshold
     runs = sync.stalled_runs(settings, run_threshold)
     for run_id in runs:
         logger.warning("run %s stalled: re-enqueueing its next claim", run_id)

@@ -69,6 +69,13 @@ def error_reply(err: ApiError, charge: bool = False) -> Reply:
     return Reply(err.status, err.body(), charge=charge)
 
 
+def items_reply(items: list[dict[str, Any]]) -> Reply:
+    """A per-record answer (upsert, delete): 200 all ok, 207 mixed, 400 none; charged."""
+    ok = sum(1 for it in items if it["status"] == "success")
+    status = 200 if ok == len(items) else (400 if ok == 0 else 207)
+    return Reply(status, {"data": items}, charge=True)
+
+
 def _info(page: int, per_page: int, count: int, more: bool) -> dict[str, Any]:
     return {"per_page": per_page, "count": count, "page": page, "more_records": more}
 
@@ -635,9 +642,7 @@ class Handler(BaseHTTPRequestHandler):
                                    {"api_name": str(name),
                                     "json_path": f"$.duplicate_check_fields[{i}]"})
         items = st.upsert(module.api_name, data, dcf)
-        ok = sum(1 for it in items if it["status"] == "success")
-        status = 200 if ok == len(items) else (400 if ok == 0 else 207)
-        return Reply(status, {"data": items}, charge=True)
+        return items_reply(items)
 
     def _delete(self, path: str, query: dict[str, str]) -> Reply:
         """Delete Records: up to 100 ``ids`` a call, one item per id, in request order.
@@ -661,9 +666,7 @@ class Handler(BaseHTTPRequestHandler):
                            "the number of records in the request exceeds the limit",
                            {"limit": 100, "param_name": "ids"})
         items = st.delete_records(module.api_name, ids)
-        ok = sum(1 for it in items if it["status"] == "success")
-        status = 200 if ok == len(items) else (400 if ok == 0 else 207)
-        return Reply(status, {"data": items}, charge=True)
+        return items_reply(items)
 
     def _upload(self, body: bytes | None) -> Reply:
         st = self.state

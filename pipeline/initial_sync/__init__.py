@@ -122,11 +122,13 @@ from pipeline.initial_sync.sweeper import (
     expect_next,
     stalled_batches,
     stalled_runs,
+    sweep_thresholds,
 )
 from pipeline.ledger import BATCH_LOCK_CLASS
 
 __all__ = [
     "expect_next",
+    "sweep_thresholds",
     "BATCH_LOCK_CLASS",
     "BATCH_LOCK_TIMEOUT",
     "BULK_STEPS",

@@ -28,6 +28,15 @@ _RUN_KINDS_SWEPT = (RunKind.INITIAL.value, RunKind.MANUAL.value, RunKind.INTERVA
 RUN_STALL_MIN = 60.0
 
 
+def sweep_thresholds(settings: Settings, older_than: float | None) -> tuple[float, float]:
+    """Seconds before a batch, and before a run's claim chain, count as stalled: ``older_than``
+    for both when given (tests, by hand); else ``stall_after``, and at least ``RUN_STALL_MIN``
+    for runs (no lock covers a run's chain of claims)."""
+    if older_than is not None:
+        return float(older_than), float(older_than)
+    return settings.stall_after, max(settings.stall_after, RUN_STALL_MIN)
+
+
 def expect_next(conn: Connection, settings: Settings, outcome: Outcome) -> None:
     """Record when the outcome's next step of a batch is due (its countdown), so the sweeper
     does not mistake a batch waiting on purpose for one whose worker died."""

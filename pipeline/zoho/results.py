@@ -297,6 +297,17 @@ class UpsertOutcome:
         return tuple(names)
 
 
+def _items(items: object, sent: int, call: str, unit: str) -> list[dict[str, Any]]:
+    """``data[]`` of a per-record answer: one object per sent record, or ``ResultFormatError``."""
+    if not isinstance(items, list) or len(items) != sent:
+        got = len(items) if isinstance(items, list) else "no"
+        raise ResultFormatError("RESULT_FORMAT", f"{call} answered {got} items for {sent} {unit}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ResultFormatError("RESULT_FORMAT", f"{call} item {index} is not an object")
+    return items
+
+
 def parse_upsert(body: Mapping[str, Any], sent: int) -> list[UpsertOutcome]:
     """One ``UpsertOutcome`` per sent record, in request order, from a 200/201/207/400 body."""
     items = body.get("data")
@@ -308,13 +319,8 @@ def parse_upsert(body: Mapping[str, Any], sent: int) -> list[UpsertOutcome]:
                 str(item.get("message") or ""),
                 item.get("details") if isinstance(item.get("details"), dict) else {},
             )
-    if not isinstance(items, list) or len(items) != sent:
-        got = len(items) if isinstance(items, list) else "no"
-        raise ResultFormatError("RESULT_FORMAT", f"upsert answered {got} items for {sent} records")
     out = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ResultFormatError("RESULT_FORMAT", f"upsert item {index} is not an object")
+    for index, item in enumerate(_items(items, sent, "upsert", "records")):
         raw_details = item.get("details")
         details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
         ok = str(item.get("status", "")).lower() == "success"
@@ -354,14 +360,8 @@ class DeleteOutcome:
 
 def parse_delete(body: Mapping[str, Any], ids: Sequence[str]) -> list[DeleteOutcome]:
     """One ``DeleteOutcome`` per sent id, in request order, from a 200/207/400 body."""
-    items = body.get("data")
-    if not isinstance(items, list) or len(items) != len(ids):
-        got = len(items) if isinstance(items, list) else "no"
-        raise ResultFormatError("RESULT_FORMAT", f"delete answered {got} items for {len(ids)} ids")
     out = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ResultFormatError("RESULT_FORMAT", f"delete item {index} is not an object")
+    for index, item in enumerate(_items(body.get("data"), len(ids), "delete", "ids")):
         details = item.get("details") if isinstance(item.get("details"), dict) else {}
         record_id = str((details or {}).get("id") or ids[index])
         if record_id != ids[index]:
