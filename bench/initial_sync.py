@@ -27,11 +27,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
 import uuid
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ from tests.fixtures.celery import (  # noqa: E402
     cleanup_celery_env,
     make_celery_env,
 )
+from tests.fixtures.procstat import CpuMeter, group_seconds, own_seconds, postgres_root  # noqa: E402
 from tests.fixtures.services import (  # noqa: E402
     PG_SERVER,
     REDIS_URL,
@@ -89,12 +93,17 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def run_pipeline(settings: Settings, env: dict, work: Path, args: argparse.Namespace) -> dict:
+def run_pipeline(
+    settings: Settings, env: dict, work: Path, args: argparse.Namespace, groups: dict
+) -> dict:
     cenv = make_celery_env(extra_env=env)
     sender = cenv.make_app()
     worker = WorkerProcess(cenv, work / "worker.log", concurrency=args.concurrency)
     try:
         worker.wait_ready(sender)
+        meter = CpuMeter({**groups, "workers": lambda: group_seconds([worker.pid]),
+                          "bench": lambda: own_seconds(os.getpid())})  # fmt: skip
+        meter.start()
         started = time.perf_counter()
         run_id = start_initial_run(settings)
         sender.send_task("ordersync.initial.start", kwargs={"run_id": run_id})
@@ -104,6 +113,7 @@ def run_pipeline(settings: Settings, env: dict, work: Path, args: argparse.Names
                 break
             time.sleep(0.1)
         wall = time.perf_counter() - started
+        cpu = meter.stop()
         rss = {"main": vm_hwm_mb(worker.pid)}
         rss.update({f"child-{i}": vm_hwm_mb(p) for i, p in enumerate(worker.child_pids())})
     finally:
@@ -113,76 +123,191 @@ def run_pipeline(settings: Settings, env: dict, work: Path, args: argparse.Names
         if args.worker_log:
             Path(args.worker_log).write_text(worker.log())
     return {"state": progress["state"], "wall_s": wall, "rows": progress["rows_synced"],
-            "batches": progress["batches"], "peak_rss_mb": rss}  # fmt: skip
+            "batches": progress["batches"], "peak_rss_mb": rss, "cpu_s": cpu}  # fmt: skip
+
+
+FloorBatch = tuple[int, int]  # (lo exclusive, hi inclusive) keys of one batch's pending rows
+
+
+def floor_ranges(conn: Any, batch_size: int) -> list[FloorBatch]:
+    """The batches' key ranges: every ``batch_size``-th pending key, one index probe per batch."""
+    ranges: list[FloorBatch] = []
+    last = 0
+    with conn.cursor() as cur:
+        while True:
+            cur.execute(
+                "SELECT max(id) FROM (SELECT id FROM orders WHERE NOT synced AND id > %s"
+                " ORDER BY id LIMIT %s) s",
+                (last, batch_size),
+            )
+            hi = cur.fetchone()[0]
+            if hi is None:
+                break
+            ranges.append((last, int(hi)))
+            last = int(hi)
+    conn.commit()
+    return ranges
+
+
+# The floor's three statements, key-ranged so that each touches only its batch's rows (the
+# partial index on pending rows, then the primary key); ``--explain`` prints their plans.
+FLOOR_KEYS = (
+    "SELECT id, sync_version FROM orders WHERE NOT synced AND id > %(lo)s AND id <= %(hi)s"
+    " ORDER BY id"
+)
+FLOOR_COPY = (
+    "SELECT {cols} FROM orders t WHERE NOT synced AND t.id > {lo} AND t.id <= {hi} ORDER BY t.id"
+)
+FLOOR_MARK = (
+    "UPDATE orders t SET synced = true, zoho_id = u.zid"
+    " FROM unnest(%(ids)s::bigint[], %(versions)s::bigint[], %(zids)s::text[]) AS u(id, v, zid)"
+    " WHERE t.id = u.id AND t.sync_version = u.v AND t.id > %(lo)s AND t.id <= %(hi)s"
+)
+
+
+class Floor:
+    """One process's share of the floor: a connection and a client, reused for every batch."""
+
+    def __init__(self, settings: Settings, work: Path) -> None:
+        self.settings = settings
+        self.work = work
+        self.client = ZohoClient.from_settings(settings)
+        self.conn = connect(settings)
+        self.conn.set_session(isolation_level="REPEATABLE READ")
+        with self.conn.cursor() as cur:
+            cur.execute(session_timezone_sql(settings.org_timezone))
+        self.conn.commit()
+        self.cols = select_list(settings.mapping, "t").as_string(self.conn)
+
+    def batch(self, lo: int, hi: int) -> int:
+        """COPY, zip, upload, create job, wait, download, mark: one batch; rows marked."""
+        mapping = self.settings.mapping
+        sink = io.BytesIO()
+        sink.write(header_line(mapping))
+        with self.conn.cursor() as cur:  # one snapshot: the keys and the text of the same rows
+            cur.execute(FLOOR_KEYS, {"lo": lo, "hi": hi})
+            versions = dict(cur.fetchall())
+            query = FLOOR_COPY.format(cols=self.cols, lo=int(lo), hi=int(hi))
+            cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", sink)
+        self.conn.commit()
+        path = self.work / f"floor-{hi}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            zf.writestr("batch.csv", sink.getvalue())
+        file_id = self.client.upload(path)
+        job_id = self.client.create_upsert_job(file_id, mapping)
+        while True:
+            job = self.client.get_job(job_id)
+            if job.terminal:
+                break
+            time.sleep(0.02)
+        assert job.state is JobState.COMPLETED and job.download_url
+        result = self.client.download_result(job.download_url, self.work / f"floor-{hi}-r.zip")
+        ids, vers, zids = [], [], []
+        for row in iter_result_rows(result, mapping.unique_field):
+            if row.ok:
+                key = int(row.key)
+                ids.append(key)
+                vers.append(versions[key])
+                zids.append(row.record_id)
+        with self.conn.cursor() as cur:
+            params = {"ids": ids, "versions": vers, "zids": zids, "lo": lo, "hi": hi}
+            cur.execute(FLOOR_MARK, params)
+            marked = cur.rowcount
+        self.conn.commit()
+        path.unlink()
+        result.unlink()
+        return marked
+
+    def close(self) -> None:
+        self.conn.close()
+        self.client.close()
+
+
+def explain_floor(settings: Settings, lo: int, hi: int) -> dict[str, str]:
+    """The floor's plans for one batch (the mark's on an empty array: it is rolled back anyway)."""
+    floor = Floor(settings, Path(tempfile.gettempdir()))
+    plans = {}
+    try:
+        with floor.conn.cursor() as cur:
+            for name, sql, params in (
+                ("keys", FLOOR_KEYS, {"lo": lo, "hi": hi}),
+                ("copy", FLOOR_COPY.format(cols=floor.cols, lo=lo, hi=hi), None),
+                ("mark", FLOOR_MARK, {"ids": list(range(lo + 1, hi + 1)), "lo": lo, "hi": hi,
+                                      "versions": [1] * (hi - lo), "zids": ["x"] * (hi - lo)}),
+            ):  # fmt: skip
+                cur.execute("EXPLAIN " + sql, params)
+                plans[name] = "\n".join(r[0] for r in cur.fetchall())
+        floor.conn.rollback()
+    finally:
+        floor.close()
+    return plans
 
 
 def run_floor(settings: Settings, work: Path, batch_size: int) -> dict:
     """The same work in one process, in sequence: no Celery, no ledger, no claims."""
-    client = ZohoClient.from_settings(settings)
-    conn = connect(settings)
-    mapping = settings.mapping
     work.mkdir(parents=True, exist_ok=True)  # the pipeline may never have made it (all upserts)
     started = time.perf_counter()
-    last = 0
-    rows_marked = 0
-    jobs = 0
+    floor = Floor(settings, work)
     try:
-        while True:
-            sink = io.BytesIO()
-            sink.write(header_line(mapping))
-            with conn.cursor() as cur:
-                cur.execute(session_timezone_sql(settings.org_timezone))
-                cur.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS b (id bigint PRIMARY KEY, v bigint);"
-                    " TRUNCATE b;"
-                    " INSERT INTO b SELECT id, sync_version FROM orders"
-                    " WHERE NOT synced AND id > %s ORDER BY id LIMIT %s",
-                    (last, batch_size),
-                )
-                if cur.rowcount == 0:
-                    conn.commit()
-                    break
-                query = (
-                    "SELECT " + select_list(mapping, "t").as_string(conn)
-                    + " FROM orders t JOIN b ON b.id = t.id ORDER BY t.id"
-                )  # fmt: skip
-                cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", sink)
-                cur.execute("SELECT max(id) FROM b")
-                last = int(cur.fetchone()[0])  # type: ignore[index]
-            conn.commit()
-            path = work / f"floor-{last}.zip"
-            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                zf.writestr("batch.csv", sink.getvalue())
-            file_id = client.upload(path)
-            job_id = client.create_upsert_job(file_id, mapping)
-            jobs += 1
-            while True:
-                job = client.get_job(job_id)
-                if job.terminal:
-                    break
-                time.sleep(0.02)
-            assert job.state is JobState.COMPLETED and job.download_url
-            result = client.download_result(job.download_url, work / f"floor-{last}-result.zip")
-            keys, ids = [], []
-            for row in iter_result_rows(result, mapping.unique_field):
-                if row.ok:
-                    keys.append(int(row.key))
-                    ids.append(row.record_id)
-            with conn.cursor() as cur:
-                cur.execute(
-                    "UPDATE orders t SET synced = true, zoho_id = u.zid"
-                    " FROM unnest(%s::bigint[], %s::text[]) AS u(id, zid) JOIN b ON b.id = u.id"
-                    " WHERE t.id = u.id AND t.sync_version = b.v",
-                    (keys, ids),
-                )
-                rows_marked += cur.rowcount
-            conn.commit()
-            path.unlink()
-            result.unlink()
+        ranges = floor_ranges(floor.conn, batch_size)
+        rows = sum(floor.batch(lo, hi) for lo, hi in ranges)
+    finally:
+        floor.close()
+    return {"wall_s": time.perf_counter() - started, "rows": rows, "jobs": len(ranges)}
+
+
+_FLOOR: Floor | None = None
+
+
+def _floor_init(env: dict[str, str], work: str) -> None:
+    global _FLOOR
+    _FLOOR = Floor(load_settings(env=env), Path(work))
+
+
+def _floor_batch(lo: int, hi: int) -> int:
+    assert _FLOOR is not None
+    return _FLOOR.batch(lo, hi)
+
+
+def run_overlapped_floor(
+    env: dict[str, str], settings: Settings, work: Path, args: argparse.Namespace
+) -> dict:
+    """The same steps with ``--in-flight`` batches at once: one plain process per batch in flight.
+
+    Each process keeps one connection and one client and runs whole batches (COPY to mark); the
+    batches' key ranges are read first, by the same index probes a claim makes.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    conn = connect(settings)
+    try:
+        ranges = floor_ranges(conn, args.batch_size)
     finally:
         conn.close()
-        client.close()
-    return {"wall_s": time.perf_counter() - started, "rows": rows_marked, "jobs": jobs}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.in_flight, mp_context=ctx, initializer=_floor_init,
+                             initargs=(env, str(work))) as pool:  # fmt: skip
+        rows = sum(pool.map(_floor_batch, *zip(*ranges, strict=True)))
+    return {"wall_s": time.perf_counter() - started, "rows": rows, "jobs": len(ranges)}
+
+
+def reset(settings: Settings, sim: SimProcess) -> None:
+    """Every row pending again, the table vacuumed, zohosim emptied: the next run starts clean."""
+    conn = connect(settings)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE orders SET synced = false, zoho_id = NULL")
+            cur.execute("VACUUM ANALYZE orders")
+    finally:
+        conn.close()
+    sim.admin.reset()
+
+
+def cpu_figures(seconds: dict[str, float], wall: float) -> dict[str, float]:
+    out = {name: round(value, 2) for name, value in seconds.items()}
+    out["zohosim_share_of_wall"] = round(seconds.get("zohosim", 0.0) / wall, 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
     parser.add_argument("--job-speed", default="instant", help="zohosim --job-speed")
-    parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true", help="no floor at all")
+    parser.add_argument("--skip-sequential", action="store_true",
+                        help="only the overlapped floor")  # fmt: skip
+    parser.add_argument("--explain", action="store_true", help="print the floor's query plans")
     parser.add_argument("--worker-log", help="copy the worker's log to this file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -208,17 +336,21 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             dsn = f"{PG_SERVER}/{name}"
             env = env_for(dsn, sim, prefix, work / "work", args)
-            broker = {"ORDERSYNC_SYNC_BROKER_URL": Settings().broker_url}
-            settings = load_settings(env={**env, **broker})
+            full_env = {**env, "ORDERSYNC_SYNC_BROKER_URL": Settings().broker_url}
+            settings = load_settings(env=full_env)
             conn = connect(settings)
             try:
                 seeded = demo.seed(conn, settings, args.rows, bad_rows=0, seed=42)
+                postmaster = postgres_root(conn)
             finally:
                 conn.close()
             schema.install(settings)
             figures["seed_s"] = round(seeded.seconds, 1)
+            # where the time goes: server-wide PostgreSQL (measure on a quiet machine), zohosim
+            groups = {"zohosim": lambda: group_seconds([sim.proc.pid]),
+                      "postgres": lambda: group_seconds([postmaster])}  # fmt: skip
 
-            pipe = run_pipeline(settings, env, work, args)
+            pipe = run_pipeline(settings, env, work, args, groups)
             credits = sim.admin.credits()
             bulk = int(credits["by_api"].get("bulk_create", 0))
             # As the run prices its claims: whole bulk jobs where cheaper, upserts for the rest.
@@ -233,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 "credits_ok": bulk == expected,
                 "peak_rss_mb": {k: round(v, 1) for k, v in pipe["peak_rss_mb"].items()},
                 "peak_rss_max_mb": round(max(pipe["peak_rss_mb"].values()), 1),
+                "cpu_s": cpu_figures(pipe["cpu_s"], pipe["wall_s"]),
             }
             if args.job_speed != "instant":
                 rate = float(job_speed(args.job_speed))
@@ -243,24 +376,43 @@ def main(argv: list[str] | None = None) -> int:
                 ideal = rounds * (queue + args.batch_size / rate)
                 figures["ideal_s"] = round(ideal, 2)
                 figures["ratio_to_ideal"] = round(pipe["wall_s"] / ideal, 3)
+            floors = []
+            if not args.skip_floor and not args.skip_sequential:
+                floors.append(
+                    ("floor", lambda: run_floor(settings, work / "work", args.batch_size))
+                )
             if not args.skip_floor:
+                floors.append(
+                    ("overlapped_floor",
+                     lambda: run_overlapped_floor(full_env, settings, work / "work", args))
+                )  # fmt: skip
+            if args.explain:  # on the table as each floor finds it
+                reset(settings, sim)
                 conn = connect(settings)
-                conn.autocommit = True
                 try:
-                    with conn.cursor() as cur:
-                        cur.execute("UPDATE orders SET synced = false, zoho_id = NULL")
-                        cur.execute("VACUUM ANALYZE orders")
+                    lo, hi = floor_ranges(conn, args.batch_size)[0]
                 finally:
                     conn.close()
-                sim.admin.reset()
-                floor = run_floor(settings, work / "work", args.batch_size)
-                figures["floor"] = {
+                figures["floor_plans"] = explain_floor(settings, lo, hi)
+            for key, run in floors:
+                reset(settings, sim)
+                meter = CpuMeter({**groups, "floor": lambda: group_seconds(
+                    [os.getpid()], exclude=[sim.proc.pid])})  # fmt: skip
+                meter.start()
+                floor = run()
+                cpu = meter.stop()
+                figures[key] = {
                     "wall_s": round(floor["wall_s"], 2),
                     "rows_synced": floor["rows"],
                     "rows_per_s": round(floor["rows"] / floor["wall_s"]),
                     "jobs": floor["jobs"],
+                    "cpu_s": cpu_figures(cpu, floor["wall_s"]),
                 }
-                figures["ratio"] = round(pipe["wall_s"] / floor["wall_s"], 3)
+                figures[f"ratio_to_{key}"] = round(pipe["wall_s"] / floor["wall_s"], 3)
+                pg = cpu.get("postgres", 0.0)
+                figures[f"postgres_cpu_ratio_to_{key}"] = (
+                    round(pipe["cpu_s"]["postgres"] / pg, 3) if pg else None
+                )
     finally:
         sim.stop()
         drop_database(name)
@@ -269,6 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures, sort_keys=True))
         return 0
+    print_figures(figures, args)
+    return 0
+
+
+def _cpu_line(cpu: dict[str, float]) -> str:
+    parts = [f"{k} {v:.1f}" for k, v in cpu.items() if k != "zohosim_share_of_wall"]
+    return "CPU s: " + ", ".join(parts) + f"  (zohosim {cpu['zohosim_share_of_wall']:.0%} of wall)"
+
+
+def print_figures(figures: dict[str, Any], args: argparse.Namespace) -> None:
     p = figures["pipeline"]
     print(
         f"initial sync of {args.rows:,} rows, batches of {args.batch_size:,}, {args.in_flight}"
@@ -279,17 +441,31 @@ def main(argv: list[str] | None = None) -> int:
         f"            bulk credits {p['bulk_credits']:,} (expected"
         f" {p['bulk_credits_expected']:,})  peak RSS {p['peak_rss_max_mb']} MB (max of processes)"
     )
+    print(f"            {_cpu_line(p['cpu_s'])}")
     if "ideal_s" in figures:
         print(
             f"  ideal:    {figures['ideal_s']:8.2f} s  (jobs back to back, {args.in_flight} in"
             f" flight)  ratio pipeline/ideal: {figures['ratio_to_ideal']:.2f}"
         )
-    if "floor" in figures:
-        f = figures["floor"]
-        print(f"  floor:    {f['wall_s']:8.2f} s  {f['rows_per_s']:>8,} rows/s  (one process, "
-              "COPY/zip/upload/job/wait/download/UPDATE in sequence)")  # fmt: skip
-        print(f"  ratio pipeline/floor: {figures['ratio']:.2f}")
-    return 0
+    labels = {
+        "floor": "one process, COPY/zip/upload/job/wait/download/UPDATE in sequence",
+        "overlapped_floor": f"the same steps, {args.in_flight} plain processes, one batch each",
+    }
+    for key, label in labels.items():
+        if key not in figures:
+            continue
+        f, title = figures[key], key.replace("_", " ")
+        print(f"  {title}: {f['wall_s']:8.2f} s  {f['rows_per_s']:>8,} rows/s  ({label})")
+        print(f"            {_cpu_line(f['cpu_s'])}")
+        pg = figures[f"postgres_cpu_ratio_to_{key}"]
+        pg_text = "n/a" if pg is None else f"{pg:.2f}"
+        print(
+            f"  ratio pipeline/{title}: {figures[f'ratio_to_{key}']:.2f}"
+            f"  PostgreSQL CPU pipeline/{title}: {pg_text}"
+        )
+    for name, plan in figures.get("floor_plans", {}).items():
+        print(f"  plan of the floor's {name}:")
+        print("    " + plan.replace("\n", "\n    "))
 
 
 if __name__ == "__main__":
