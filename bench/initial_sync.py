@@ -107,11 +107,15 @@ def run_pipeline(
         started = time.perf_counter()
         run_id = start_initial_run(settings)
         sender.send_task("ordersync.initial.start", kwargs={"run_id": run_id})
-        while True:
-            progress = run_progress(settings, run_id)
-            if progress["state"] != "running":
-                break
-            time.sleep(0.1)
+        poller = connect(settings, application="bench-progress")  # one, not one per poll
+        try:
+            while True:
+                progress = run_progress(settings, run_id, poller)
+                if progress["state"] != "running":
+                    break
+                time.sleep(0.1)
+        finally:
+            poller.close()
         wall = time.perf_counter() - started
         cpu = meter.stop()
         rss = {"main": vm_hwm_mb(worker.pid)}

@@ -26,7 +26,9 @@ import psycopg2
 import redis
 from celery import Task
 from celery.signals import after_setup_logger, after_setup_task_logger
+from psycopg2.extensions import connection as Connection
 
+from pipeline.legacy.connection import KeptConnection
 from pipeline.settings import Settings, load_settings
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import TransientZohoError
@@ -88,6 +90,18 @@ def worker_client() -> ZohoClient:
         _clients.clear()  # a parent's client is not used across a fork
         _clients[pid] = ZohoClient.from_settings(loaded_settings())
     return _clients[pid]
+
+
+_kept = KeptConnection("ordersync-worker")
+
+
+@contextmanager
+def worker_db() -> Iterator[Connection]:
+    """This process's connection to the legacy database, kept from task to task
+    (:class:`pipeline.legacy.connection.KeptConnection`: each task gets it as new, with no open
+    transaction and no advisory lock)."""
+    with _kept.use(loaded_settings()) as conn:
+        yield conn
 
 
 _NO_ID = "-"

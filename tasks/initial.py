@@ -16,33 +16,21 @@ Upsert calls than by a bulk job) call Zoho (``Queue.ZOHO``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
 from pipeline import initial_sync as sync
 from pipeline.initial_sync import Outcome, Step
-from pipeline.legacy.connection import connect
 from pipeline.upserts import release_abandoned
 from tasks.app import app
-from tasks.base import worker_client, worker_settings
+from tasks.base import worker_client, worker_db, worker_settings
 from tasks.steps import TASK_NAMES, send_step
 
 logger = logging.getLogger(__name__)
 
 START = "ordersync.initial.start"
 SWEEP = "ordersync.sweep"
-
-
-@contextmanager
-def _db() -> Iterator[Connection]:
-    conn = connect(worker_settings(), application="ordersync-worker")
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def hand_on(outcome: Outcome, conn: Connection | None = None) -> dict[str, Any]:
@@ -67,32 +55,32 @@ def start(*, run_id: int) -> dict[str, Any]:
 
 @app.task(name=TASK_NAMES[Step.EXTRACT])
 def extract(*, run_id: int) -> dict[str, Any]:
-    with _db() as conn:
+    with worker_db() as conn:
         return hand_on(sync.extract(conn, worker_settings(), run_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.RENDER])
 def render(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
-    with _db() as conn:
+    with worker_db() as conn:
         return hand_on(sync.render(conn, worker_settings(), batch_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.UPLOAD])
 def upload(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
-    with _db() as conn:
+    with worker_db() as conn:
         return hand_on(sync.upload(conn, worker_settings(), worker_client(), batch_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.CREATE_JOB])
 def create_job(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
-    with _db() as conn:
+    with worker_db() as conn:
         return hand_on(sync.create_job(conn, worker_settings(), worker_client(), batch_id), conn)
 
 
 @app.task(bind=True, name=TASK_NAMES[Step.POLL])
 def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
     """Poll the batch's job; not finished → this task again after a growing countdown."""
-    with _db() as conn:
+    with worker_db() as conn:
         outcome = sync.poll(conn, worker_settings(), worker_client(), batch_id)
         if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
             sync.expect_next(conn, worker_settings(), outcome)
@@ -103,14 +91,14 @@ def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, An
 
 @app.task(name=TASK_NAMES[Step.RECONCILE])
 def reconcile(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
-    with _db() as conn:
+    with worker_db() as conn:
         return hand_on(sync.reconcile(conn, worker_settings(), worker_client(), batch_id), conn)
 
 
 @app.task(name=TASK_NAMES[Step.UPSERT])
 def upsert(*, run_id: int) -> dict[str, Any]:
     """Send the run's free rows by Upsert calls (the planner found them cheaper that way)."""
-    with _db() as conn:
+    with worker_db() as conn:
         return hand_on(sync.upsert(conn, worker_settings(), worker_client(), run_id), conn)
 
 
@@ -119,7 +107,7 @@ def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     """Re-enqueue the step of every stalled batch and the claim of every stalled run; end the
     upsert batches whose worker died (their run's claim then sends their rows again)."""
     settings = worker_settings()
-    with _db() as conn:
+    with worker_db() as conn:
         released = release_abandoned(conn, settings)
     threshold, run_threshold = sync.sweep_thresholds(settings, older_than)
     batches = sync.stalled_batches(settings, threshold)

@@ -27,10 +27,9 @@ from celery import shared_task
 
 from pipeline import deletes, interval, realtime
 from pipeline.initial_sync import Step
-from pipeline.legacy.connection import connect
 from pipeline.realtime import Reason
 from pipeline.settings import Settings
-from tasks.base import OrdersyncTask, worker_client, worker_settings
+from tasks.base import OrdersyncTask, worker_client, worker_db, worker_settings
 from tasks.schedule import DELETES_RUN, INTERVAL_RUN, REALTIME_CHECK
 from tasks.steps import send_step
 
@@ -45,7 +44,8 @@ BACKLOG_REQUEST_TTL = 600
 def realtime_check(self: OrdersyncTask) -> dict[str, Any]:
     """Flush the near-real-time buffer if due; ask for an interval run on a bulk-sized backlog."""
     settings = worker_settings()
-    result = realtime.flush(settings, worker_client())
+    with worker_db() as conn:
+        result = realtime.flush(settings, worker_client(), conn=conn)
     if result.decision.reason is Reason.BACKLOG and _first_backlog_request(settings):
         logger.info("%d rows ready: cheaper by bulk, interval run requested",
                     result.decision.ready)  # fmt: skip
@@ -92,9 +92,6 @@ def deletes_run(self: OrdersyncTask) -> dict[str, Any]:
     settings = worker_settings()
     if not settings.deletes:
         return {"skipped": "sync.deletes is off"}
-    conn = connect(settings, application="ordersync-deletes")
-    try:
+    with worker_db() as conn:
         report = deletes.run(conn, settings, worker_client())
-    finally:
-        conn.close()
     return report.as_dict()

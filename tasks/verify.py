@@ -17,10 +17,9 @@ from typing import Any
 from celery import shared_task
 
 from pipeline import verify
-from pipeline.legacy.connection import connect
 from pipeline.settings import zoho_wins_fields
 from pipeline.zoho.errors import CreditBudgetExceeded
-from tasks.base import OrdersyncTask, worker_client, worker_settings
+from tasks.base import OrdersyncTask, worker_client, worker_db, worker_settings
 from tasks.schedule import VERIFY_ADVANCE, VERIFY_START
 
 logger = logging.getLogger(__name__)
@@ -33,15 +32,13 @@ POLL_COUNTDOWN = 30.0  # seconds between later checks of a running read job
 def verify_start(self: OrdersyncTask) -> dict[str, Any]:
     """Start a verification with the configured repair and zoho-wins fields."""
     settings = worker_settings()
-    conn = connect(settings, application="ordersync-verify")
     try:
-        v = verify.start(conn, settings, worker_client(), repair=settings.verify_repair,
-                         zoho_wins=zoho_wins_fields(settings))
+        with worker_db() as conn:
+            v = verify.start(conn, settings, worker_client(), repair=settings.verify_repair,
+                             zoho_wins=zoho_wins_fields(settings))  # fmt: skip
     except CreditBudgetExceeded as exc:
         logger.warning("verification not started: %s", exc.message)
         return {"started": False, "reason": exc.message}
-    finally:
-        conn.close()
     verify_advance.apply_async(args=(v.id,), countdown=FIRST_CHECK)
     return {"started": True, "verification_id": v.id, "credits_estimate": v.credits_estimate}
 
@@ -50,11 +47,8 @@ def verify_start(self: OrdersyncTask) -> dict[str, Any]:
 def verify_advance(self: OrdersyncTask, verification_id: int) -> dict[str, Any]:
     """One step of verification ``verification_id``; again in 30 s while it runs."""
     settings = worker_settings()
-    conn = connect(settings, application="ordersync-verify")
-    try:
+    with worker_db() as conn:
         v = verify.advance(conn, settings, worker_client(), verification_id)
-    finally:
-        conn.close()
     if v.state is verify.VerifyState.RUNNING:
         self.schedule_again(POLL_COUNTDOWN, verification_id)
     return {"verification_id": v.id, "state": v.state.value, "page": v.page,
