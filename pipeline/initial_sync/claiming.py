@@ -10,7 +10,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger, upserts
-from pipeline.claims import ClaimChoice, choose_claim
+from pipeline.claims import ClaimChoice, bulk_is_cheaper, choose_claim
 from pipeline.initial_sync.batch import (
     fail_run_if_hopeless,
     table,
@@ -25,11 +25,19 @@ from pipeline.initial_sync.decisions import (
     window_has_room,
 )
 from pipeline.ledger import BatchKind, RunKind, RunState
-from pipeline.legacy.extract import claim, claiming, count_sendable, free_rows, require_idle
+from pipeline.legacy.extract import (
+    Claim,
+    claim,
+    claiming,
+    count_sendable,
+    free_rows,
+    require_idle,
+)
 from pipeline.legacy.names import key_type
 from pipeline.settings import Settings
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import FatalZohoError
+from pipeline.zoho.limits import BULK_JOB_MAX_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +45,53 @@ log = logging.getLogger(__name__)
 def price_claim(cur: Any, settings: Settings, kt: sql.Composable) -> ClaimChoice | None:
     """:func:`choose_claim` on the sendable rows now, in the caller's claiming transaction.
 
-    Counts (up to ``FREE_COUNT_CAP``) the sendable rows and those ahead of the highest open
-    bulk batch: the rows the claim would really take.
+    Counts (up to ``FREE_COUNT_CAP``) the sendable rows ahead of the highest open bulk batch
+    (the rows the claim would really take) and, unless a full batch is ahead (then the total
+    cannot change the choice), all the sendable rows.
     """
     free = free_rows(cur, settings, kt)
-    total = count_sendable(cur, settings, kt, free, cap=FREE_COUNT_CAP)
-    ahead = None
-    if free.highest is not None and total:
-        ahead = count_sendable(cur, settings, kt, free, after=free.highest, cap=FREE_COUNT_CAP)
     after = None if free.highest is None else str(free.highest)
-    return choose_claim(total, settings.batch_size, ahead=ahead, after=after)
+    ahead = None
+    if free.highest is not None:
+        ahead = count_sendable(cur, settings, kt, free, after=free.highest, cap=FREE_COUNT_CAP)
+        if ahead >= min(settings.batch_size, BULK_JOB_MAX_ROWS):
+            return choose_claim(ahead, settings.batch_size, ahead=ahead, after=after)
+    total = count_sendable(cur, settings, kt, free, cap=FREE_COUNT_CAP)
+    return choose_claim(total, settings.batch_size, ahead=ahead if total else None, after=after)
+
+
+def claim_priced(
+    cur: Any, settings: Settings, kt: sql.Composable, run_id: int
+) -> tuple[Claim | None, ClaimChoice | None]:
+    """The run's next claim as :func:`price_claim` then :func:`claim` would make it, without
+    counting first: ``(claim, None)``, or ``(None, choice)`` when upserts are cheaper, or
+    ``(None, None)`` when nothing is sendable.
+
+    The claim takes up to a batch (ahead of the open batches first, then from the first free
+    key) and is undone (a savepoint) when it is too small for a bulk job to pay: then it held
+    every sendable row, and the choice is priced on that count. Rows passed over because they
+    break a field rule are held back whenever nothing is claimed, as :func:`claim` does.
+    """
+    cap = min(settings.batch_size, BULK_JOB_MAX_ROWS)
+    if not bulk_is_cheaper(cap):  # batches too small to ever go by bulk: price, never claim
+        choice = price_claim(cur, settings, kt)
+        if choice is None:
+            claim(cur, settings, kt, kind=BatchKind.BULK, limit=cap, run_id=run_id)  # holds
+        return None, choice
+    highest = free_rows(cur, settings, kt).highest
+    taken = 0
+    for after in ([highest, None] if highest is not None else [None]):
+        cur.execute("SAVEPOINT priced_claim")
+        claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=cap, run_id=run_id,
+                           after=after)  # fmt: skip
+        if claimed is None or bulk_is_cheaper(claimed.row_count):
+            cur.execute("RELEASE SAVEPOINT priced_claim")
+            if claimed is not None:
+                return claimed, None
+            continue
+        cur.execute("ROLLBACK TO SAVEPOINT priced_claim")
+        taken = claimed.row_count  # from the first free key: every sendable row (< a batch)
+    return None, choose_claim(taken, settings.batch_size)
 
 
 def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
@@ -78,14 +123,12 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         open_batches = int(cur.fetchone()[0])  # type: ignore[index]
         if not window_has_room(open_batches, settings.batches_in_flight):
             return Outcome(None, None, run_id=run_id, note="in-flight window is full")
-        choice = price_claim(cur, settings, kt) if priced else None
-        if choice is not None and choice.kind is BatchKind.REALTIME:
-            return Outcome(None, Step.UPSERT, run_id=run_id,
-                           note=f"upserts: {choice.plan.describe()}")  # fmt: skip
-        if choice is not None:  # exactly the rows it was priced on
-            claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK, limit=choice.rows,
-                               run_id=run_id, after=choice.after)  # fmt: skip
-        else:  # unpriced (interval), or nothing sendable: rows that break a rule are held
+        if priced:
+            claimed, choice = claim_priced(cur, settings, kt, run_id)
+            if choice is not None and choice.kind is BatchKind.REALTIME:
+                return Outcome(None, Step.UPSERT, run_id=run_id,
+                               note=f"upserts: {choice.plan.describe()}")  # fmt: skip
+        else:  # an interval run: bulk only; rows that break a rule are held
             claimed, _ = claim(cur, settings, kt, kind=BatchKind.BULK,
                                limit=settings.batch_size, run_id=run_id)  # fmt: skip
         ledger.touch_run(conn, settings, run_id)
