@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline import demo  # noqa: E402
+from pipeline import demo, validate  # noqa: E402
 from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
 from pipeline.legacy.connection import connect  # noqa: E402
@@ -154,13 +154,17 @@ def floor_ranges(conn: Any, batch_size: int) -> list[FloorBatch]:
 
 
 # The floor's three statements, key-ranged so that each touches only its batch's rows (the
-# partial index on pending rows, then the primary key); ``--explain`` prints their plans.
+# partial index on pending rows, then the primary key); ``--explain`` prints their plans. Like
+# the pipeline, the floor sends only rows that pass the mapping's field rules
+# (``pipeline.validate``): the rules are evaluated once per row, in the keys query, and the
+# COPY reads those keys (a hashed ``= ANY``).
 FLOOR_KEYS = (
-    "SELECT id, sync_version FROM orders WHERE NOT synced AND id > %(lo)s AND id <= %(hi)s"
-    " ORDER BY id"
+    "SELECT id, sync_version FROM orders t WHERE NOT synced AND id > %(lo)s AND id <= %(hi)s"
+    " AND NOT {broken} ORDER BY id"
 )
 FLOOR_COPY = (
-    "SELECT {cols} FROM orders t WHERE NOT synced AND t.id > {lo} AND t.id <= {hi} ORDER BY t.id"
+    "SELECT {cols} FROM orders t WHERE NOT synced AND t.id > {lo} AND t.id <= {hi}"
+    " AND t.id = ANY(%(ids)s::bigint[]) ORDER BY t.id"
 )
 FLOOR_MARK = (
     "UPDATE orders t SET synced = true, zoho_id = u.zid"
@@ -182,6 +186,9 @@ class Floor:
             cur.execute(session_timezone_sql(settings.org_timezone))
         self.conn.commit()
         self.cols = select_list(settings.mapping, "t").as_string(self.conn)
+        broken = validate.invalid_predicate(settings, "t")
+        rules = "false" if broken is None else broken.as_string(self.conn).replace("%", "%%")
+        self.keys_sql = FLOOR_KEYS.format(broken=rules)
 
     def batch(self, lo: int, hi: int) -> int:
         """COPY, zip, upload, create job, wait, download, mark: one batch; rows marked."""
@@ -189,9 +196,12 @@ class Floor:
         sink = io.BytesIO()
         sink.write(header_line(mapping))
         with self.conn.cursor() as cur:  # one snapshot: the keys and the text of the same rows
-            cur.execute(FLOOR_KEYS, {"lo": lo, "hi": hi})
+            cur.execute(self.keys_sql, {"lo": lo, "hi": hi})
             versions = dict(cur.fetchall())
-            query = FLOOR_COPY.format(cols=self.cols, lo=int(lo), hi=int(hi))
+            query = cur.mogrify(
+                FLOOR_COPY.format(cols=self.cols.replace("%", "%%"), lo=int(lo), hi=int(hi)),
+                {"ids": list(versions)},
+            ).decode()
             cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", sink)
         self.conn.commit()
         path = self.work / f"floor-{hi}.zip"
@@ -234,13 +244,15 @@ def explain_floor(settings: Settings, lo: int, hi: int) -> dict[str, str]:
     try:
         with floor.conn.cursor() as cur:
             for name, sql, params in (
-                ("keys", FLOOR_KEYS, {"lo": lo, "hi": hi}),
-                ("copy", FLOOR_COPY.format(cols=floor.cols, lo=lo, hi=hi), None),
+                ("keys", floor.keys_sql, {"lo": lo, "hi": hi}),
+                ("copy", FLOOR_COPY.format(cols=floor.cols.replace("%", "%%"), lo=lo, hi=hi),
+                 {"ids": list(range(lo + 1, hi + 1))}),
                 ("mark", FLOOR_MARK, {"ids": list(range(lo + 1, hi + 1)), "lo": lo, "hi": hi,
                                       "versions": [1] * (hi - lo), "zids": ["x"] * (hi - lo)}),
             ):  # fmt: skip
                 cur.execute("EXPLAIN " + sql, params)
-                plans[name] = "\n".join(r[0] for r in cur.fetchall())
+                lines = (r[0] if len(r[0]) <= 200 else r[0][:200] + " …" for r in cur.fetchall())
+                plans[name] = "\n".join(lines)
         floor.conn.rollback()
     finally:
         floor.close()
