@@ -95,6 +95,19 @@ def poll_countdown(polls: int, age: float | None = None) -> float:
     return min(MAX_POLL, FIRST_POLL * 2 ** max(0, polls))
 
 
+JOB_SLOT_WAIT_FIRST = 5.0  # seconds before asking again when Zoho refused a job with 429
+JOB_SLOT_WAIT_MAX = 60.0
+
+
+def job_slot_countdown(waits: int, retry_after: float | None = None) -> float:
+    """Seconds before a create-job that Zoho refused with 429 (its limit on running jobs, which
+    it does not document, or on credits) asks again: 5, 7.5, 11, … up to 60 s, or Zoho's own
+    ``retry_after`` when longer. Not a failure: the batch waits for a slot, never gives up.
+    """
+    wait = min(JOB_SLOT_WAIT_MAX, JOB_SLOT_WAIT_FIRST * 1.5 ** max(0, waits - 1))
+    return max(wait, float(retry_after or 0.0))
+
+
 def window_has_room(open_batches: int, batches_in_flight: int) -> bool:
     """May the run claim another batch now?"""
     return open_batches < batches_in_flight

@@ -29,13 +29,14 @@ from pipeline.initial_sync.decisions import (
     CALLBACK_RECHECK,
     Outcome,
     Step,
+    job_slot_countdown,
     poll_countdown,
 )
 from pipeline.ledger import Batch, BatchState
 from pipeline.legacy.render import render_claimed, sha256_file
 from pipeline.settings import Settings
 from pipeline.zoho.client import ZohoClient
-from pipeline.zoho.errors import AmbiguousJobCreation, FatalZohoError, ZohoError
+from pipeline.zoho.errors import AmbiguousJobCreation, FatalZohoError, RateLimited, ZohoError
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,19 @@ def create_job(
             set_fields(conn, settings, batch_id, job_requested_at=None, callback_digest=None)
             conn.commit()
             return job_failed(conn, settings, batch, f"create-job refused: {exc}")
-        except ZohoError:  # transient and not sent (429, budget, no slot): no job exists
+        except RateLimited as exc:  # Zoho's limit on running jobs (or credits): none created
+            waits = int(stats.get("job_slot_waits", 0)) + 1
+            set_fields(conn, settings, batch_id, job_requested_at=None, callback_digest=None,
+                       stats={**stats, "job_slot_waits": waits})  # fmt: skip
+            conn.commit()
+            countdown = job_slot_countdown(waits, getattr(exc, "retry_after", None))
+            log.warning(
+                "batch %s: Zoho refused the job for now (%s: %s); asking again in %.1f s",
+                batch_id, exc.code, exc.message, countdown,
+            )  # fmt: skip
+            return Outcome(batch_id, Step.CREATE_JOB, run_id=batch.run_id, countdown=countdown,
+                           note="waiting for a job slot (429)")  # fmt: skip
+        except ZohoError:  # transient and not sent (budget, no slot): no job exists
             set_fields(conn, settings, batch_id, job_requested_at=None, callback_digest=None)
             conn.commit()
             raise

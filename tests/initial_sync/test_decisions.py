@@ -15,6 +15,7 @@ from pipeline.initial_sync import (
     Step,
     callback_path,
     fresh_token,
+    job_slot_countdown,
     poll_countdown,
     result_row_error,
     run_is_done,
@@ -185,3 +186,11 @@ def test_a_claim_is_priced_on_the_rows_it_takes() -> None:
     # 4,990 rows cost 499 by upsert
     assert choose_claim(4_991, 25_000).kind is BatchKind.BULK  # type: ignore[union-attr]
     assert choose_claim(4_990, 25_000).kind is BatchKind.REALTIME  # type: ignore[union-attr]
+
+
+def test_a_job_refused_with_429_waits_longer_each_time_up_to_a_minute() -> None:
+    waits = [job_slot_countdown(n) for n in range(1, 12)]
+    assert waits[0] == 5.0
+    assert all(a < b for a, b in zip(waits, waits[1:6], strict=False)), waits
+    assert max(waits) == 60.0 and waits[-1] == 60.0
+    assert job_slot_countdown(1, retry_after=120.0) == 120.0  # Zoho's own wait wins when longer
