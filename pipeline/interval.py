@@ -42,6 +42,7 @@ from pipeline.planner import Plan
 from pipeline.realtime import WAITING_KEY, pending_state, set_run_stats, waiting_stats
 from pipeline.settings import Settings, Severity
 from pipeline.upserts import BatchResult, release_abandoned, send_batch
+from pipeline.zoho import fields
 from pipeline.zoho.client import ZohoClient
 from pipeline.zoho.errors import CreditBudgetExceeded
 
@@ -63,6 +64,12 @@ class IntervalResult:
     bulk_batches: tuple[int, ...]
     waiting_reason: str = ""
     run_open: bool = False
+    check_credits: int = 0  # the field metadata read before planning (1 once its cache aged)
+
+    @property
+    def credits_planned(self) -> int:
+        """What the run said it would spend: its plan plus the check before it."""
+        return self.plan.credits + self.check_credits
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what the Celery task returns)."""
@@ -70,6 +77,8 @@ class IntervalResult:
             "run_id": self.run_id,
             "pending": self.pending,
             "plan": self.plan.as_dict(),
+            "check_credits": self.check_credits,
+            "credits_planned": self.credits_planned,
             "upsert_sizes": [b.sent for b in self.upserts],
             "upsert_credits": sum(b.credits for b in self.upserts),
             "bulk_batches": list(self.bulk_batches),
@@ -101,6 +110,7 @@ def run_interval(
         pending = state.free
         if pending == 0:
             return IntervalResult(None, 0, planner.plan(0), (), ())
+        check_credits = fields.read_cost(client)  # said before the check runs
         disagreements = [
             p for p in mapping_check.against_zoho(settings, conn, client=client)
             if p.severity is Severity.ERROR
@@ -111,12 +121,14 @@ def run_interval(
                 map(str, disagreements)
             )
             log.error("interval run not started: %s", reason)
-            return IntervalResult(None, pending, planner.plan(0), (), (), reason)
+            return IntervalResult(None, pending, planner.plan(0), (), (), reason,
+                                  check_credits=check_credits)  # fmt: skip
         budget = client.credits.remaining()
         the_plan = planner.plan(pending, allow_bulk=allow_bulk, credits_available=budget)
         with conn:
             run_id = ledger.create_run(conn, settings, RunKind.INTERVAL)
-            stats: dict[str, Any] = {"pending": pending, "plan": the_plan.as_dict()}
+            stats: dict[str, Any] = {"pending": pending, "plan": the_plan.as_dict(),
+                                     "check_credits": check_credits}  # fmt: skip
             if the_plan.waiting_rows:
                 stats[WAITING_KEY] = waiting_stats(the_plan.waiting_rows, the_plan.waiting_reason)
             set_run_stats(conn, settings, run_id, stats)
@@ -166,7 +178,8 @@ def run_interval(
             if not run_open:
                 ledger.finish_run(conn, settings, run_id, RunState.DONE)
         return IntervalResult(
-            run_id, pending, the_plan, tuple(upserts), tuple(bulk_batches), waiting, run_open
+            run_id, pending, the_plan, tuple(upserts), tuple(bulk_batches), waiting, run_open,
+            check_credits,
         )
     finally:
         if own:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.mapping import FieldSpec, FieldType, Mapping
+from pipeline.zoho.limits import DEFAULT_CALL_CREDITS
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,13 @@ def module_fields(client: Any, *, max_age: float = FIELDS_TTL) -> dict[str, Zoho
     document = {"at": time.time(), "fields": {n: f.as_dict() for n, f in fields.items()}}
     client.redis.set(key, json.dumps(document))
     return fields
+
+
+def read_cost(client: Any, *, max_age: float = FIELDS_TTL) -> int:
+    """Credits :func:`module_fields` will spend now: 0 with a cached copy younger than
+    ``max_age``, else the GET's 1 credit (what a check says it will cost, before it runs)."""
+    cached = _read(client.redis, _cache_key(client.settings.redis_prefix, client.settings.module))
+    return 0 if cached is not None and time.time() - cached[0] < max_age else DEFAULT_CALL_CREDITS
 
 
 def cached_fields(redis: Any, prefix: str, module: str) -> dict[str, ZohoField] | None:

@@ -23,10 +23,19 @@ def test_a_small_backlog_goes_by_upsert_and_the_run_records_its_plan(ongoing: On
     assert [b.sent for b in result.upserts] == [100, 50]
     assert result.bulk_batches == () and not result.run_open
     assert ongoing.pending() == 0 and ongoing.sim_upsert_credits() == 15
+    # what it said it would spend is what zohosim charged: the plan plus the field check
+    assert result.check_credits == 1 and result.credits_planned == 16
+    assert ongoing.sim.admin.credits()["used_24h"] == result.credits_planned
     ((state, stats),) = ongoing.query("SELECT state, stats FROM ordersync.runs")
     assert state == "done"
     assert stats["plan"]["upsert_calls"] == 2 and stats["upsert_sizes"] == [100, 50]
+    assert stats["check_credits"] == 1
     assert "waiting" not in stats
+    # an hour has not passed: the next run's check reads the cached fields and says 0
+    ongoing.change(range(1, 11))
+    again = interval.run_interval(ongoing.settings, ongoing.client)
+    assert again.check_credits == 0 and again.credits_planned == 1
+    assert ongoing.sim.admin.credits()["used_24h"] == 17
 
 
 def test_what_the_budget_cannot_pay_waits_and_status_can_say_why(ongoing: Ongoing) -> None:
