@@ -24,8 +24,6 @@ def run_bench(name: str, *args: str, timeout: float = 180.0) -> dict[str, Any]:
     )  # fmt: skip
     output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"bench/{name}.py failed:\n{output}"
-        f"bench/{name}.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
