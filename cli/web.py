@@ -11,7 +11,8 @@ Each create-job attempt gets its own callback token (``pipeline.initial_sync.fre
 random bits) in the callback URL it gives Zoho (``callback_path``). The body Zoho posts is never
 read as data: the token only says which batch to look at, and the poll task then asks Zoho for
 the job's state with a GET. A forged or replayed callback therefore costs one early poll and
-nothing else. Tokens never appear in the access log (the path is redacted).
+nothing else (that poll asks for no next one: the batch's own polls go on). Tokens never
+appear in the access log (the path is redacted).
 
 Hooks for the batch work: :func:`enqueue_poll` (sends ``ordersync.poll`` with
 ``batch_id=<id>``) and :func:`lookup_batch_by_token` (the ledger keeps only the token's
@@ -60,12 +61,13 @@ HintRecorder = Callable[[BatchId, str], None]
 
 
 def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None:
-    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.config.ROUTES``)."""
+    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.config.ROUTES``):
+    one early look (``by_callback``), which leaves the batch's own chain of polls alone."""
     if celery_app is None:
         from tasks.app import app
 
         celery_app = app
-    celery_app.send_task(POLL_TASK, kwargs={"batch_id": batch_id})
+    celery_app.send_task(POLL_TASK, kwargs={"batch_id": batch_id, "by_callback": True})
 
 
 def lookup_batch_by_token(dsn: str | Secret, ledger_schema: str, token: str) -> BatchId | None:
@@ -280,8 +282,7 @@ def make_http_server(app: WsgiApp, host: str = "127.0.0.1", port: int = 0) -> WS
 def main(argv: Sequence[str] | None = None) -> int:
     """``ordersync web``: serve the callback receiver and /healthz until interrupted."""
     from pipeline.metrics import wsgi_app as metrics_app
-    from pipeline.settings import load_settings
-    from tasks.app import app as celery_app
+    from pipeline.settings import ConfigError, load_settings
 
     parser = argparse.ArgumentParser(prog="ordersync web", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -295,7 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = load_settings()
+    try:
+        settings = load_settings()  # refuses a DSN that does not parse, a CHANGE_ME credential
+    except ConfigError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    from tasks.app import app as celery_app
+
     metrics_token = settings.metrics_token.reveal() or None
     if metrics_token is not None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,10 +11,8 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from pipeline.secret import Secret
-from pipeline.settings import ConfigError, Settings
-
-MASK = "********"
-_QUOTED = re.compile(r'"[^"]*"')
+from pipeline.settings import Settings
+from pipeline.settings.load import MASK, dsn_error
 
 
 def connect_dsn(dsn: Secret, **kwargs: Any) -> Connection:
@@ -29,11 +26,7 @@ def connect_dsn(dsn: Secret, **kwargs: Any) -> Connection:
     try:
         return psycopg2.connect(dsn.reveal(), **kwargs)
     except psycopg2.ProgrammingError as exc:
-        reason = _QUOTED.sub("(not shown)", str(exc).strip().splitlines()[0] if str(exc) else "")
-        hint = "; write a % in the password as %25" if "percent" in reason else ""
-        raise ConfigError(
-            "source.dsn", f"is not a valid PostgreSQL connection string: {reason}{hint}"
-        ) from None
+        raise dsn_error(exc) from None
     except psycopg2.Error as exc:
         text = str(exc)
         password = dsn_password(dsn)

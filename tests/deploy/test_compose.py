@@ -58,6 +58,12 @@ ONE_SHOT = {"seed", "cli"}  # run to completion: restart "no", no health check
 CELERY_ENV = {ENV_NAMESPACE, ENV_VISIBILITY_TIMEOUT, ENV_RESTORE_INTERVAL}
 SECRET_WORDS = re.compile(r"pass(word)?|secret|token|basic_auth|api_key|dsn", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+PLACEHOLDER_VALUE = re.compile(r"CHANGE_ME\w*")
+
+
+def filled_in(value: str) -> str:
+    """A template value with its ``CHANGE_ME…`` placeholder replaced, as an operator does."""
+    return PLACEHOLDER_VALUE.sub("Qz7-filled-in-secret-4xK", value)
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +204,8 @@ def test_ordersync_variables_are_read_by_the_settings(
 
     secret_file = tmp_path / "secret"
     secret_file.write_text("placeholder-secret\n", encoding="utf-8")
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text("postgresql://ordersync:Qz7-filled-in-4xK@db/orders\n", encoding="utf-8")
     checked = 0
     for name, value in sorted(names.items()):
         if not name.startswith("ORDERSYNC_"):
@@ -213,6 +221,13 @@ def test_ordersync_variables_are_read_by_the_settings(
             load_settings(no_config_file, {f"ORDERSYNC_{section}_NO_SUCH_KEY": "1"})
         if name.endswith("_FILE"):
             value = str(secret_file)
+            if name == "ORDERSYNC_SOURCE_DSN_FILE":  # the DSN must parse
+                value = str(dsn_file)
+        if PLACEHOLDER_VALUE.search(value):  # a copied template does not run as it is
+            with pytest.raises(ConfigError, match="placeholder") as refused:
+                load_settings(no_config_file, {name: value})
+            assert value not in str(refused.value)
+            value = filled_in(value)
         try:
             load_settings(no_config_file, {name: value})
         except ConfigError as exc:
@@ -221,7 +236,11 @@ def test_ordersync_variables_are_read_by_the_settings(
 
 
 def test_env_example_loads_and_documents_every_setting(no_config_file: Path) -> None:
-    env = active_env()
+    shipped = active_env()
+    # as shipped it refuses to run: every process loads the settings at start-up
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_settings(no_config_file, shipped)
+    env = {name: filled_in(value) for name, value in shipped.items()}
     settings = load_settings(no_config_file, env)
     assert settings.zoho.client_secret.reveal() == env["ORDERSYNC_ZOHO_CLIENT_SECRET"]
     assert settings.source.dsn.reveal() == env["ORDERSYNC_SOURCE_DSN"]

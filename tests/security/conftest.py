@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
+# The end-to-end world of tests/e2e (a seeded database, zohosim, the callback receiver over
+# HTTP, workers), for the forged-callback tests.
+from tests.e2e.conftest import make_e2e  # noqa: F401
 from zohosim.testing import SimProcess
 
 
