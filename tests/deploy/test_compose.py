@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pipeline.credentials import new_secret
 from pipeline.settings import (
     CONFIG_ENV,
     ConfigError,
@@ -428,3 +429,36 @@ def test_no_accidental_interpolation() -> None:
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     bare = re.findall(r"(?<!\$)\$(?!\$)[{A-Za-z_][^\s'\"]*", text.replace("$$", ""))
     assert bare == [], f"compose would interpolate {bare} from the host environment"
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "image_entry"),
+    [
+        ("postgres", "POSTGRES_PASSWORD", "exec docker-entrypoint.sh postgres"),
+        ("grafana", "GF_SECURITY_ADMIN_PASSWORD", "exec /run.sh"),
+    ],
+)
+def test_images_without_ordersync_refuse_a_default_password(
+    compose: dict[str, Any], service: str, variable: str, image_entry: str
+) -> None:
+    """The guard in front of the image's own entry point, run by ``sh`` as in the container
+    (that entry point replaced by ``echo started``): the rule of ``ordersync secret check``."""
+    argv = as_argv(compose["services"][service]["entrypoint"])
+    assert argv[:2] == ["sh", "-c"] and argv[2].endswith(image_entry)
+    script = argv[2].removesuffix(image_entry) + "echo started"
+    assert PLACEHOLDER_VALUE.search(active_env()[variable]), "the template's value is refused"
+    for value, started in (
+        ("", False),
+        (active_env()[variable], False),
+        ("change_me_but_long_enough", False),
+        ("short-pw", False),
+        (new_secret(), True),
+    ):
+        done = subprocess.run(
+            ["sh", "-c", script], env={"PATH": "/usr/bin:/bin", variable: value},
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        assert (done.stdout.strip() == "started") is started, (value, done.stdout, done.stderr)
+        if not started:
+            assert done.returncode == 78 and variable in done.stderr, done.stderr
+            assert not value or value not in done.stderr
