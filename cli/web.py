@@ -11,7 +11,8 @@ Each create-job attempt gets its own callback token (``pipeline.initial_sync.fre
 random bits) in the callback URL it gives Zoho (``callback_path``). The body Zoho posts is never
 read as data: the token only says which batch to look at, and the poll task then asks Zoho for
 the job's state with a GET. A forged or replayed callback therefore costs one early poll and
-nothing else. Tokens never appear in the access log (the path is redacted).
+nothing else (that poll asks for no next one: the batch's own polls go on). Tokens never
+appear in the access log (the path is redacted).
 
 Hooks for the batch work: :func:`enqueue_poll` (sends ``ordersync.poll`` with
 ``batch_id=<id>``) and :func:`lookup_batch_by_token` (the ledger keeps only the token's
@@ -33,12 +34,13 @@ from functools import partial
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import psycopg2
 from celery import Celery
 from kombu import Connection
 
 from pipeline import credentials, ledger
 from pipeline.initial_sync import CALLBACK_PREFIX, record_job_hint, token_digest
+from pipeline.legacy.connection import connect_dsn
+from pipeline.secret import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +61,23 @@ HintRecorder = Callable[[BatchId, str], None]
 
 
 def enqueue_poll(batch_id: BatchId, *, celery_app: Celery | None = None) -> None:
-    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.config.ROUTES``)."""
+    """Wake the batch's poll task now (it goes to ``Queue.ZOHO`` by ``tasks.config.ROUTES``):
+    one early look (``by_callback``), which leaves the batch's own chain of polls alone."""
     if celery_app is None:
         from tasks.app import app
 
         celery_app = app
-    celery_app.send_task(POLL_TASK, kwargs={"batch_id": batch_id})
+    celery_app.send_task(POLL_TASK, kwargs={"batch_id": batch_id, "by_callback": True})
 
 
-def lookup_batch_by_token(dsn: str, ledger_schema: str, token: str) -> BatchId | None:
+def lookup_batch_by_token(dsn: str | Secret, ledger_schema: str, token: str) -> BatchId | None:
     """The unfinished batch whose callback token this is (found by the token's digest), or None.
 
     The ledger stores only the digest (``pipeline.initial_sync.token_digest``) of each token
     (``batches.callback_digest``, set by ``pipeline.initial_sync.create_job``).
     """
-    conn = psycopg2.connect(
-        dsn, connect_timeout=int(CHECK_TIMEOUT), application_name="ordersync.web"
+    conn = connect_dsn(
+        _secret(dsn), connect_timeout=int(CHECK_TIMEOUT), application_name="ordersync.web"
     )
     try:
         with conn, conn.cursor() as cur:
@@ -106,16 +109,20 @@ def record_callback_hint(settings: Any, batch_id: BatchId, job_id: str) -> None:
         logger.info("callback named job %s for batch %s (to be verified)", job_id, batch_id)
 
 
-def check_database(dsn: str) -> None:
+def check_database(dsn: str | Secret) -> None:
     """Connect and run ``SELECT 1``; raises if the database is not reachable."""
-    conn = psycopg2.connect(
-        dsn, connect_timeout=int(CHECK_TIMEOUT), application_name="ordersync.web"
+    conn = connect_dsn(
+        _secret(dsn), connect_timeout=int(CHECK_TIMEOUT), application_name="ordersync.web"
     )
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
     finally:
         conn.close()
+
+
+def _secret(dsn: str | Secret) -> Secret:
+    return dsn if isinstance(dsn, Secret) else Secret(dsn)
 
 
 def check_broker(celery_app: Celery) -> None:
@@ -201,6 +208,8 @@ def make_wsgi_app(
         if batch_id is None:
             return _json(start_response, "404 Not Found", {"error": "not found"})
         job_id = job_id_in(body) if record_hint is not None else None
+        # the body is never logged: Zoho's callback repeats the job, its callback URL included
+        logger.debug("callback for batch %s: %d bytes, job id %s", batch_id, len(body), job_id)
         if record_hint is not None and job_id is not None:
             try:
                 record_hint(batch_id, job_id)
@@ -273,18 +282,27 @@ def make_http_server(app: WsgiApp, host: str = "127.0.0.1", port: int = 0) -> WS
 def main(argv: Sequence[str] | None = None) -> int:
     """``ordersync web``: serve the callback receiver and /healthz until interrupted."""
     from pipeline.metrics import wsgi_app as metrics_app
-    from pipeline.settings import load_settings
-    from tasks.app import app as celery_app
+    from pipeline.settings import ConfigError, load_settings
 
     parser = argparse.ArgumentParser(prog="ordersync web", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = load_settings()
+    try:
+        settings = load_settings()  # refuses a DSN that does not parse, a CHANGE_ME credential
+    except ConfigError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    from tasks.app import app as celery_app
+
     metrics_token = settings.metrics_token.reveal() or None
     if metrics_token is not None:
         try:
@@ -292,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except credentials.CredentialRefused as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 2
-    dsn = settings.source.dsn.reveal()
+    dsn = settings.source.dsn
     application = make_wsgi_app(
         lookup=partial(lookup_batch_by_token, dsn, settings.source.ledger_schema),
         enqueue=partial(enqueue_poll, celery_app=celery_app),

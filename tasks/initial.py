@@ -78,10 +78,15 @@ def create_job(*, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
 
 
 @app.task(bind=True, name=TASK_NAMES[Step.POLL])
-def poll(self: Any, *, batch_id: int, run_id: int | None = None) -> dict[str, Any]:
-    """Poll the batch's job; not finished → this task again after a growing countdown."""
+def poll(
+    self: Any, *, batch_id: int, run_id: int | None = None, by_callback: bool = False
+) -> dict[str, Any]:
+    """Poll the batch's job; not finished → this task again after a growing countdown (not
+    for a poll ``by_callback``: the batch's own chain of polls goes on)."""
     with worker_db() as conn:
-        outcome = sync.poll(conn, worker_settings(), worker_client(), batch_id)
+        outcome = sync.poll(
+            conn, worker_settings(), worker_client(), batch_id, by_callback=by_callback
+        )
         if outcome.next_step is Step.POLL and outcome.batch_id == batch_id:
             sync.expect_next(conn, worker_settings(), outcome)
             self.schedule_again(outcome.countdown, batch_id=batch_id, run_id=outcome.run_id)

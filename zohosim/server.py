@@ -256,6 +256,20 @@ class Handler(BaseHTTPRequestHandler):
             return {"upsert": "upsert", "search": "search"}.get(m.group(2) or "", "records_get")
         return None
 
+    def _echo(self, api: str, status: int, method: str, path: str, query: dict[str, str],
+              body: bytes | None) -> Reply:
+        """An error answer that repeats the whole request (faults ``401-echo`` / ``500-echo``)."""
+        text = (body or b"")[:4096].decode("utf-8", "replace")
+        seen = (f"{method} {path}?{urllib.parse.urlencode(query)} "
+                f"Authorization: {self.headers.get('Authorization', '')} body: {text}")
+        if api == "token":  # the accounts server's error shape
+            return Reply(status, {"error": "invalid_client", "error_description": seen})
+        code = "INVALID_TOKEN" if status == 401 else "INTERNAL_ERROR"
+        return Reply(status, {"code": code, "message": f"request refused: {seen}",
+                              "details": {"headers": dict(self.headers.items()),
+                                          "query": query, "body": text},
+                              "status": "error"})
+
     # ---- the API pipeline: faults, auth, limits, latency, handler ------------------------
     def _serve(self, api: str | None, method: str, path: str, query: dict[str, str],
                body: bytes | None) -> Reply | None:
@@ -282,6 +296,8 @@ class Handler(BaseHTTPRequestHandler):
                 return Reply(429, {"code": "TOO_MANY_REQUESTS", "details": {},
                                    "message": "You have reached the concurrency limit",
                                    "status": "error"})
+            elif fault.kind.endswith("-echo"):
+                return self._echo(api, int(fault.kind[:3]), method, path, query, body)
         if api == "token":
             time.sleep(stall)
             if method != "POST":

@@ -81,6 +81,11 @@ def now_iso() -> str:
     return format_datetime(datetime.now(UTC))
 
 
+# "401-echo" / "500-echo": that status with a body repeating the request (headers, query, body),
+# as a debugging gateway or a proxy's error page in front of Zoho may; for leak tests.
+FAULT_KINDS = ("500", "503", "429", "drop", "stall", "401-echo", "500-echo")
+
+
 @dataclass
 class Fault:
     api: str
@@ -390,8 +395,8 @@ class State:
     def add_fault(self, api: str, kind: str, count: int, seconds: float) -> None:
         if api != "*" and api not in API_NAMES:
             raise ValueError(f"unknown api {api!r}; one of {', '.join(API_NAMES)} or '*'")
-        if kind not in ("500", "503", "429", "drop", "stall"):
-            raise ValueError("kind must be one of 500, 503, 429, drop, stall")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
         with self.lock:
             self.faults.append(Fault(api, kind, int(count), float(seconds)))
 

@@ -71,22 +71,36 @@ def _adopt_hint(conn: Connection, settings: Settings, client: ZohoClient, batch:
     return moved
 
 
-def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int) -> Outcome:
+def poll(
+    conn: Connection,
+    settings: Settings,
+    client: ZohoClient,
+    batch_id: int,
+    *,
+    by_callback: bool = False,
+) -> Outcome:
     """``job_created`` → ``job_done`` once Zoho says COMPLETED; FAILED → :func:`_job_failed`;
     a fatal answer (the job is unknown) → :func:`_step_error`.
 
     Not finished yet: touch the batch and ask to be polled again after a growing countdown.
     Also resolves a job id named by a callback for a batch still waiting on its create intent.
+
+    ``by_callback``: an early poll woken by a callback (``cli.web``). Its batch's own chain of
+    polls is still scheduled, so when the job is not finished it asks for no next poll: a
+    forged or replayed callback costs this one GET, never a second chain polling beside the
+    first. Unless it has just adopted the job a callback named: then no chain exists yet.
     """
     with batch_lock(conn, batch_id):
         batch = load(conn, settings, batch_id)
         if batch is None:
             return nothing(batch_id, None)
+        adopted = False
         if batch.state is BatchState.UPLOADED and batch.job_hint:
             if not _adopt_hint(conn, settings, client, batch):
                 return nothing(batch_id, "hint refused")
             batch = load(conn, settings, batch_id)
             assert batch is not None
+            adopted = True
         if batch.state is not BatchState.JOB_CREATED:
             return nothing(batch_id, batch.state)
         try:
@@ -101,6 +115,9 @@ def poll(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int
                 stats["job_processed"] = sum(n or 0 for n in (job.added, job.updated, job.skipped))
             touch(conn, settings, batch_id, stats)
             conn.commit()
+            if by_callback and not adopted:
+                return Outcome(batch_id, None, run_id=batch.run_id,
+                               note="woken by a callback, job still running")  # fmt: skip
             age = seconds_since(batch.job_requested_at) if batch.job_requested_at else None
             return Outcome(
                 batch_id, Step.POLL, run_id=batch.run_id, countdown=poll_countdown(polls, age)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Iterable
@@ -18,6 +19,10 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import psycopg2
+import psycopg2.extensions
+
+from pipeline.credentials import PLACEHOLDER
 from pipeline.mapping import FieldSpec, FieldType, Mapping
 from pipeline.secret import Secret
 from pipeline.settings.model import (
@@ -147,6 +152,11 @@ def validate_settings(settings: Settings) -> None:
         raise ConfigError("source.synced_column", "the three sync column names must differ")
     if not source.dsn:
         raise ConfigError("source.dsn", "must not be empty")
+    try:
+        psycopg2.extensions.parse_dsn(source.dsn.reveal())
+    except psycopg2.Error as exc:
+        raise dsn_error(exc) from None
+    refuse_placeholders(settings)
 
     if zoho.data_centre not in DATA_CENTRES:
         raise ConfigError(
@@ -213,6 +223,37 @@ def validate_settings(settings: Settings) -> None:
     if zoho.org_timezone != settings.org_timezone:
         _check_timezone("zoho.org_timezone", zoho.org_timezone)
     validate_mapping(settings.mapping, sync_columns)
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def dsn_error(exc: psycopg2.Error) -> ConfigError:
+    """``source.dsn`` does not parse: libpq's reason without the part it quotes (with a bare
+    ``%`` in a URL's password, that part is the password)."""
+    text = str(exc).strip()
+    reason = _QUOTED.sub("(not shown)", text.splitlines()[0] if text else type(exc).__name__)
+    hint = "; a % in a password is written %25" if "percent" in reason else ""
+    return ConfigError("source.dsn", f"is not a valid PostgreSQL connection string: {reason}{hint}")
+
+
+def refuse_placeholders(settings: Settings) -> None:
+    """Raise ``ConfigError`` for a credential still holding the env template's ``CHANGE_ME``
+    (deploy/ordersync.env.example): no process starts on a default credential."""
+    values = {  # (sync.metrics_token: the web process applies pipeline.credentials' rule)
+        "source.dsn": settings.source.dsn.reveal(),
+        "zoho.client_id": settings.zoho.client_id,
+        "zoho.client_secret": settings.zoho.client_secret.reveal(),
+        "zoho.refresh_token": settings.zoho.refresh_token.reveal(),
+    }
+    for key, value in values.items():
+        if value and PLACEHOLDER.lower() in value.lower():
+            section, name = key.split(".")
+            raise ConfigError(
+                key,
+                f"still holds the env template's placeholder ({PLACEHOLDER}…, e.g. in"
+                f" {_env_name(section, name)}): replace it with the real value",
+            )
 
 
 def validate_mapping(mapping: Mapping, sync_columns: tuple[str, ...] = ()) -> None:

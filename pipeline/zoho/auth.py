@@ -40,6 +40,7 @@ from pipeline.zoho.errors import (
     TokenRefreshThrottled,
     TransientZohoError,
     error_from,
+    mask,
 )
 
 log = logging.getLogger(__name__)
@@ -270,8 +271,10 @@ class TokenManager:
             )
         token = body.get("access_token")
         if not token:
-            code = str(body.get("error") or f"HTTP_{response.status_code}")
-            description = str(body.get("error_description") or "")
+            # masked: an answer that echoes the form would repeat the secret and refresh token
+            sent = (s.client_secret.reveal(), s.refresh_token.reveal())
+            code = mask(str(body.get("error") or f"HTTP_{response.status_code}"), sent)
+            description = mask(str(body.get("error_description") or ""), sent)
             if code.lower() in THROTTLE_ERRORS or response.status_code == 429:
                 self.redis.set(self.blocked_key, "1", px=int(self.refresh_window * 1000))
                 raise TokenRefreshThrottled(

@@ -53,6 +53,7 @@ from pipeline.zoho.errors import (
     TransientZohoError,
     ZohoError,
     error_from,
+    redact,
 )
 from pipeline.zoho.governor import Governor
 from pipeline.zoho.results import (
@@ -624,6 +625,11 @@ class ZohoClient:
             self._pid = os.getpid()
         return self.session
 
+    def _secrets(self, token: str) -> tuple[str, ...]:
+        """What an answer echoing our request must not carry on: the token and credentials."""
+        s = self.settings
+        return (token, s.client_secret.reveal(), s.refresh_token.reveal())
+
     def _call(
         self,
         api: str,
@@ -726,7 +732,7 @@ class ZohoClient:
                 except requests.RequestException as exc:
                     raise error_from(exc) from None
         except ZohoError as exc:
-            error = exc
+            error = redact(exc, self._secrets(token))  # in place: an echoed request is masked
             raise
         finally:
             stream = kwargs.get("data")

@@ -28,6 +28,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from pipeline.legacy.connection import connect_dsn
 from pipeline.secret import Secret
 from pipeline.zoho.errors import CreditBudgetExceeded
 
@@ -125,7 +126,7 @@ class CreditLedger:
             if self._pid != os.getpid():  # forked: never share the parent's socket
                 self._conn, self._pid = None, os.getpid()
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg2.connect(self._dsn.reveal())
+                self._conn = connect_dsn(self._dsn)
             conn = self._conn
             try:
                 with conn.cursor() as cur:

@@ -20,13 +20,15 @@
 
 Every exception passes its arguments to ``super().__init__`` so it pickles (Celery result
 serialisation, multiprocessing). Messages come from Zoho's bodies or from us and never contain a
-token or secret.
+token or secret: an answer that echoes the request (a proxy's or gateway's error page, a debug
+body) goes through :func:`redact` with the credentials the call used before it is raised.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import requests
@@ -36,6 +38,12 @@ TOKEN_CODES = frozenset({"INVALID_TOKEN", "AUTHENTICATION_FAILURE", "INVALID_OAU
 RATE_LIMIT_CODES = frozenset({"TOO_MANY_REQUESTS"})
 SERVER_CODES = frozenset({"INTERNAL_ERROR", "INTERNAL_SERVER_ERROR"})
 _MAX_BODY_IN_MESSAGE = 300
+MASK = "********"
+# Zoho's OAuth tokens (access and refresh: ``1000.<hex>.<hex>``) and an Authorization header's
+# value, masked wherever an answer repeats them, even when we do not know the value.
+_TOKEN_PATTERNS = re.compile(
+    r"\b1000\.[0-9a-f]{16,}\.[0-9a-f]{16,}\b|(?i:(?<=Zoho-oauthtoken )|(?<=Bearer ))[^\s\"',;}]+"
+)
 
 
 class ZohoError(Exception):
@@ -66,6 +74,27 @@ class ZohoError(Exception):
             shown = json.dumps(self.details, default=str, sort_keys=True)
             text += f" {shown[:_MAX_BODY_IN_MESSAGE]}"
         return text
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` (and anything shaped like a Zoho token) masked."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return _TOKEN_PATTERNS.sub(MASK, text)
+
+
+def redact(error: ZohoError, secrets: Iterable[str]) -> ZohoError:
+    """``error`` itself, its message and details masked (:func:`mask`), arguments included.
+
+    For answers that echo the request: the access token, client secret or refresh token the
+    call sent must not reach a log, a task's failure or the ledger through the error.
+    """
+    values = [s for s in secrets if s]
+    error.message = mask(error.message, values)
+    if error.details:
+        error.details = json.loads(mask(json.dumps(error.details, default=str), values))
+    error.args = (error.code, error.message, error.details or None, *error.args[3:])
+    return error
 
 
 class TransientZohoError(ZohoError):

@@ -219,7 +219,9 @@ class BulkJob:
     download_url: str | None = None
     file_name: str | None = None
     resource_code: str | None = None
-    callback_url: str | None = None  # the URL the job will POST to when it ends, if any
+    # The URL the job will POST to when it ends, if any: it holds the batch's callback token,
+    # so it is kept out of the repr (a logged or failed job must not show it).
+    callback_url: str | None = field(default=None, repr=False)
 
     @property
     def terminal(self) -> bool:

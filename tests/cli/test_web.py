@@ -174,7 +174,7 @@ def test_enqueue_poll_sends_ordersync_poll_to_the_zoho_queue(
     assert message["headers"]["task"] == "ordersync.poll"
     assert message["content-type"] == "application/json"
     args, kwargs, _embed = json.loads(_body(message))
-    assert (args, kwargs) == ([], {"batch_id": 17})
+    assert (args, kwargs) == ([], {"batch_id": 17, "by_callback": True})
 
 
 def _body(message: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pipeline.credentials import new_secret
 from pipeline.settings import (
     CONFIG_ENV,
     ConfigError,
@@ -58,6 +59,12 @@ ONE_SHOT = {"seed", "cli"}  # run to completion: restart "no", no health check
 CELERY_ENV = {ENV_NAMESPACE, ENV_VISIBILITY_TIMEOUT, ENV_RESTORE_INTERVAL}
 SECRET_WORDS = re.compile(r"pass(word)?|secret|token|basic_auth|api_key|dsn", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+PLACEHOLDER_VALUE = re.compile(r"CHANGE_ME\w*")
+
+
+def filled_in(value: str) -> str:
+    """A template value with its ``CHANGE_ME…`` placeholder replaced, as an operator does."""
+    return PLACEHOLDER_VALUE.sub("Qz7-filled-in-secret-4xK", value)
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +205,8 @@ def test_ordersync_variables_are_read_by_the_settings(
 
     secret_file = tmp_path / "secret"
     secret_file.write_text("placeholder-secret\n", encoding="utf-8")
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text("postgresql://ordersync:Qz7-filled-in-4xK@db/orders\n", encoding="utf-8")
     checked = 0
     for name, value in sorted(names.items()):
         if not name.startswith("ORDERSYNC_"):
@@ -213,6 +222,13 @@ def test_ordersync_variables_are_read_by_the_settings(
             load_settings(no_config_file, {f"ORDERSYNC_{section}_NO_SUCH_KEY": "1"})
         if name.endswith("_FILE"):
             value = str(secret_file)
+            if name == "ORDERSYNC_SOURCE_DSN_FILE":  # the DSN must parse
+                value = str(dsn_file)
+        if PLACEHOLDER_VALUE.search(value):  # a copied template does not run as it is
+            with pytest.raises(ConfigError, match="placeholder") as refused:
+                load_settings(no_config_file, {name: value})
+            assert value not in str(refused.value)
+            value = filled_in(value)
         try:
             load_settings(no_config_file, {name: value})
         except ConfigError as exc:
@@ -221,7 +237,11 @@ def test_ordersync_variables_are_read_by_the_settings(
 
 
 def test_env_example_loads_and_documents_every_setting(no_config_file: Path) -> None:
-    env = active_env()
+    shipped = active_env()
+    # as shipped it refuses to run: every process loads the settings at start-up
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_settings(no_config_file, shipped)
+    env = {name: filled_in(value) for name, value in shipped.items()}
     settings = load_settings(no_config_file, env)
     assert settings.zoho.client_secret.reveal() == env["ORDERSYNC_ZOHO_CLIENT_SECRET"]
     assert settings.source.dsn.reveal() == env["ORDERSYNC_SOURCE_DSN"]
@@ -409,3 +429,36 @@ def test_no_accidental_interpolation() -> None:
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     bare = re.findall(r"(?<!\$)\$(?!\$)[{A-Za-z_][^\s'\"]*", text.replace("$$", ""))
     assert bare == [], f"compose would interpolate {bare} from the host environment"
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "image_entry"),
+    [
+        ("postgres", "POSTGRES_PASSWORD", "exec docker-entrypoint.sh postgres"),
+        ("grafana", "GF_SECURITY_ADMIN_PASSWORD", "exec /run.sh"),
+    ],
+)
+def test_images_without_ordersync_refuse_a_default_password(
+    compose: dict[str, Any], service: str, variable: str, image_entry: str
+) -> None:
+    """The guard in front of the image's own entry point, run by ``sh`` as in the container
+    (that entry point replaced by ``echo started``): the rule of ``ordersync secret check``."""
+    argv = as_argv(compose["services"][service]["entrypoint"])
+    assert argv[:2] == ["sh", "-c"] and argv[2].endswith(image_entry)
+    script = argv[2].removesuffix(image_entry) + "echo started"
+    assert PLACEHOLDER_VALUE.search(active_env()[variable]), "the template's value is refused"
+    for value, started in (
+        ("", False),
+        (active_env()[variable], False),
+        ("change_me_but_long_enough", False),
+        ("short-pw", False),
+        (new_secret(), True),
+    ):
+        done = subprocess.run(
+            ["sh", "-c", script], env={"PATH": "/usr/bin:/bin", variable: value},
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        assert (done.stdout.strip() == "started") is started, (value, done.stdout, done.stderr)
+        if not started:
+            assert done.returncode == 78 and variable in done.stderr, done.stderr
+            assert not value or value not in done.stderr

@@ -3,9 +3,12 @@ database into a zohosim, and a headless Chromium run."""
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +140,34 @@ def merged(*parts: Mapping[str, str]) -> dict[str, str]:
     for part in parts:
         out.update(part)
     return out
+
+
+@contextlib.contextmanager
+def running_flower(
+    env: Mapping[str, str], log: Path, *, extra: tuple[str, ...] = (), timeout: float = 60
+) -> Iterator[tuple[str, str, str]]:
+    """Flower as deploy/ runs it (basic auth from ``FLOWER_BASIC_AUTH``) in the environment
+    ``env`` (a test's broker namespace), on a free port: (base URL, user, password). ``extra``:
+    more Flower options, e.g. ``("--logging=debug",)``."""
+    import requests
+
+    from tests.deploy.deployfiles import Process, free_port
+
+    user, password = "operator", secrets.token_urlsafe(12)
+    port = free_port()
+    argv = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower",
+            "--address=127.0.0.1", f"--port={port}", *extra]  # fmt: skip
+    process = Process(argv, {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert process.alive(), process.log()
+            with contextlib.suppress(requests.ConnectionError):
+                return requests.get(f"{base}/healthcheck", timeout=5).status_code == 200
+            return False
+
+        wait_until(up, timeout, "Flower to answer")
+        yield base, user, password
+    finally:
+        process.stop()

@@ -12,10 +12,7 @@ shows no task.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import secrets
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +26,6 @@ from pipeline.initial_sync import run_progress, start_initial_run
 from pipeline.settings import Settings
 from tasks.initial import START
 from tasks.steps import TASK_NAMES
-from tests.deploy.deployfiles import Process, free_port
 from tests.fixtures.celery import CeleryTestEnv, WorkerFactory
 from tests.fixtures.tools import requires_tool
 from tests.ops.helpers import (
@@ -38,6 +34,7 @@ from tests.ops.helpers import (
     add_rows,
     chromium,
     redis_cleanup,
+    running_flower,
     sync_env,
     wait_run_done,
     wait_until,
@@ -52,25 +49,8 @@ OUR_TASK = re.compile(r"\bordersync\.[a-z_.]+\b")
 @pytest.fixture
 def flower(celery_env: CeleryTestEnv, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """Flower with basic auth on a free port: (base URL, user, password)."""
-    user, password = "operator", secrets.token_urlsafe(12)
-    port = free_port()
-    argv = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower",
-            "--address=127.0.0.1", f"--port={port}"]  # fmt: skip
-    env = celery_env.env(FLOWER_BASIC_AUTH=f"{user}:{password}")
-    process = Process(argv, env, tmp_path / "flower.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            assert process.alive(), process.log()
-            with contextlib.suppress(requests.ConnectionError):
-                return requests.get(f"{base}/healthcheck", timeout=TIMEOUT).status_code == 200
-            return False
-
-        wait_until(up, 60, "Flower to answer")
-        yield base, user, password
-    finally:
-        process.stop()
+    with running_flower(celery_env.env(), tmp_path / "flower.log") as found:
+        yield found
 
 
 @pytest.mark.timeout(240)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.zohosim.helpers import T, Api
+from tests.zohosim.helpers import Api, T
 from tests.zohosim.test_upsert import rec
 from zohosim.testing import SimProcess
 
