@@ -34,6 +34,7 @@ from pipeline.initial_sync.callbacks import (
 from pipeline.initial_sync.decisions import (
     Outcome,
     Step,
+    job_remaining,
     poll_countdown,
 )
 from pipeline.ledger import Batch, BatchState, RowError, record_row_errors
@@ -111,17 +112,24 @@ def poll(
         if not job.terminal:
             polls = int(stats.get("polls", 0)) + 1
             stats["polls"] = polls
-            if job.total is not None:  # Zoho's counts so far, for the progress line
-                stats["job_processed"] = sum(n or 0 for n in (job.added, job.updated, job.skipped))
+            age = seconds_since(batch.job_requested_at) if batch.job_requested_at else None
+            remaining = None
+            if job.total is not None:  # Zoho's counts so far: the progress line, the next poll
+                processed = sum(n or 0 for n in (job.added, job.updated, job.skipped))
+                was, then = stats.get("job_processed"), stats.get("job_processed_age")
+                before = None if was is None or then is None else (int(was), float(then))
+                remaining = job_remaining(job.total, processed, age, before)
+                stats["job_processed"] = processed
+                stats["job_processed_age"] = None if age is None else round(age, 3)
             touch(conn, settings, batch_id, stats)
             conn.commit()
             if by_callback and not adopted:
                 return Outcome(batch_id, None, run_id=batch.run_id,
                                note="woken by a callback, job still running")  # fmt: skip
-            age = seconds_since(batch.job_requested_at) if batch.job_requested_at else None
             return Outcome(
-                batch_id, Step.POLL, run_id=batch.run_id, countdown=poll_countdown(polls, age)
-            )
+                batch_id, Step.POLL, run_id=batch.run_id,
+                countdown=poll_countdown(polls, age, remaining),
+            )  # fmt: skip
         if job.state is JobState.FAILED:
             return job_failed(conn, settings, batch, f"job {job.id} FAILED")
         stats.update(

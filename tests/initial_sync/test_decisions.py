@@ -15,6 +15,7 @@ from pipeline.initial_sync import (
     Step,
     callback_path,
     fresh_token,
+    job_remaining,
     job_slot_countdown,
     poll_countdown,
     result_row_error,
@@ -194,3 +195,21 @@ def test_a_job_refused_with_429_waits_longer_each_time_up_to_a_minute() -> None:
     assert all(a < b for a, b in zip(waits, waits[1:6], strict=False)), waits
     assert max(waits) == 60.0 and waits[-1] == 60.0
     assert job_slot_countdown(1, retry_after=120.0) == 120.0  # Zoho's own wait wins when longer
+
+
+def test_a_poll_comes_just_after_the_end_zohos_counts_predict() -> None:
+    # a 60 s job, 10 s old: a tenth of its age is 1 s; 40 s old with 2/3 done at the rate
+    # since the last poll: the end is 20 s away, and the 10 % rule (4 s) comes first
+    assert poll_countdown(3, 10.0) == 1.0
+    remaining = job_remaining(25_000, 16_667, 40.0, before=(12_500, 30.0))
+    assert remaining is not None and 19.9 < remaining < 20.1
+    assert poll_countdown(4, 40.0, remaining) == 4.0
+    # 58 s old, 24,600 done at ~416 rows/s: ~1 s left → polled 0.25 s after, not in 5.8 s
+    near = job_remaining(25_000, 24_600, 58.0, before=(20_433, 48.0))
+    assert near is not None and 0.9 < near < 1.1
+    assert 1.1 < poll_countdown(5, 58.0, near) < 1.4
+    # no counts yet, or none since the last poll: the 10 % rule alone
+    assert job_remaining(25_000, 0, 5.0) is None and job_remaining(None, 10, 5.0) is None
+    # without a previous poll the rate includes the queueing: slower, so a later estimate
+    slow = job_remaining(25_000, 5_000, 14.0)
+    assert slow is not None and slow > 40.0
