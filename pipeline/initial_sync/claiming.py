@@ -24,7 +24,7 @@ from pipeline.initial_sync.decisions import (
     step_retry_countdown,
     window_has_room,
 )
-from pipeline.ledger import BatchKind, RunKind, RunState
+from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.extract import (
     Claim,
     claim,
@@ -113,15 +113,17 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
             return Outcome(None, None, run_id=run_id, note="run is not running")
         # an interval run priced its rows itself (pipeline.interval): it claims bulk only
         priced = row[1] != RunKind.INTERVAL.value
+        # the window counts batches up to their job's end: one whose job is done is only
+        # reconciled, so the next batch is prepared meanwhile (the poll that saw the end asks)
         cur.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND state NOT IN ({})").format(
-                table(settings, "batches"),
-                ledger.finished_states_sql(),
-            ),
-            (run_id,),
+            sql.SQL(
+                "SELECT count(*), count(*) FILTER (WHERE state <> %s) FROM {}"
+                " WHERE run_id = %s AND state NOT IN ({})"
+            ).format(table(settings, "batches"), ledger.finished_states_sql()),
+            (BatchState.JOB_DONE.value, run_id),
         )
-        open_batches = int(cur.fetchone()[0])  # type: ignore[index]
-        if not window_has_room(open_batches, settings.batches_in_flight):
+        open_batches, in_window = cur.fetchone()  # type: ignore[misc]
+        if not window_has_room(in_window, settings.batches_in_flight):
             return Outcome(None, None, run_id=run_id, note="in-flight window is full")
         if priced:
             claimed, choice = claim_priced(cur, settings, kt, run_id)
@@ -142,7 +144,7 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         "batch %s claimed: %s rows, keys %s..%s",
         claimed.batch_id, claimed.row_count, claimed.key_lo, claimed.key_hi,
     )  # fmt: skip
-    more = window_has_room(open_batches + 1, settings.batches_in_flight)
+    more = window_has_room(in_window + 1, settings.batches_in_flight)
     return Outcome(claimed.batch_id, Step.RENDER, run_id=run_id, more=more)
 
 

@@ -6,6 +6,7 @@ import csv
 import logging
 import time
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from psycopg2 import sql
@@ -136,10 +137,12 @@ def poll(
             download_url=job.download_url, added=job.added, updated=job.updated,
             skipped_by_zoho=job.skipped,
         )  # fmt: skip
-        return advance(
+        done = advance(
             conn, settings, batch, BatchState.JOB_CREATED, BatchState.JOB_DONE, Step.RECONCILE,
             stats=stats,
         )  # fmt: skip
+        # the job's slot is free: the run's next batch is prepared while this one reconciles
+        return replace(done, more=done.next_step is Step.RECONCILE and batch.run_id is not None)
 
 
 def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int) -> Outcome:
