@@ -41,6 +41,8 @@ def hand_on(outcome: Outcome, conn: Connection | None = None) -> dict[str, Any]:
     if outcome.next_step is not None:
         send_step(app, outcome.next_step, run_id=outcome.run_id, batch_id=outcome.batch_id,
                   countdown=outcome.countdown)  # fmt: skip
+    if outcome.wake is not None:  # a batch waiting for a job slot: one just freed
+        send_step(app, Step.CREATE_JOB, run_id=outcome.run_id, batch_id=outcome.wake)
     if outcome.more and outcome.run_id is not None:
         send_step(app, Step.EXTRACT, run_id=outcome.run_id)
     next_step = outcome.next_step.value if outcome.next_step else None

@@ -18,6 +18,7 @@ from pipeline.initial_sync.batch import (
 from pipeline.initial_sync.decisions import (
     FREE_COUNT_CAP,
     MAX_UPSERT_CALLS,
+    PREPARED_AHEAD,
     Outcome,
     Step,
     run_is_done,
@@ -113,8 +114,9 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
             return Outcome(None, None, run_id=run_id, note="run is not running")
         # an interval run priced its rows itself (pipeline.interval): it claims bulk only
         priced = row[1] != RunKind.INTERVAL.value
-        # the window counts batches up to their job's end: one whose job is done is only
-        # reconciled, so the next batch is prepared meanwhile (the poll that saw the end asks)
+        # the window counts batches up to their job's end (one whose job is done is only
+        # reconciled: the poll that saw the end asks for the next claim), and holds one batch
+        # more than the jobs in flight, uploaded and waiting for a job slot (create_job)
         cur.execute(
             sql.SQL(
                 "SELECT count(*), count(*) FILTER (WHERE state <> %s) FROM {}"
@@ -123,7 +125,8 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
             (BatchState.JOB_DONE.value, run_id),
         )
         open_batches, in_window = cur.fetchone()  # type: ignore[misc]
-        if not window_has_room(in_window, settings.batches_in_flight):
+        window = settings.batches_in_flight + PREPARED_AHEAD  # jobs, and one batch ready
+        if not window_has_room(in_window, window):
             return Outcome(None, None, run_id=run_id, note="in-flight window is full")
         if priced:
             claimed, choice = claim_priced(cur, settings, kt, run_id)
@@ -144,7 +147,7 @@ def extract(conn: Connection, settings: Settings, run_id: int) -> Outcome:
         "batch %s claimed: %s rows, keys %s..%s",
         claimed.batch_id, claimed.row_count, claimed.key_lo, claimed.key_hi,
     )  # fmt: skip
-    more = window_has_room(in_window + 1, settings.batches_in_flight)
+    more = window_has_room(in_window + 1, window)
     return Outcome(claimed.batch_id, Step.RENDER, run_id=run_id, more=more)
 
 

@@ -19,6 +19,10 @@ MAX_FAILED_BATCHES = 5  # failed batches before a run gives up
 BATCH_LOCK_TIMEOUT = "120s"
 MAX_STEP_ERRORS = 3  # fatal errors of one step (poll, reconcile) before the batch fails
 STEP_RETRY_COUNTDOWN = 1.0  # seconds before a step that hit a fatal error runs again; doubled
+# Batches a run claims, renders and uploads beyond its ``batches_in_flight`` jobs, so a job
+# slot that frees takes the next job at once (only its create-job is left to do).
+PREPARED_AHEAD = 1
+JOB_SLOT_RECHECK = 10.0  # seconds: a batch waiting for one of its run's jobs to end looks again
 MAX_UPSERT_CALLS = 100  # upsert calls one ``upsert`` step makes at most (then the next claim)
 # Free rows counted at most per claim: above this a bulk job is always the cheaper way.
 FREE_COUNT_CAP = BULK_JOB_MAX_ROWS + 1
@@ -71,7 +75,8 @@ class Outcome:
     ``next_step`` EXTRACT and UPSERT are for ``run_id`` (claim the run's next batch, send its
     free rows by upsert); any other step is for ``batch_id``; either after ``countdown``
     seconds. ``more`` asks for one more EXTRACT of the run (the in-flight window has room).
-    None: nothing to send (done, or someone else carries on).
+    ``wake``: a batch of the run waiting for a job slot, whose create-job can go now (a job
+    just ended). None: nothing to send (done, or someone else carries on).
     """
 
     batch_id: int | None
@@ -80,6 +85,7 @@ class Outcome:
     countdown: float = 0.0
     more: bool = False
     note: str = ""
+    wake: int | None = None
 
 
 def poll_countdown(polls: int, age: float | None = None, remaining: float | None = None) -> float:

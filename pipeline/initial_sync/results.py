@@ -38,6 +38,7 @@ from pipeline.initial_sync.decisions import (
     job_remaining,
     poll_countdown,
 )
+from pipeline.initial_sync.sending import waiting_for_slot
 from pipeline.ledger import Batch, BatchState, RowError, record_row_errors
 from pipeline.legacy.mark import mark_synced
 from pipeline.settings import Settings
@@ -141,8 +142,11 @@ def poll(
             conn, settings, batch, BatchState.JOB_CREATED, BatchState.JOB_DONE, Step.RECONCILE,
             stats=stats,
         )  # fmt: skip
-        # the job's slot is free: the run's next batch is prepared while this one reconciles
-        return replace(done, more=done.next_step is Step.RECONCILE and batch.run_id is not None)
+        if done.next_step is not Step.RECONCILE or batch.run_id is None:
+            return done
+        # the job's slot is free: a batch waiting for it creates its job now, and the run's
+        # next batch is prepared while this one reconciles
+        return replace(done, more=True, wake=waiting_for_slot(conn, settings, batch.run_id))
 
 
 def reconcile(conn: Connection, settings: Settings, client: ZohoClient, batch_id: int) -> Outcome:

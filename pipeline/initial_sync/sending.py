@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
@@ -18,6 +20,7 @@ from pipeline.initial_sync.batch import (
     nothing,
     seconds_since,
     set_fields,
+    table,
     touch,
 )
 from pipeline.initial_sync.callbacks import (
@@ -27,6 +30,7 @@ from pipeline.initial_sync.callbacks import (
 from pipeline.initial_sync.decisions import (
     CALLBACK_PREFIX,
     CALLBACK_RECHECK,
+    JOB_SLOT_RECHECK,
     Outcome,
     Step,
     job_slot_countdown,
@@ -100,6 +104,39 @@ def upload(conn: Connection, settings: Settings, client: ZohoClient, batch_id: i
         )  # fmt: skip
 
 
+def job_slot_free(conn: Connection, settings: Settings, batch: Batch) -> bool:
+    """Has the batch's run fewer than ``batches_in_flight`` jobs created or being created
+    (intent recorded), this batch's own aside? Locks the run's row until the caller commits,
+    so two batches never both take the last slot."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(table(settings, "runs")),
+            (batch.run_id,),
+        )
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {} WHERE run_id = %s AND id <> %s AND (state = %s"
+                " OR (state = %s AND job_requested_at IS NOT NULL))"
+            ).format(table(settings, "batches")),
+            (batch.run_id, batch.id, BatchState.JOB_CREATED.value, BatchState.UPLOADED.value),
+        )
+        return int(cur.fetchone()[0]) < settings.batches_in_flight  # type: ignore[index]
+
+
+def waiting_for_slot(conn: Connection, settings: Settings, run_id: int) -> int | None:
+    """The run's oldest uploaded batch waiting for a job slot (no create-job sent), if any."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT id FROM {} WHERE run_id = %s AND state = %s AND job_requested_at IS NULL"
+                " ORDER BY id LIMIT 1"
+            ).format(table(settings, "batches")),
+            (run_id, BatchState.UPLOADED.value),
+        )
+        row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
 def create_job(
     conn: Connection,
     settings: Settings,
@@ -138,6 +175,13 @@ def create_job(
                 "batch %s: no job id %.0f s after create-job was sent; creating the job again",
                 batch_id, waited,
             )  # fmt: skip
+        if batch.run_id is not None and not job_slot_free(conn, settings, batch):
+            stats.setdefault("slot_wait_from", round(time.time(), 3))  # epoch s: for status
+            touch(conn, settings, batch_id, stats)
+            conn.commit()
+            return Outcome(batch_id, Step.CREATE_JOB, run_id=batch.run_id,
+                           countdown=JOB_SLOT_RECHECK,
+                           note="waiting for one of the run's jobs to end")  # fmt: skip
         token: str | None = None
         callback_url: str | None = None
         if settings.zoho.callback_url:

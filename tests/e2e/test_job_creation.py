@@ -9,9 +9,10 @@ from dataclasses import replace
 
 from pipeline import initial_sync
 from pipeline.initial_sync import Step, record_job_hint, start_initial_run
+from pipeline.initial_sync.decisions import JOB_SLOT_RECHECK
 from pipeline.legacy.connection import connect
 from pipeline.zoho.client import ZohoClient
-from tests.e2e.conftest import MakeE2E
+from tests.e2e.conftest import MakeE2E, wait_until
 
 
 def test_ambiguous_create_waits_refuses_a_forged_hint_then_creates_again(
@@ -62,3 +63,46 @@ def test_ambiguous_create_waits_refuses_a_forged_hint_then_creates_again(
     finally:
         conn.close()
         client.close()
+
+
+def test_one_batch_waits_uploaded_for_a_job_slot_and_is_woken_when_a_job_ends(
+    make_e2e: MakeE2E,
+) -> None:
+    """``batches_in_flight`` jobs at most; one batch more is claimed, rendered and uploaded
+    meanwhile and creates its job as soon as one ends (woken by that job's poll, not by its own
+    10 s recheck)."""
+    world = make_e2e(rows=4_000, batch_size=1_000, in_flight=2, concurrency=2)
+    world.sim.admin.configure(job_rows_per_second=500)  # 2 s a job
+    seen_jobs, seen_waiting = 0, 0
+    run_id = world.start_run()
+
+    def sample() -> bool:
+        nonlocal seen_jobs, seen_waiting
+        rows = world.query(
+            "SELECT count(*) FILTER (WHERE state = 'job_created'),"
+            " count(*) FILTER (WHERE state = 'uploaded' AND job_requested_at IS NULL),"
+            " bool_and(state IN ('reconciled', 'failed'))"
+            " FROM ordersync.batches WHERE run_id = %s",
+            (run_id,),
+        )
+        jobs, waiting, finished = rows[0]
+        seen_jobs, seen_waiting = max(seen_jobs, jobs), max(seen_waiting, waiting)
+        return bool(finished) and world.query(
+            "SELECT state FROM ordersync.runs WHERE id = %s", (run_id,)
+        )[0][0] != "running"
+
+    wait_until(sample, timeout=90, what="the run to finish")
+    assert seen_jobs == 2, "more jobs than batches_in_flight, or never two at once"
+    assert seen_waiting >= 1, "no batch was ready and waiting for a job slot"
+    ((jobs,),) = world.query("SELECT sum(job_requests) FROM ordersync.batches")
+    assert jobs == 4  # one create-job per batch: waiting sent nothing
+    # each waiting batch was woken by the poll that saw a job end (2 s jobs), not by its own
+    # recheck 10 s later
+    waits = world.query(
+        "SELECT id, extract(epoch FROM job_requested_at) - (stats->>'slot_wait_from')::float"
+        " FROM ordersync.batches WHERE stats ? 'slot_wait_from' ORDER BY id"
+    )
+    assert waits, "no batch waited for a job slot"
+    assert all(0 <= w < JOB_SLOT_RECHECK for _, w in waits), waits
+    world.assert_zoho_holds_legacy()
+    assert world.unsynced() == 0
