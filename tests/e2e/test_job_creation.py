@@ -71,9 +71,11 @@ def test_one_batch_waits_uploaded_for_a_job_slot_and_is_woken_when_a_job_ends(
     """``batches_in_flight`` jobs at most; one batch more is claimed, rendered and uploaded
     meanwhile and creates its job as soon as one ends (woken by that job's poll, not by its own
     10 s recheck)."""
-    world = make_e2e(rows=4_000, batch_size=1_000, in_flight=2, concurrency=2)
-    world.sim.admin.configure(job_rows_per_second=500)  # 2 s a job
+    # batches above 5,000 rows: below that upserts are cheaper and no batch goes by bulk
+    world = make_e2e(rows=24_000, batch_size=6_000, in_flight=2, concurrency=2)
+    world.sim.admin.configure(job_rows_per_second=3_000)  # 2 s a job
     seen_jobs, seen_waiting = 0, 0
+    trace: list[tuple[str, ...]] = []
     run_id = world.start_run()
 
     def sample() -> bool:
@@ -86,13 +88,20 @@ def test_one_batch_waits_uploaded_for_a_job_slot_and_is_woken_when_a_job_ends(
             (run_id,),
         )
         jobs, waiting, finished = rows[0]
+        states = tuple(
+            s for (s,) in world.query(
+                "SELECT state FROM ordersync.batches WHERE run_id = %s ORDER BY id", (run_id,)
+            )
+        )
+        if not trace or trace[-1] != states:
+            trace.append(states)
         seen_jobs, seen_waiting = max(seen_jobs, jobs), max(seen_waiting, waiting)
         return bool(finished) and world.query(
             "SELECT state FROM ordersync.runs WHERE id = %s", (run_id,)
         )[0][0] != "running"
 
     wait_until(sample, timeout=90, what="the run to finish")
-    assert seen_jobs == 2, "more jobs than batches_in_flight, or never two at once"
+    assert seen_jobs == 2, f"more jobs than batches_in_flight, or never two at once: {trace}"
     assert seen_waiting >= 1, "no batch was ready and waiting for a job slot"
     ((jobs,),) = world.query("SELECT sum(job_requests) FROM ordersync.batches")
     assert jobs == 4  # one create-job per batch: waiting sent nothing
