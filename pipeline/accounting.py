@@ -64,15 +64,17 @@ def writable_rows(conn: Connection, settings: Settings) -> tuple[int, int]:
     kt = key_type(conn, settings)
     with conn.cursor() as cur:
         free = free_rows(cur, settings, kt)
-        writable = count_sendable(cur, settings, kt, free)
-        invalid = 0
-        if free.invalid is not None:
-            cur.execute(
-                sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(
-                    Names(settings).table, free.invalid
-                )
-            )
-            invalid = int(cur.fetchone()[0])  # type: ignore[index]
+        if free.broken is None:
+            return count_sendable(cur, settings, kt, free), 0
+        # one pass, each row's rules evaluated once (OFFSET 0: the subquery is not flattened,
+        # which would evaluate them once per count)
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*) FILTER (WHERE NOT b), count(*) FILTER (WHERE b)"
+                " FROM (SELECT {broken} AS b FROM {table} t WHERE {free} OFFSET 0) AS f"
+            ).format(broken=free.broken, table=Names(settings).table, free=free.free)
+        )
+        writable, invalid = (int(v) for v in cur.fetchone())  # type: ignore[union-attr]
     return writable, invalid
 
 

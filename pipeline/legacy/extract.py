@@ -114,11 +114,16 @@ class FreeRows:
     passing the mapping's field rules (``pipeline.validate``) unless the user released them.
     ``invalid``: the free rows that break a rule (held back, never sent); None when the mapping
     has no rules. ``highest``: the highest key of an unfinished bulk batch, or None.
+    ``free``: pending and outside every unfinished batch, rules not applied (sendable or
+    invalid): cheap to test, no rule evaluated. ``broken``: a free row breaks a rule (the rest
+    of ``invalid``), or None.
     """
 
     sendable: sql.Composable
     invalid: sql.Composable | None
     highest: Any
+    free: sql.Composable
+    broken: sql.Composable | None = None
 
 
 def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> FreeRows:
@@ -173,7 +178,7 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> FreeRows:
     base = sql.SQL(" AND ").join(parts)
     broken = validate.invalid_predicate(settings, "t")
     if broken is None:
-        return FreeRows(base, None, highest)
+        return FreeRows(base, None, highest, base)
     if any_released:  # ``ordersync retry --force``: the user knows better than the validator
         broken = sql.SQL(
             "({b} AND (t.{k}::text, t.{v}) NOT IN"
@@ -183,6 +188,8 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> FreeRows:
         sql.SQL("{} AND NOT {}").format(base, broken),
         sql.SQL("{} AND {}").format(base, broken),
         highest,
+        base,
+        broken,
     )
 
 
@@ -208,8 +215,35 @@ def count_sendable(
     cap: int | None = None,
 ) -> int:
     """Sendable rows (with keys above ``after``, if given), counted up to ``cap``."""
+    return _count(cur, settings, kt, free.sendable, after, None, cap)
+
+
+def count_free(
+    cur: Any,
+    settings: Settings,
+    kt: sql.Composable,
+    free: FreeRows,
+    *,
+    after: Any = None,
+    upto: Any = None,
+    cap: int | None = None,
+) -> int:
+    """Free rows (sendable or breaking a rule; keys in ``(after, upto]``), up to ``cap``: the
+    key and the pending flag only, no field rule evaluated."""
+    return _count(cur, settings, kt, free.free, after, upto, cap)
+
+
+def _count(
+    cur: Any,
+    settings: Settings,
+    kt: sql.Composable,
+    predicate: sql.Composable,
+    after: Any,
+    upto: Any,
+    cap: int | None,
+) -> int:
     n = Names(settings)
-    where = sql.SQL(" AND ").join([free.sendable, *_key_bounds(settings, kt, after, None)])
+    where = sql.SQL(" AND ").join([predicate, *_key_bounds(settings, kt, after, upto)])
     inner = sql.SQL("SELECT 1 FROM {} t WHERE {}").format(n.table, where)
     if cap is not None:
         inner = sql.SQL("{} LIMIT {}").format(inner, sql.Literal(cap))
@@ -354,10 +388,19 @@ def claim(
         tries = [None]
     claimed = None
     for start in tries:
+        # The field rules cost PostgreSQL more than the rest of a claim: they are evaluated
+        # only where a row could be claimed or held back, never over an empty range; a bulk
+        # claim (key order) holds back only where it passed over some free row.
+        if count_free(cur, settings, kt, free, after=start, cap=1) == 0:
+            continue
         claimed = _claim(cur, settings, kt, free.sendable, start, kind, limit, run_id)
         if claimed is None:
             hold_invalid(cur, settings, kt, free, after=start)
-        else:
+        elif free.invalid is not None and (
+            kind is not BatchKind.BULK
+            or claimed.row_count < count_free(cur, settings, kt, free, after=start,
+                                              upto=claimed.key_hi)  # fmt: skip
+        ):
             hold_invalid(cur, settings, kt, free, after=start, upto=claimed.key_hi,
                          batch_id=claimed.batch_id)  # fmt: skip
         if claimed is not None:
