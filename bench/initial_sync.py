@@ -57,7 +57,13 @@ from tests.fixtures.celery import (  # noqa: E402
     cleanup_celery_env,
     make_celery_env,
 )
-from tests.fixtures.procstat import CpuMeter, group_seconds, own_seconds, postgres_root  # noqa: E402
+from tests.fixtures.procstat import (  # noqa: E402
+    CpuMeter,
+    DatabaseCpu,
+    group_seconds,
+    own_seconds,
+    postgres_root,
+)
 from tests.fixtures.services import (  # noqa: E402
     PG_SERVER,
     REDIS_URL,
@@ -105,7 +111,8 @@ def run_pipeline(
                           "bench": lambda: own_seconds(os.getpid())})  # fmt: skip
         meter.start()
         started = time.perf_counter()
-        run_id = start_initial_run(settings)
+        run_id = start_initial_run(settings)  # its forecast: one pass with the field rules
+        forecast = time.perf_counter() - started
         sender.send_task("ordersync.initial.start", kwargs={"run_id": run_id})
         poller = connect(settings, application="bench-progress")  # one, not one per poll
         try:
@@ -126,7 +133,8 @@ def run_pipeline(
         cleanup_celery_env(cenv)
         if args.worker_log:
             Path(args.worker_log).write_text(worker.log())
-    return {"state": progress["state"], "wall_s": wall, "rows": progress["rows_synced"],
+    return {"state": progress["state"], "wall_s": wall, "forecast_s": forecast,
+            "rows": progress["rows_synced"],
             "batches": progress["batches"], "peak_rss_mb": rss, "cpu_s": cpu}  # fmt: skip
 
 
@@ -362,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                 conn.close()
             schema.install(settings)
             figures["seed_s"] = round(seeded.seconds, 1)
-            # where the time goes: server-wide PostgreSQL (measure on a quiet machine), zohosim
+            # where the time goes: zohosim, server-wide PostgreSQL (measure on a quiet machine)
+            # and this database's backends alone (other clients of the server left out)
+            db_cpu = DatabaseCpu(dsn)
             groups = {"zohosim": lambda: group_seconds([sim.proc.pid]),
-                      "postgres": lambda: group_seconds([postmaster])}  # fmt: skip
+                      "postgres": lambda: group_seconds([postmaster]),
+                      "postgres_db": db_cpu.read}  # fmt: skip
 
             pipe = run_pipeline(settings, env, work, args, groups)
             credits = sim.admin.credits()
@@ -374,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["pipeline"] = {
                 "state": pipe["state"],
                 "wall_s": round(pipe["wall_s"], 2),
+                "forecast_s": round(pipe["forecast_s"], 2),
                 "rows_synced": pipe["rows"],
                 "rows_per_s": round(pipe["rows"] / pipe["wall_s"]),
                 "bulk_credits": bulk,
@@ -425,10 +437,12 @@ def main(argv: list[str] | None = None) -> int:
                     "cpu_s": cpu_figures(cpu, floor["wall_s"]),
                 }
                 figures[f"ratio_to_{key}"] = round(pipe["wall_s"] / floor["wall_s"], 3)
-                pg = cpu.get("postgres", 0.0)
-                figures[f"postgres_cpu_ratio_to_{key}"] = (
-                    round(pipe["cpu_s"]["postgres"] / pg, 3) if pg else None
-                )
+                for group in ("postgres", "postgres_db"):
+                    pg = cpu.get(group, 0.0)
+                    figures[f"{group}_cpu_ratio_to_{key}"] = (
+                        round(pipe["cpu_s"][group] / pg, 3) if pg else None
+                    )
+            db_cpu.close()
     finally:
         sim.stop()
         drop_database(name)
@@ -446,13 +460,20 @@ def _cpu_line(cpu: dict[str, float]) -> str:
     return "CPU s: " + ", ".join(parts) + f"  (zohosim {cpu['zohosim_share_of_wall']:.0%} of wall)"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def print_figures(figures: dict[str, Any], args: argparse.Namespace) -> None:
     p = figures["pipeline"]
     print(
         f"initial sync of {args.rows:,} rows, batches of {args.batch_size:,}, {args.in_flight}"
         f" in flight, worker -c {args.concurrency}, jobs {args.job_speed}"
     )
-    print(f"  pipeline: {p['wall_s']:8.2f} s  {p['rows_per_s']:>8,} rows/s  state {p['state']}")
+    print(
+        f"  pipeline: {p['wall_s']:8.2f} s  {p['rows_per_s']:>8,} rows/s  state {p['state']}"
+        f"  (of which the run's forecast {p['forecast_s']:.2f} s: the floor has none)"
+    )
     print(
         f"            bulk credits {p['bulk_credits']:,} (expected"
         f" {p['bulk_credits_expected']:,})  peak RSS {p['peak_rss_max_mb']} MB (max of processes)"
@@ -473,11 +494,10 @@ def print_figures(figures: dict[str, Any], args: argparse.Namespace) -> None:
         f, title = figures[key], key.replace("_", " ")
         print(f"  {title}: {f['wall_s']:8.2f} s  {f['rows_per_s']:>8,} rows/s  ({label})")
         print(f"            {_cpu_line(f['cpu_s'])}")
-        pg = figures[f"postgres_cpu_ratio_to_{key}"]
-        pg_text = "n/a" if pg is None else f"{pg:.2f}"
+        pg, db = (figures[f"{g}_cpu_ratio_to_{key}"] for g in ("postgres", "postgres_db"))
         print(
             f"  ratio pipeline/{title}: {figures[f'ratio_to_{key}']:.2f}"
-            f"  PostgreSQL CPU pipeline/{title}: {pg_text}"
+            f"  PostgreSQL CPU pipeline/{title}: server {_ratio(pg)}, this database {_ratio(db)}"
         )
     for name, plan in figures.get("floor_plans", {}).items():
         print(f"  plan of the floor's {name}:")

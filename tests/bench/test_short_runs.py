@@ -35,9 +35,13 @@ def test_initial_sync_pipeline_beside_both_floors() -> None:
     for floor in ("floor", "overlapped_floor"):
         assert figures[floor]["rows_synced"] == 30000 and figures[floor]["jobs"] == 3
         assert figures[f"ratio_to_{floor}"] > 0
-    for group in ("zohosim", "postgres", "workers"):  # where the time went, from /proc
+    for group in ("zohosim", "postgres", "postgres_db", "workers"):  # where the time went
         assert pipe["cpu_s"][group] > 0, pipe["cpu_s"]
+    # this database's backends are part of the server's
+    assert pipe["cpu_s"]["postgres_db"] <= pipe["cpu_s"]["postgres"] + 0.05, pipe["cpu_s"]
     assert figures["overlapped_floor"]["cpu_s"]["floor"] > 0
+    assert figures["overlapped_floor"]["cpu_s"]["postgres_db"] > 0
+    assert 0 < pipe["forecast_s"] < pipe["wall_s"]
 
 
 def test_credits_spent_equal_predicted_and_minimum() -> None:
