@@ -121,7 +121,10 @@ from pipeline.initial_sync.sending import (
     zip_is_intact,
 )
 from pipeline.initial_sync.sweeper import (
+    Resume,
     expect_next,
+    resume_released,
+    runs_of_batches,
     stalled_batches,
     stalled_runs,
     sweep_thresholds,
@@ -129,7 +132,10 @@ from pipeline.initial_sync.sweeper import (
 from pipeline.ledger import BATCH_LOCK_CLASS
 
 __all__ = [
+    "Resume",
     "expect_next",
+    "resume_released",
+    "runs_of_batches",
     "sweep_thresholds",
     "BATCH_LOCK_CLASS",
     "BATCH_LOCK_TIMEOUT",
