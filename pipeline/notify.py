@@ -36,7 +36,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE = 0.2  # seconds between two wakes while notifications keep coming
+DEBOUNCE = 0.5  # seconds between two wakes while notifications keep coming (≤ 2 calls a second)
 TICK = 1.0  # seconds select() waits at most: how soon a stop request is seen
 PING_EVERY = 30.0  # seconds of silence after which the connection is checked
 RECONNECT_FIRST = 0.5  # seconds before the first reconnection attempt, doubled up to the max
