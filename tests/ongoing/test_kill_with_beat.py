@@ -8,7 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pipeline import ledger
+from pipeline.initial_sync import Resume, resume_released, runs_of_batches
+from pipeline.legacy.connection import connect
+from pipeline.legacy.extract import claim_realtime
 from pipeline.settings import Settings
+from pipeline.upserts import release_abandoned
 from tasks.schedule import REALTIME_CHECK
 from tests.fixtures.celery import BeatProcess, WorkerFactory
 from tests.ongoing.conftest import Ongoing
@@ -71,3 +76,30 @@ def test_a_worker_killed_during_a_realtime_upsert_loses_nothing_and_recovers_wit
         " ORDER BY b.id LIMIT 1"
     )[0]
     assert batch_state, run_state == ("failed", "failed")  # the lost flush, released and ended
+
+
+def test_freed_upsert_batches_hand_their_bulk_run_on_and_end_their_realtime_run(
+    ongoing: Ongoing,
+) -> None:
+    settings = ongoing.settings
+    ongoing.change(range(1, 21))
+    conn = connect(settings)
+    try:
+        with conn:
+            initial = ledger.create_run(conn, settings, ledger.RunKind.INITIAL)
+            flush = ledger.create_run(conn, settings, ledger.RunKind.REALTIME)
+        # two workers claimed upsert batches, one for each run, then died (no lock held)
+        of_initial = claim_realtime(conn, settings, limit=10, run_id=initial)
+        of_flush = claim_realtime(conn, settings, limit=10, run_id=flush)
+        assert of_initial is not None and of_flush is not None
+        ids = [of_initial.batch_id, of_flush.batch_id]
+        assert {r for r, _ in runs_of_batches(conn, settings, ids)} == {initial, flush}
+        ongoing.query("UPDATE ordersync.batches SET updated_at = now() - interval '1 hour'")
+        released = release_abandoned(conn, settings)
+        assert sorted(released) == sorted(ids)
+        assert resume_released(conn, settings, released) == Resume((initial,), True)
+        assert resume_released(conn, settings, []) == Resume()
+    finally:
+        conn.close()
+    states = dict(ongoing.query("SELECT id, state FROM ordersync.runs"))
+    assert states == {initial: "running", flush: "failed"}  # the initial run goes on
