@@ -270,7 +270,9 @@ def flush(
     nothing leaves no trace). When the credit budget refuses a call, the flush stops and the
     run's ``stats["waiting"]`` says why; the rows stay pending. Any other error ends the run
     ``failed`` and is raised (transient ones are retried by the task). ``woken``: a check sent
-    by the change listener (:func:`decide`).
+    by the change listener (:func:`decide`); only its first decision sends every ready row,
+    later batches of the same flush follow the usual rules (a burst of commits during the
+    flush waits for the next wake, not one call each).
     """
     own = conn is None
     conn = connect(settings, application="ordersync-realtime") if conn is None else conn
@@ -313,7 +315,8 @@ def flush(
                 if result is None:
                     break
                 batches.append(result)
-                decision = due(conn, settings, now, woken=woken)
+                # a wake sends what was ready when it came; rows changed since wait for the next
+                decision = due(conn, settings, now)
         except Exception as exc:
             if run_id is not None and created:
                 with conn:

@@ -353,6 +353,7 @@ def status(settings: Settings) -> dict[str, Any]:
                 "columns": columns,
                 "triggers": triggers,
                 "trigger_current": comment == _signature(settings),
+                "trigger_notifies": (comment or "").endswith("; notify"),  # sync.notify
                 "pending_index": {None: "missing", True: "valid", False: "invalid"}[index],
                 "ledger_schema": src.ledger_schema,
                 "ledger_tables": ledger_tables,

@@ -55,6 +55,9 @@ def with_notify(ongoing: Ongoing) -> Settings:
     settings = replace(ongoing.settings, notify=True)
     assert "triggers" in schema.install(settings)
     assert schema.notify_installed(settings)
+    report = schema.status(settings)
+    assert report["trigger_notifies"] and report["trigger_current"]
+    assert not schema.status(ongoing.settings)["trigger_current"]  # notify off: install again
     return settings
 
 
