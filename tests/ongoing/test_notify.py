@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import psycopg2
@@ -49,6 +50,10 @@ def notifications(conn: Connection, wait: float = 0.5) -> int:
             got += len(conn.notifies)
             conn.notifies.clear()
     return got
+
+
+def has_note(ongoing: Ongoing, order_id: int, note: str) -> bool:
+    return ongoing.sim_records().get(str(order_id), {}).get("Notes") == note
 
 
 def with_notify(ongoing: Ongoing) -> Settings:
@@ -120,10 +125,8 @@ def test_ordersync_listen_wakes_a_flush_within_a_second_of_a_change(
         for i in range(3):
             changed = time.time()
             ongoing.query("UPDATE orders SET notes = %s WHERE id = %s", (f"note {i}", 10 + i))
-            arrived = wait_until(
-                lambda i=i: ongoing.sim_records().get(str(10 + i), {}).get("Notes") == f"note {i}",
-                10, f"change {i} in zohosim",
-            )  # fmt: skip
+            arrived = wait_until(partial(has_note, ongoing, 10 + i, f"note {i}"), 10,
+                                 f"change {i} in zohosim")  # fmt: skip
             latencies.append(arrived - changed)
             time.sleep(0.5)
         print("notify latencies", [round(x, 2) for x in latencies])
