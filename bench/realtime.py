@@ -21,9 +21,14 @@ Measured, from the same run:
   100-change batches with neither coalescing nor a deadline (⌈changes / 10⌉ credits, the
   floor of any scheme that sends every change as its own record).
 
+With ``--notify on`` the change trigger also NOTIFYs (``sync.notify``) and a
+``pipeline.notify.Listener`` in the bench wakes a flush (``woken``: every ready row) between the
+periodic checks; ``--notify both`` runs the same load without, then with, and prints both.
+
     .venv/bin/python bench/realtime.py [--rate 40] [--seconds 60] [--rows 500]
                                        [--max-delay 10] [--check 1] [--latency-ms 0]
-                                       [--min-batch 10] [--compare] [--json]
+                                       [--min-batch 10] [--compare] [--notify off|on|both]
+                                       [--debounce 0.5] [--json]
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import demo, realtime  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
 from pipeline.legacy.connection import connect  # noqa: E402
+from pipeline.notify import DEBOUNCE, Listener  # noqa: E402
 from pipeline.secret import Secret  # noqa: E402
 from pipeline.settings import Settings, SourceSettings, SyncMode  # noqa: E402
 from pipeline.zoho.client import ZohoClient  # noqa: E402
@@ -89,6 +95,7 @@ def _settings(db: str, sim: SimProcess, prefix: str, args: argparse.Namespace) -
         realtime_check=args.check,
         realtime_min_batch=args.min_batch,
         mode=SyncMode.REALTIME,
+        notify=args.notify == "on",
     )
 
 
@@ -168,23 +175,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 finally:
                     conn.close()
 
+            wake = threading.Event()
+            stop_listener = threading.Event()
+            listener = Listener(settings, wake.set, debounce=args.debounce)
+            listening = threading.Thread(target=listener.run, args=(stop_listener,))
+            if settings.notify:
+                listening.start()
+                while listener.wakes == 0:  # its first wake: connected and listening
+                    time.sleep(0.01)
+                wake.clear()
             app = threading.Thread(target=legacy_app)
             started = time.monotonic()
             app.start()
-            checks = flushes = 0
+            checks = flushes = woken_flushes = 0
             conn = connect(settings, application="bench-check")
             try:
                 drain_deadline = started + args.seconds + args.max_delay + 30
+                next_check = time.monotonic()
+                woken = False
                 while True:
-                    tick = time.monotonic()
-                    result = realtime.flush(settings, client, conn=conn)
+                    result = realtime.flush(settings, client, conn=conn, woken=woken)
                     checks += 1
                     flushes += bool(result.batches)
+                    woken_flushes += woken and bool(result.batches)
                     if not app.is_alive():
                         state = realtime.pending_state(conn, settings)
                         if state.free == 0 or time.monotonic() > drain_deadline:
                             break
-                    time.sleep(max(0.0, args.check - (time.monotonic() - tick)))
+                    if not woken:
+                        next_check += args.check
+                    # the next periodic check, or sooner when the listener is woken
+                    woken = wake.wait(max(0.0, next_check - time.monotonic()))
+                    wake.clear()
                 app.join()
                 with conn, conn.cursor() as cur:
                     cur.execute(LATENCY_SQL)
@@ -192,6 +214,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cur.execute("SELECT count(*) FROM orders WHERE NOT synced")
                     left = int(cur.fetchone()[0])
             finally:
+                stop_listener.set()
+                if listening.is_alive():
+                    listening.join()
                 conn.close()
                 client.close()
             credits = sim.admin.credits()
@@ -227,6 +252,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "left_pending": left,
         "checks": checks,
         "flushes": flushes,
+        "notify": settings.notify,
+        "woken_flushes": woken_flushes,
+        "notifications": listener.notifications,
         "min_batch": args.min_batch,
         "latency_s": _summary(latencies),
         "latency_new_orders_s": _summary(new_orders),
@@ -261,8 +289,15 @@ def main() -> None:
                     help="realtime_min_batch: whole tens go at once (100: full batches only)")
     ap.add_argument("--compare", action="store_true",
                     help="also run the older scheme (min_batch 100) on the same load, after")
+    ap.add_argument("--notify", choices=("off", "on", "both"), default="off",
+                    help="the NOTIFY wake-up (sync.notify); both: without, then with")
+    ap.add_argument("--debounce", type=float, default=DEBOUNCE,
+                    help="the listener's debounce, seconds (with --notify)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.notify == "both":
+        _notify_both(args)
+        return
     out = run(args)
     if args.compare:
         older = run(argparse.Namespace(**{**vars(args), "min_batch": 100}))
@@ -310,6 +345,31 @@ def main() -> None:
     print(f"{'strategy':<44} {'calls':>7} {'credits':>8}")
     for name, cost in rows:
         print(f"{name:<44} {cost['upsert_calls']:>7} {cost['credits']:>8}")
+
+
+def _notify_both(args: argparse.Namespace) -> None:
+    """The same load without, then with, the NOTIFY wake-up: latency and credits side by side."""
+    keys = ("latency_s", "latency_new_orders_s", "latency_existing_orders_s", "ours",
+            "mapped_changes", "checks", "flushes", "woken_flushes", "notifications")
+    out = {
+        "settings": {k: getattr(args, k) for k in ("rate", "seconds", "rows", "max_delay",
+                                                     "check", "min_batch", "debounce")},
+        **{mode: {k: v for k, v in run(argparse.Namespace(**{**vars(args), "notify": mode}))
+                  .items() if k in keys} for mode in ("off", "on")},
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"{args.rate}/s legacy writes for {args.seconds:.0f} s, check every {args.check} s,"
+          f" max_delay {args.max_delay} s, debounce {args.debounce} s")
+    print(f"{'notify':<7} {'changes':>8} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'calls':>6}"
+          f" {'credits':>8} {'woken':>6}")
+    for mode in ("off", "on"):
+        r = out[mode]
+        lat = r["latency_s"]
+        print(f"{mode:<7} {r['mapped_changes']:>8} {lat['p50']:>7} {lat['p95']:>7} {lat['max']:>7}"
+              f" {r['ours']['upsert_calls']:>6} {r['ours']['credits']:>8}"
+              f" {r['woken_flushes']:>6}")
 
 
 if __name__ == "__main__":

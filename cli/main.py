@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "secret",
     "verify",
     "deletes",
+    "listen",
 )
 
 

@@ -68,6 +68,7 @@ class Reason(StrEnum):
     NOTHING = "nothing"  # no ready row
     BACKLOG = "backlog"  # cheaper by a bulk job: left to the interval run (mode ``both``)
     INITIAL_RUN = "initial_run"  # an initial sync is running: its own rounds send these rows
+    WOKEN = "woken"  # woken by the change trigger's NOTIFY (sync.notify): send what is ready
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,14 @@ class Due:
         }
 
 
-def decide(state: PendingState, settings: Settings) -> Due:
+def decide(state: PendingState, settings: Settings, *, woken: bool = False) -> Due:
     """Flush when ``realtime_threshold`` rows are ready or the oldest change would be more than
     ``max_delay`` old at the next check (``age + realtime_check >= max_delay``), so every change
     reaches Zoho within ``max_delay`` while checks run on time.
+
+    A check ``woken`` by a change notification (``sync.notify``, :mod:`pipeline.notify`) sends
+    every ready row at once (:data:`Reason.WOKEN`): latency over credits, which is what turning
+    notify on asks for (a call of 1 record costs what a call of 10 does).
 
     Pure. In mode ``both`` a backlog that a bulk job sends for fewer credits (the planner
     says so: ~5,000 rows and more) is left to the interval run (:data:`Reason.BACKLOG`).
@@ -118,6 +123,8 @@ def decide(state: PendingState, settings: Settings) -> Due:
         return Due(False, Reason.BACKLOG, ready, age)
     if ready >= settings.realtime_threshold:
         return Due(True, Reason.THRESHOLD, ready, age)
+    if woken:
+        return Due(True, Reason.WOKEN, ready, age)
     # The last check before the deadline sends: the next one would come after it.
     if age is not None and age + settings.realtime_check >= settings.realtime_max_delay:
         return Due(True, Reason.MAX_DELAY, ready, age)
@@ -194,9 +201,11 @@ def pending_state(
     )
 
 
-def due(conn: Connection, settings: Settings, now: datetime | None = None) -> Due:
+def due(
+    conn: Connection, settings: Settings, now: datetime | None = None, *, woken: bool = False
+) -> Due:
     """Whether a near-real-time flush is due now (:func:`pending_state` then :func:`decide`)."""
-    return decide(pending_state(conn, settings, now), settings)
+    return decide(pending_state(conn, settings, now), settings, woken=woken)
 
 
 @dataclass(frozen=True)
@@ -253,13 +262,17 @@ def flush(
     conn: Connection | None = None,
     max_batches: int = MAX_BATCHES_PER_FLUSH,
     now: datetime | None = None,
+    woken: bool = False,
 ) -> FlushResult:
     """Send what is due, batch after batch, until :func:`due` says stop (see module docstring).
 
     Records a ``realtime`` run only when something is sent (a check every 30 s that finds
     nothing leaves no trace). When the credit budget refuses a call, the flush stops and the
     run's ``stats["waiting"]`` says why; the rows stay pending. Any other error ends the run
-    ``failed`` and is raised (transient ones are retried by the task).
+    ``failed`` and is raised (transient ones are retried by the task). ``woken``: a check sent
+    by the change listener (:func:`decide`); only its first decision sends every ready row,
+    later batches of the same flush follow the usual rules (a burst of commits during the
+    flush waits for the next wake, not one call each).
     """
     own = conn is None
     conn = connect(settings, application="ordersync-realtime") if conn is None else conn
@@ -269,7 +282,7 @@ def flush(
         batches: list[BatchResult] = []
         waiting = ""
         created = False  # a run was started by this flush (finish it)
-        decision = due(conn, settings, now)
+        decision = due(conn, settings, now, woken=woken)
         try:
             while decision.flush and len(batches) < max_batches:
                 needed = upsert_credits(min(decision.ready, decision.limit))
@@ -302,6 +315,7 @@ def flush(
                 if result is None:
                     break
                 batches.append(result)
+                # a wake sends what was ready when it came; rows changed since wait for the next
                 decision = due(conn, settings, now)
         except Exception as exc:
             if run_id is not None and created:

@@ -25,7 +25,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger
-from pipeline.ledger import BatchKind, BatchState, RowError, record_row_errors
+from pipeline.ledger import BatchKind, BatchState, RowError, RunKind, RunState, record_row_errors
 from pipeline.legacy.extract import RealtimeBatch, claim_realtime
 from pipeline.legacy.mark import mark_synced
 from pipeline.legacy.names import Names
@@ -205,6 +205,17 @@ def release_abandoned(
                 conn, settings, batch_id, BatchState.FAILED,
                 error=f"abandoned: its worker died, no outcome recorded within {older_than:.0f} s",
             )  # fmt: skip
+        if ids:  # a flush's own run dies with its worker: nothing else would end it
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {runs} SET state = %s, finished_at = now(), updated_at = now(),"
+                    " error = %s WHERE kind = %s AND state = %s AND id IN"
+                    " (SELECT run_id FROM {batches} WHERE id = ANY(%s))"
+                ).format(runs=Names(settings).ledger_table("runs"),
+                         batches=Names(settings).ledger_table("batches")),  # fmt: skip
+                (RunState.FAILED.value, "its worker died during a flush; the rows went round again",
+                 RunKind.REALTIME.value, RunState.RUNNING.value, ids),  # fmt: skip
+            )
     if ids:
         log.warning("released abandoned realtime batches %s", ids)
     return ids

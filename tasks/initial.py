@@ -25,6 +25,7 @@ from pipeline.initial_sync import Outcome, Step
 from pipeline.upserts import release_abandoned
 from tasks.app import app
 from tasks.base import worker_client, worker_db, worker_settings
+from tasks.schedule import REALTIME_CHECK
 from tasks.steps import TASK_NAMES, send_step
 
 logger = logging.getLogger(__name__)
@@ -112,17 +113,24 @@ def upsert(*, run_id: int) -> dict[str, Any]:
 @app.task(name=SWEEP)
 def sweep(*, older_than: float | None = None) -> dict[str, Any]:
     """Re-enqueue the step of every stalled batch and the claim of every stalled run; end the
-    upsert batches whose worker died (their run's claim then sends their rows again)."""
+    upsert batches whose worker died, and hand their rows on at once (their run's next claim,
+    a near-real-time check)."""
     settings = worker_settings()
     with worker_db() as conn:
         released = release_abandoned(conn, settings)
+        resume = sync.resume_released(conn, settings, released)
+    for run_id in resume.runs:
+        send_step(app, Step.EXTRACT, run_id=run_id)
+    if resume.realtime_check:
+        app.send_task(REALTIME_CHECK)
     threshold, run_threshold = sync.sweep_thresholds(settings, older_than)
     batches = sync.stalled_batches(settings, threshold)
     for batch_id, step in batches:
         logger.warning("batch %s stalled: re-enqueueing %s", batch_id, step)
         send_step(app, step, batch_id=batch_id)
-    runs = sync.stalled_runs(settings, run_threshold)
+    runs = [r for r in sync.stalled_runs(settings, run_threshold) if r not in resume.runs]
     for run_id in runs:
         logger.warning("run %s stalled: re-enqueueing its next claim", run_id)
         send_step(app, Step.EXTRACT, run_id=run_id)
-    return {"batches": [b for b, _ in batches], "runs": runs, "released": released}
+    return {"batches": [b for b, _ in batches], "runs": runs, "released": released,
+            "resumed": list(resume.runs)}  # fmt: skip

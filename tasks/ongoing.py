@@ -41,17 +41,18 @@ BACKLOG_REQUEST_TTL = 600
 
 
 @shared_task(name=REALTIME_CHECK, base=OrdersyncTask, bind=True)
-def realtime_check(self: OrdersyncTask) -> dict[str, Any]:
-    """Flush the near-real-time buffer if due; ask for an interval run on a bulk-sized backlog."""
+def realtime_check(self: OrdersyncTask, *, woken: bool = False) -> dict[str, Any]:
+    """Flush the near-real-time buffer if due (``woken`` by ``ordersync listen``: every ready
+    row); ask for an interval run on a bulk-sized backlog."""
     settings = worker_settings()
     with worker_db() as conn:
-        result = realtime.flush(settings, worker_client(), conn=conn)
+        result = realtime.flush(settings, worker_client(), conn=conn, woken=woken)
     if result.decision.reason is Reason.BACKLOG and _first_backlog_request(settings):
         logger.info("%d rows ready: cheaper by bulk, interval run requested",
                     result.decision.ready)  # fmt: skip
         interval_run.apply_async()
     if result.more:
-        self.schedule_again(0)
+        self.schedule_again(0, woken=woken)
     return result.as_dict()
 
 

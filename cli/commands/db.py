@@ -101,8 +101,9 @@ def run_status(args: argparse.Namespace) -> int:
             + (
                 ""
                 if report["trigger_current"] or not report["triggers"]
-                else " (mapping changed: run install)"
+                else " (mapping or options changed: run install)"
             )
+            + (" (with NOTIFY)" if report.get("trigger_notifies") else "")
         )
         print(f"pending index    {report['pending_index']}")
         print(

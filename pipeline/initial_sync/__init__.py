@@ -24,8 +24,10 @@ Rules that make a crash at any point lose nothing and do nothing twice:
   answer) is never followed by a blind second job: the job's callback (its URL carries this
   batch's token) names the job, the web process stores that id as ``job_hint``, and the poll
   step accepts it only after a GET shows the job's callback URL carries the token whose digest
-  the batch holds. Only after ``settings.job_callback_wait`` seconds without it is a job created
-  again (logged as a warning, counted in ``stats.jobs_recreated``).
+  the batch holds. Only after as long as the job could take without it (``callback_wait``: its
+  rows at the speed of finished jobs, x2 + 10 s, at least 30 s, at most
+  ``settings.job_callback_wait``) is a job created again (logged as a warning, counted in
+  ``stats.jobs_recreated``).
 * A FAILED job sends the batch back to ``rendered`` (new upload, new job) up to
   ``MAX_JOB_ATTEMPTS`` times, then fails the batch, which releases its rows: they go round again
   in a later batch of the run (a run gives up after ``MAX_FAILED_BATCHES`` failed batches).
@@ -85,6 +87,7 @@ from pipeline.initial_sync.decisions import (
     BULK_STEPS,
     CALLBACK_PREFIX,
     CALLBACK_RECHECK,
+    CALLBACK_WAIT_FLOOR,
     FIRST_POLL,
     FREE_COUNT_CAP,
     MAX_FAILED_BATCHES,
@@ -98,6 +101,7 @@ from pipeline.initial_sync.decisions import (
     Outcome,
     RunInProgress,
     Step,
+    callback_wait,
     job_remaining,
     job_slot_countdown,
     poll_countdown,
@@ -121,7 +125,10 @@ from pipeline.initial_sync.sending import (
     zip_is_intact,
 )
 from pipeline.initial_sync.sweeper import (
+    Resume,
     expect_next,
+    resume_released,
+    runs_of_batches,
     stalled_batches,
     stalled_runs,
     sweep_thresholds,
@@ -129,13 +136,17 @@ from pipeline.initial_sync.sweeper import (
 from pipeline.ledger import BATCH_LOCK_CLASS
 
 __all__ = [
+    "Resume",
     "expect_next",
+    "resume_released",
+    "runs_of_batches",
     "sweep_thresholds",
     "BATCH_LOCK_CLASS",
     "BATCH_LOCK_TIMEOUT",
     "BULK_STEPS",
     "CALLBACK_PREFIX",
     "CALLBACK_RECHECK",
+    "CALLBACK_WAIT_FLOOR",
     "FIRST_POLL",
     "FREE_COUNT_CAP",
     "MAX_FAILED_BATCHES",
@@ -158,6 +169,7 @@ __all__ = [
     "fail_run_if_hopeless",
     "poll",
     "job_remaining",
+    "callback_wait",
     "job_slot_countdown",
     "poll_countdown",
     "price_claim",

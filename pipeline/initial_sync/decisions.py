@@ -14,6 +14,12 @@ FIRST_POLL = 0.25  # seconds before the first poll of a job; doubled each poll
 MAX_POLL = 60.0  # seconds: the longest wait between two polls
 POLL_LATE_SHARE = 0.1  # a poll comes at most this share of the job's age after its end
 CALLBACK_RECHECK = 30.0  # seconds between checks while waiting for a job's callback
+# A job creation of unknown outcome waits for the job's callback only as long as such a job
+# could take: its rows at the job speed seen so far, times this factor, plus the margin, and at
+# least the floor (a queue at Zoho, a slow callback); ``job_callback_wait`` caps it.
+CALLBACK_WAIT_FACTOR = 2.0
+CALLBACK_WAIT_MARGIN = 10.0  # seconds
+CALLBACK_WAIT_FLOOR = 30.0  # seconds
 MAX_JOB_ATTEMPTS = 3  # jobs per batch (FAILED or refused) before the batch fails
 MAX_FAILED_BATCHES = 5  # failed batches before a run gives up
 BATCH_LOCK_TIMEOUT = "120s"
@@ -26,6 +32,24 @@ JOB_SLOT_RECHECK = 10.0  # seconds: a batch waiting for one of its run's jobs to
 MAX_UPSERT_CALLS = 100  # upsert calls one ``upsert`` step makes at most (then the next claim)
 # Free rows counted at most per claim: above this a bulk job is always the cheaper way.
 FREE_COUNT_CAP = BULK_JOB_MAX_ROWS + 1
+
+
+def callback_wait(rows: int, rows_per_s: float, ceiling: float) -> float:
+    """Seconds to wait for the callback of a job whose creation has an unknown outcome (the
+    answer was lost) before creating it again.
+
+    Zoho has no API that lists recent bulk write jobs (only one job by its id), so a lost answer
+    can only be resolved by the job's callback, which comes when the job ends: waiting longer
+    than the job could need only delays the batch. The wait is ``rows`` at ``rows_per_s``
+    (``CALLBACK_WAIT_FACTOR`` times, plus ``CALLBACK_WAIT_MARGIN``), at least
+    ``CALLBACK_WAIT_FLOOR``, at most ``ceiling`` (``job_callback_wait``).
+    """
+    if ceiling <= 0:
+        return 0.0
+    if rows_per_s <= 0:
+        return ceiling
+    need = CALLBACK_WAIT_FACTOR * rows / rows_per_s + CALLBACK_WAIT_MARGIN
+    return min(ceiling, max(CALLBACK_WAIT_FLOOR, need))
 
 
 class Step(StrEnum):

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from pipeline import ledger
+from pipeline import ledger, progress
 from pipeline.initial_sync.batch import (
     advance,
     after_finish,
@@ -33,6 +33,7 @@ from pipeline.initial_sync.decisions import (
     JOB_SLOT_RECHECK,
     Outcome,
     Step,
+    callback_wait,
     job_slot_countdown,
     poll_countdown,
 )
@@ -137,6 +138,17 @@ def waiting_for_slot(conn: Connection, settings: Settings, run_id: int) -> int |
     return None if row is None else int(row[0])
 
 
+def expected_callback_wait(conn: Connection, settings: Settings, batch: Batch) -> float:
+    """Seconds a job creation of unknown outcome waits for the job's callback: 0 without a
+    callback URL, else :func:`callback_wait` of the batch's rows at the speed of the ledger's
+    finished jobs (job requested → reconciled; else ``progress.ASSUMED_JOB_ROWS_PER_S``)."""
+    if not settings.zoho.callback_url:
+        return 0.0
+    rows, seconds = progress.read_finished_jobs(conn, settings)
+    speed = rows / seconds if rows > 0 and seconds > 0 else progress.ASSUMED_JOB_ROWS_PER_S
+    return callback_wait(batch.row_count, speed, settings.job_callback_wait)
+
+
 def create_job(
     conn: Connection,
     settings: Settings,
@@ -149,8 +161,9 @@ def create_job(
 
     With a callback URL configured, the job calls back on ``<callback_url>/zoho/callback/<token>``
     with a fresh token per attempt (``new_token()``; its digest is stored). An earlier intent
-    without a job id is waited on (callback) for ``settings.job_callback_wait`` seconds before a
-    new job is created.
+    without a job id is waited on (callback) for as long as the job could take
+    (:func:`expected_callback_wait`, at most ``settings.job_callback_wait``) before a new job
+    is created.
     """
     with batch_lock(conn, batch_id):
         batch = load(conn, settings, batch_id)
@@ -161,7 +174,7 @@ def create_job(
             if batch.job_hint:  # a callback named a job: the poll step checks and takes it
                 return Outcome(batch_id, Step.POLL, run_id=batch.run_id, note="callback hint")
             waited = seconds_since(batch.job_requested_at)
-            wait = settings.job_callback_wait if settings.zoho.callback_url else 0.0
+            wait = expected_callback_wait(conn, settings, batch)
             if waited < wait:
                 touch(conn, settings, batch_id, stats)
                 conn.commit()
@@ -198,7 +211,7 @@ def create_job(
             )  # fmt: skip
         except AmbiguousJobCreation as exc:
             log.warning("batch %s: %s; waiting for the job's callback", batch_id, exc)
-            wait = settings.job_callback_wait if callback_url else 0.0
+            wait = expected_callback_wait(conn, settings, batch)
             return Outcome(batch_id, Step.CREATE_JOB, run_id=batch.run_id,
                            countdown=min(CALLBACK_RECHECK, wait), note="ambiguous")  # fmt: skip
         except FatalZohoError as exc:  # refused: no job exists

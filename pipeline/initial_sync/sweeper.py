@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
@@ -18,7 +19,7 @@ from pipeline.initial_sync.decisions import (
 )
 from pipeline.ledger import BatchKind, BatchState, RunKind, RunState
 from pipeline.legacy.connection import transaction
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SyncMode
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +93,49 @@ def stalled_runs(settings: Settings, older_than: float) -> list[int]:
             ),
         )
         return [int(r[0]) for r in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What the sweep hands on once it freed abandoned upsert batches: the next claim of each
+    bulk run they belonged to, and a near-real-time check for the freed rows."""
+
+    runs: tuple[int, ...] = ()
+    realtime_check: bool = False
+
+
+def runs_of_batches(
+    conn: Connection, settings: Settings, batch_ids: list[int]
+) -> list[tuple[int, RunKind]]:
+    """The running runs the given batches belong to (each once, by id), with their kind."""
+    if not batch_ids:
+        return []
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                """SELECT DISTINCT r.id, r.kind FROM {runs} r JOIN {batches} b ON b.run_id = r.id
+                   WHERE b.id = ANY(%s) AND r.state = %s ORDER BY r.id"""
+            ).format(runs=table(settings, "runs"), batches=table(settings, "batches")),
+            (list(batch_ids), RunState.RUNNING.value),
+        )
+        return [(int(run_id), RunKind(kind)) for run_id, kind in cur.fetchall()]
+
+
+def resume_released(conn: Connection, settings: Settings, released: list[int]) -> Resume:
+    """After :func:`pipeline.upserts.release_abandoned` freed ``released``: what goes on at once
+    rather than at the next check or claim sweep (a killed worker's rows moving again within
+    ``stall_after`` + one sweep).
+
+    A bulk run (initial, manual, interval) gets its next claim (its pricing sends the freed
+    rows by upsert again; a realtime run was ended by the release); in a near-real-time mode
+    a check is asked for.
+    """
+    if not released:
+        return Resume()
+    runs = [run_id for run_id, kind in runs_of_batches(conn, settings, released)
+            if kind is not RunKind.REALTIME]  # fmt: skip
+    check = settings.mode in (SyncMode.REALTIME, SyncMode.BOTH)
+    if runs or check:
+        log.warning("released batches %s: resuming runs %s%s", released, runs,
+                    ", near-real-time check" if check else "")  # fmt: skip
+    return Resume(tuple(runs), check)

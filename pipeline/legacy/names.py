@@ -80,6 +80,12 @@ class Names:
         return self._derived("_ordersync_del")
 
     @property
+    def notify_channel(self) -> str:
+        """The channel the change trigger notifies (``sync.notify``): one per ledger schema, so
+        two installs in one database never wake each other."""
+        return f"{self.settings.source.ledger_schema[:54]}_pending"
+
+    @property
     def delete_function(self) -> sql.Identifier:
         return self.ledger_table(self._derived("_tombstone_on_delete"))
 

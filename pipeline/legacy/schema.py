@@ -64,8 +64,10 @@ def mapped_columns(settings: Settings) -> tuple[str, ...]:
 def _signature(settings: Settings) -> str:
     # "v2": the triggers also keep the pending-since time (re-install regenerates older ones);
     # "deletes": the delete trigger is on (``sync.deletes``), so turning it on or off re-installs.
+    # "notify": the change trigger also notifies (``sync.notify``).
     deletes = "; deletes" if settings.deletes else ""
-    return "ordersync v2 mapped columns: " + ",".join(mapped_columns(settings)) + deletes
+    notify = "; notify" if settings.notify else ""
+    return "ordersync v2 mapped columns: " + ",".join(mapped_columns(settings)) + deletes + notify
 
 
 def delete_trigger_statements(settings: Settings) -> list[sql.Composable]:
@@ -102,19 +104,27 @@ def trigger_statements(settings: Settings) -> list[sql.Composable]:
       ``sync_version = OLD.sync_version + 1``. The ``WHEN`` clause compares only the mapped
       columns, so an update of unmapped columns or of the sync columns alone (our own marking)
       does not even call the function: it changes nothing, flips nothing back, costs no credit.
+    * With ``sync.notify`` both functions also ``pg_notify`` the install's channel
+      (``Names.notify_channel``) with an empty payload: PostgreSQL folds identical
+      notifications of one transaction into one, delivered at commit (never for a rollback).
     """
     n = Names(settings)
     cols = mapped_columns(settings)
     old = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in cols)
     new = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in cols)
+    notify = (
+        sql.SQL("PERFORM pg_notify({}, ''); ").format(sql.Literal(n.notify_channel))
+        if settings.notify
+        else sql.SQL("")
+    )
     insert_body = sql.SQL(
-        "BEGIN NEW.{synced} := false; NEW.{since} := now(); RETURN NEW; END"
-    ).format(synced=n.synced, since=n.pending_since)
+        "BEGIN NEW.{synced} := false; NEW.{since} := now(); {notify}RETURN NEW; END"
+    ).format(synced=n.synced, since=n.pending_since, notify=notify)
     # pending-since: when the row went from synced to pending; further edits keep that time.
     update_body = sql.SQL(
         "BEGIN NEW.{since} := CASE WHEN OLD.{synced} THEN now() ELSE coalesce(OLD.{since}, now())"
-        " END; NEW.{synced} := false; NEW.{version} := OLD.{version} + 1; RETURN NEW; END"
-    ).format(synced=n.synced, version=n.version, since=n.pending_since)
+        " END; NEW.{synced} := false; NEW.{version} := OLD.{version} + 1; {notify}RETURN NEW; END"
+    ).format(synced=n.synced, version=n.version, since=n.pending_since, notify=notify)
     return [
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
@@ -153,6 +163,17 @@ def _trigger_comment(cur: Any, settings: Settings) -> str | None:
     )
     row = cur.fetchone()
     return None if row is None else row[0]
+
+
+def notify_installed(settings: Settings) -> bool:
+    """Whether the installed change trigger notifies (``sync.notify`` was on at the last
+    ``db install``)."""
+    conn = connect(settings, application="ordersync-cli")
+    try:
+        with conn, conn.cursor() as cur:
+            return (_trigger_comment(cur, settings) or "").endswith("; notify")
+    finally:
+        conn.close()
 
 
 def _index_state(cur: Any, settings: Settings) -> bool | None:
@@ -332,6 +353,7 @@ def status(settings: Settings) -> dict[str, Any]:
                 "columns": columns,
                 "triggers": triggers,
                 "trigger_current": comment == _signature(settings),
+                "trigger_notifies": (comment or "").endswith("; notify"),  # sync.notify
                 "pending_index": {None: "missing", True: "valid", False: "invalid"}[index],
                 "ledger_schema": src.ledger_schema,
                 "ledger_tables": ledger_tables,

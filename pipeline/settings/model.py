@@ -76,6 +76,9 @@ class Settings:
     deletes: bool = False
     max_deletes: int = 100
     deletes_every: float = 300.0  # seconds between delete runs through beat
+    # Faster change detection, opt-in: the change trigger also NOTIFYs (``db install``) and
+    # ``ordersync listen`` sends a near-real-time check when notified; the periodic check stays.
+    notify: bool = False
 
 
 # The demo `orders` table's mapping (see pipeline/demo.py); a real install states its own.

@@ -66,6 +66,26 @@ def test_realtime_latency_and_credits_beside_naive() -> None:
     assert figures["ours"]["credits"] < figures["naive_per_change"]["credits"]
 
 
+def test_realtime_with_and_without_the_notify_wake_up() -> None:
+    figures = run_bench(
+        "realtime", "--seconds", "4", "--rows", "100", "--rate", "20", "--max-delay", "3",
+        "--check", "2", "--notify", "both",
+    )  # fmt: skip
+    off, on = figures["off"], figures["on"]
+    assert off["woken_flushes"] == 0 and off["notifications"] == 0
+    assert on["woken_flushes"] > 0 and on["notifications"] > 0
+    assert on["latency_s"]["n"] > 0 and on["latency_s"]["p95"] < off["latency_s"]["p95"]
+
+
+def test_notify_trigger_cost_beside_the_plain_trigger() -> None:
+    figures = run_bench(
+        "notify_trigger", "--rows", "2000", "--writers", "2", "--seconds", "1", "--repeat", "1"
+    )
+    for trigger in ("plain", "notify"):
+        assert figures[trigger]["bulk_update_s"] > 0 and figures[trigger]["writers_tx_per_s"] > 0
+    assert figures["bulk_update_ratio"] > 0 and figures["writers_ratio"] > 0
+
+
 def test_verify_beside_its_floor_and_naive_read_back() -> None:
     figures = run_bench("verify", "--rows", "2000")
     assert figures["pending_after_sync"] == 0

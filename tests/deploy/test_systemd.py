@@ -28,6 +28,7 @@ UNITS = (
     "ordersync-beat.service",
     "ordersync-flower.service",
     "ordersync-web.service",
+    "ordersync-listen.service",
 )
 ENV_FILE = "/etc/ordersync/ordersync.env"
 INSTALL_BIN = "/opt/ordersync/bin/"

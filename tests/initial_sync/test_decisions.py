@@ -8,12 +8,14 @@ import pytest
 
 from pipeline.claims import choose_claim
 from pipeline.initial_sync import (
+    CALLBACK_WAIT_FLOOR,
     MAX_POLL,
     NEXT_STEP,
     RUN_STEPS,
     RunInProgress,
     Step,
     callback_path,
+    callback_wait,
     fresh_token,
     job_remaining,
     job_slot_countdown,
@@ -195,6 +197,21 @@ def test_a_job_refused_with_429_waits_longer_each_time_up_to_a_minute() -> None:
     assert all(a < b for a, b in zip(waits, waits[1:6], strict=False)), waits
     assert max(waits) == 60.0 and waits[-1] == 60.0
     assert job_slot_countdown(1, retry_after=120.0) == 120.0  # Zoho's own wait wins when longer
+
+
+def test_a_job_of_unknown_outcome_waits_for_its_callback_only_as_long_as_it_could_take() -> None:
+    speed = 25_000 / 60  # rows a second, as jobs went so far
+    # a full batch: 60 s of job, x2 + 10 s; no more than the configured ceiling
+    assert callback_wait(25_000, speed, ceiling=300.0) == pytest.approx(130.0)
+    assert callback_wait(25_000, speed, ceiling=90.0) == 90.0
+    # a small batch, or fast jobs: the floor (a queue at Zoho, a slow callback)
+    assert callback_wait(5_000, speed * 10, ceiling=300.0) == CALLBACK_WAIT_FLOOR == 30.0
+    # slow jobs seen so far: longer, still capped
+    assert callback_wait(25_000, speed / 2, ceiling=300.0) == pytest.approx(250.0)
+    assert callback_wait(25_000, speed / 10, ceiling=300.0) == 300.0
+    # no speed known: the ceiling; no wait configured (no callback URL): none
+    assert callback_wait(25_000, 0.0, ceiling=300.0) == 300.0
+    assert callback_wait(25_000, speed, ceiling=0.0) == 0.0
 
 
 def test_a_poll_comes_just_after_the_end_zohos_counts_predict() -> None:

@@ -84,6 +84,22 @@ def test_decide_leaves_a_backlog_cheaper_by_bulk_to_the_interval_run_in_mode_bot
     assert realtime.decide(PendingState(4_000, 900.0, 4_000), both).flush
 
 
+def test_a_check_woken_by_a_change_notification_sends_every_ready_row_now() -> None:
+    settings = Settings(mode=SyncMode.REALTIME)
+    for ready in (1, 9, 25):
+        due = realtime.decide(PendingState(ready, 0.1, ready), settings, woken=True)
+        assert (due.flush, due.reason, due.limit) == (True, Reason.WOKEN, 100)
+    assert realtime.decide(PendingState(150, 0.1, 150), settings, woken=True).reason is (
+        Reason.THRESHOLD
+    )
+    assert not realtime.decide(PendingState(0, None, 0), settings, woken=True).flush
+    # still no flush during an initial sync, and a bulk-sized backlog still goes by bulk
+    busy = PendingState(3, 0.1, 3, initial_running=True)
+    assert realtime.decide(busy, settings, woken=True).reason is Reason.INITIAL_RUN
+    backlog = PendingState(6_000, 0.1, 6_000)
+    assert realtime.decide(backlog, Settings(), woken=True).reason is Reason.BACKLOG
+
+
 def test_decide_stands_by_while_an_initial_sync_runs() -> None:
     state = PendingState(6_000, 900.0, 6_000, initial_running=True)
     for mode in SyncMode:
