@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from zohosim.records import RecordStore
 from zohosim.schema import FieldError, Schema, check_format
@@ -44,12 +45,44 @@ class CsvFile:
     raw: bytes = b""
 
 
-@dataclass
 class Upload:
-    file_id: str
-    created_time: str
-    data: bytes
-    csvs: list[CsvFile] = field(default_factory=list)
+    """An uploaded zip: parsed until a job takes its rows, then only the zip, on disk.
+
+    A file id stays valid after its job (a second job may name it): its CSVs are parsed again
+    from the spilled zip then, so memory holds the rows of uploads no job has used yet.
+    """
+
+    def __init__(self, file_id: str, created_time: str, data: bytes,
+                 csvs: list[CsvFile]) -> None:
+        self.file_id = file_id
+        self.created_time = created_time
+        self.data: bytes | None = data
+        self._csvs: list[CsvFile] | None = csvs
+        self.path: Path | None = None
+
+    @property
+    def csvs(self) -> list[CsvFile]:
+        if self._csvs is not None:
+            return self._csvs
+        return parse_upload(self.zip_bytes())
+
+    def zip_bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    def spill(self, directory: Path) -> None:
+        """Write the zip to ``directory`` (once); :meth:`drop` then frees the memory."""
+        if self.path is None and self.data is not None:
+            path = directory / f"upload-{self.file_id}.zip"
+            path.write_bytes(self.data)
+            self.path = path
+
+    def drop(self) -> None:
+        if self.path is not None:
+            self.data = None
+            self._csvs = None
 
 
 def is_zip(data: bytes) -> bool:
@@ -76,7 +109,7 @@ def parse_csv(name: str, raw: bytes, encoding: str | None = None) -> CsvFile:
     delim = max(DELIMITERS, key=first.count) if any(d in first for d in DELIMITERS) else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
     header = next(reader, [])
-    rows = [r for r in reader if r and any(c != "" for c in r)]
+    rows = [r for r in reader if any(r)]  # blank lines (all cells empty) are not rows
     return CsvFile(name=name, header=header, rows=rows, raw=raw)
 
 
@@ -297,8 +330,7 @@ def validate_job(body: Any, schema: Schema, uploads: dict[str, Upload]) -> JobSp
 
 
 # ---- processing ------------------------------------------------------------------------------
-@dataclass
-class RowResult:
+class RowResult(NamedTuple):
     status: str  # ADDED / UPDATED / SKIPPED
     record_id: str
     errors: str
@@ -389,17 +421,34 @@ def result_columns(spec: JobSpec) -> list[int]:
     return sorted({m.index for m in spec.mappings if m.index is not None})[:3]
 
 
+class ResultFile:
+    """A job's result CSV ``<Module>-<csv name>`` (§5.2), written as its rows are processed."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.cols = result_columns(spec)
+        self.name = f"{spec.module}-{spec.csv.name}"
+        self.buf = io.StringIO()
+        self.writer = csv.writer(self.buf, lineterminator="\n")
+        self.writer.writerow([spec.csv.header[i] for i in self.cols]
+                             + ["STATUS", "RECORD_ID", "ERRORS"])
+
+    def add(self, row: list[str], res: RowResult) -> None:
+        width = len(row)
+        self.writer.writerow([row[i] if i < width else "" for i in self.cols]
+                             + [res.status, res.record_id, res.errors])
+
+    def zip_bytes(self) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(self.name, self.buf.getvalue())
+        self.buf = io.StringIO()
+        return out.getvalue()
+
+
 def build_result_zip(spec: JobSpec, results: list[RowResult], module: str) -> tuple[str, bytes]:
-    """The result zip: one CSV ``<Module>-<csv name>`` (§5.2); returns (csv name, zip bytes)."""
-    cols = result_columns(spec)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([spec.csv.header[i] for i in cols] + ["STATUS", "RECORD_ID", "ERRORS"])
+    """The result zip of ``results`` (one per row of the upload); returns (csv name, zip bytes)."""
+    out = ResultFile(spec)
+    out.name = f"{module}-{spec.csv.name}"
     for row, res in zip(spec.csv.rows, results, strict=False):
-        w.writerow([row[i] if i < len(row) else "" for i in cols]
-                   + [res.status, res.record_id, res.errors])
-    name = f"{module}-{spec.csv.name}"
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(name, buf.getvalue())
-    return name, out.getvalue()
+        out.add(row, res)
+    return out.name, out.zip_bytes()

@@ -167,7 +167,7 @@ def _iso_datetime(dt: datetime) -> str:
         dt = dt.replace(tzinfo=tz or UTC)
     elif tz is not None:
         dt = dt.astimezone(tz)
-    return dt.replace(microsecond=0).isoformat()
+    return (dt.replace(microsecond=0) if dt.microsecond else dt).isoformat()
 
 
 @dataclass
