@@ -31,7 +31,7 @@ def test_latency_mode_figures() -> None:
     assert f["mode"] == "latency" and f["sim"] == "this checkout"
     assert (f["rows"], f["jobs"], f["rows_added"], f["records"]) == (30000, 2, 30000, 30000)
     assert f["wall_s"] > 0 and f["rows_per_s"] > 0 and f["probed_wall_s"] > 0
-    assert 0 < f["sim_cpu_s"] and 0 < f["probed_sim_cpu_s"]
+    assert f["sim_cpu_s"] > 0 and f["probed_sim_cpu_s"] > 0
     assert f["sim_cpu_share"] > 0
     assert 20 < f["sim_peak_rss_mb"] < 4000
     for group in ("probes", "idle_probes", "server_side"):
