@@ -731,7 +731,7 @@ class State:
                 return -1
             now = now_iso()
             new_id = self._next_id
-            touched: list[str] = []
+            touched: list[str] | None = [] if self.persist is not None else None
             spec = job.spec
             stop = min(stop, len(rows))
             early = start + YIELD_AFTER_ROWS
@@ -748,11 +748,12 @@ class State:
                     job.updated += 1
                 else:
                     job.skipped += 1
-                if res.record_id:
+                if touched is not None and res.record_id:
                     touched.append(res.record_id)
             job.processed += stop - start
-            self._save_records(job.spec.module,
-                               [store.records[r] for r in dict.fromkeys(touched)])
+            if touched:
+                self._save_records(job.spec.module,
+                                   [store.records[r] for r in dict.fromkeys(touched)])
         return stop - start
 
     def _send_callback(self, job: Job) -> None:
