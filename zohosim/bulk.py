@@ -5,8 +5,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import operator
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -352,6 +353,8 @@ class CompiledJob:
     key_column: str
     columns: dict[str, str]
     mandatory: list[str]
+    # unique fields a row may collide on besides find_by (its holder is the row's target)
+    other_unique: list[str] = field(default_factory=list)
 
 
 def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
@@ -365,7 +368,8 @@ def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
         conv = None if m.api_name == "id" else module.fields[m.api_name].csv_converter(m.format)
         maps.append((m.api_name, m.index, m.column, default, conv))
     return CompiledJob(maps, key_column, {m.api_name: m.column for m in spec.mappings},
-                       module.mandatory_fields)
+                       module.mandatory_fields,
+                       [f for f in store.unique if f != spec.find_by])
 
 
 def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[str],
@@ -408,7 +412,7 @@ def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[st
     if missing:
         return RowResult("SKIPPED", "",
                          f"MANDATORY_NOT_FOUND-{','.join(cj.columns.get(f, f) for f in missing)}")
-    conflicts = store.unique_conflicts(values, exclude=target)
+    conflicts = store.unique_conflicts(values, exclude=target, fields=cj.other_unique)
     if conflicts:
         cols = ",".join(cj.columns.get(f, f) for f, _ in conflicts)
         return RowResult("SKIPPED", "", f"DUPLICATE_DATA-{cols}")
@@ -429,6 +433,8 @@ class ResultFile:
 
     def __init__(self, spec: JobSpec) -> None:
         self.cols = result_columns(spec)
+        # the result's first cells of a full-width row in one call (itemgetter of 2+ indexes)
+        self.pick = operator.itemgetter(*self.cols) if len(self.cols) > 1 else None
         self.name = f"{spec.module}-{spec.csv.name}"
         self.buf = io.StringIO()
         self.writer = csv.writer(self.buf, lineterminator="\n")
@@ -436,6 +442,12 @@ class ResultFile:
                              + ["STATUS", "RECORD_ID", "ERRORS"])
 
     def add(self, row: list[str], res: RowResult) -> None:
+        if self.pick is not None:
+            try:
+                self.writer.writerow((*self.pick(row), *res))
+                return
+            except IndexError:  # a short row: its missing cells are empty
+                pass
         width = len(row)
         self.writer.writerow([row[i] if i < width else "" for i in self.cols]
                              + [res.status, res.record_id, res.errors])
