@@ -118,6 +118,7 @@ class StepAsideLock:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._count = threading.Lock()
+        self._quiet = threading.Condition(self._count)  # no call waiting or being answered
         self.waiting = 0
         self.serving = 0
 
@@ -128,6 +129,8 @@ class StepAsideLock:
     def call_ended(self) -> None:
         with self._count:
             self.serving -= 1
+            if not (self.serving or self.waiting):
+                self._quiet.notify_all()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._lock.acquire(blocking=False):
@@ -141,6 +144,8 @@ class StepAsideLock:
         finally:
             with self._count:
                 self.waiting -= 1
+                if not (self.serving or self.waiting):
+                    self._quiet.notify_all()
 
     def release(self) -> None:
         self._lock.release()
@@ -155,9 +160,8 @@ class StepAsideLock:
         """Wait, not holding the lock, while calls are answered (at most ``limit`` s)."""
         if not (self.waiting or self.serving):
             return
-        deadline = time.monotonic() + limit
-        while (self.waiting or self.serving) and time.monotonic() < deadline:
-            time.sleep(0.0005)
+        with self._count:
+            self._quiet.wait_for(lambda: not (self.waiting or self.serving), timeout=limit)
 
 
 @dataclass
