@@ -355,6 +355,10 @@ class CompiledJob:
     mandatory: list[str]
     # unique fields a row may collide on besides find_by (its holder is the row's target)
     other_unique: list[str] = field(default_factory=list)
+    # when every mapping reads a column (no id column, no default): (api name, index, converter)
+    # for rows of full width, and the width they need
+    plain: list[tuple[str, int, str, Any]] | None = None
+    width: int = 0
 
 
 def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
@@ -367,9 +371,17 @@ def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
         default = None if m.default is None else str(m.default)
         conv = None if m.api_name == "id" else module.fields[m.api_name].csv_converter(m.format)
         maps.append((m.api_name, m.index, m.column, default, conv))
+    plain: list[tuple[str, int, str, Any]] | None = []
+    for name, index, column, default, conv in maps:
+        if index is None or default is not None or conv is None:
+            plain = None
+            break
+        assert plain is not None
+        plain.append((name, index, column, conv))
+    width = 1 + max((m[1] for m in maps if m[1] is not None), default=-1)
     return CompiledJob(maps, key_column, {m.api_name: m.column for m in spec.mappings},
                        module.mandatory_fields,
-                       [f for f in store.unique if f != spec.find_by])
+                       [f for f in store.unique if f != spec.find_by], plain, width)
 
 
 def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[str],
@@ -380,7 +392,22 @@ def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[st
     key_value: Any = None
     ignore_empty = spec.ignore_empty
     width = len(row)
-    for name, index, column, default, conv in cj.mappings:
+    if cj.plain is not None and width >= cj.width:  # the common row: the same, fewer checks
+        for name, col, column, conv in cj.plain:
+            cell = row[col]
+            if cell:
+                try:
+                    values[name] = conv(cell)
+                except FieldError as e:
+                    if errors is None:
+                        errors = {}
+                    errors.setdefault(e.code, []).append(column)
+            elif not ignore_empty:
+                values[name] = None
+        maps: list[tuple[str, int | None, str, str | None, Any]] = []
+    else:
+        maps = cj.mappings
+    for name, index, column, default, conv in maps:
         cell = row[index] if index is not None and index < width else ""
         if cell == "" and default is not None:
             cell = default
