@@ -92,8 +92,9 @@ class RecordStore:
         return out
 
     def insert(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
+        # ``values`` becomes the record (every caller hands over a dict of its own)
         record = ({k: v for k, v in values.items() if v is not None}
-                  if None in values.values() else dict(values))
+                  if None in values.values() else values)
         record["id"] = rid
         # one shared, never-mutated user object (records are copied before they are answered)
         record["Owner"] = record["Created_By"] = record["Modified_By"] = RECORD_USER
