@@ -244,10 +244,11 @@ def validate_job(body: Any, schema: Schema, uploads: dict[str, Upload]) -> JobSp
     if upload is None:
         raise ApiError(400, "INVALID_FILE_ID", "improper file id",
                        {"api_name": "file_id", "json_path": f"{jp}.file_id"})
-    if len(upload.csvs) != 1:
+    csvs = upload.csvs  # parsed again from disk when a job has used the file already
+    if len(csvs) != 1:
         raise ApiError(400, "FILE_NOT_SUPPORTED", "File not supported for bulk write",
                        {"api_name": "file_id", "json_path": f"{jp}.file_id"})
-    csvf = upload.csvs[0]
+    csvf = csvs[0]
     if enc is not None:
         try:
             "".encode(enc)  # a text encoding (codecs.lookup also knows base64, rot13, ...)
