@@ -75,11 +75,14 @@ class RecordStore:
             return None
         return idx.get(norm_key(value))
 
-    def unique_conflicts(self, values: dict[str, Any],
-                         exclude: str | None) -> list[tuple[str, str]]:
-        """User-unique fields of ``values`` already held by another record: (field, other id)."""
+    def unique_conflicts(self, values: dict[str, Any], exclude: str | None,
+                         fields: list[str] | None = None) -> list[tuple[str, str]]:
+        """User-unique fields of ``values`` already held by another record: (field, other id).
+
+        ``fields``: only these of the unique fields (default: all).
+        """
         out = []
-        for f in self.unique:
+        for f in self.unique if fields is None else fields:
             v = values.get(f)
             if v is None:
                 continue
@@ -89,7 +92,9 @@ class RecordStore:
         return out
 
     def insert(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
-        record = {k: v for k, v in values.items() if v is not None}
+        # ``values`` becomes the record (every caller hands over a dict of its own)
+        record = ({k: v for k, v in values.items() if v is not None}
+                  if None in values.values() else values)
         record["id"] = rid
         # one shared, never-mutated user object (records are copied before they are answered)
         record["Owner"] = record["Created_By"] = record["Modified_By"] = RECORD_USER

@@ -63,6 +63,7 @@ DATETIME_RE = re.compile(
 )
 NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 INT_RE = re.compile(r"^[+-]?\d+$")
+MEMO_SIZE = 4096  # remembered cell values per converter (integers, dates)
 ISO_DATE_PATTERNS = {"yyyy-MM-dd"}
 ISO_DATETIME_PATTERNS = {
     "yyyy-MM-dd'T'HH:mm:ssXXX",
@@ -167,7 +168,7 @@ def _iso_datetime(dt: datetime) -> str:
         dt = dt.replace(tzinfo=tz or UTC)
     elif tz is not None:
         dt = dt.astimezone(tz)
-    return dt.replace(microsecond=0).isoformat()
+    return (dt.replace(microsecond=0) if dt.microsecond else dt).isoformat()
 
 
 @dataclass
@@ -292,36 +293,60 @@ class Field:
                     raise invalid()
                 return v
             return boolean
+        # the same cells come again and again (quantities, dates): their values are remembered
+        memo: dict[str, Any] = {}
         if t in ("integer", "bigint"):
+            bigint = t == "bigint"
+
             def integer(s: str) -> int | str:
-                s = s.strip()
-                if not INT_RE.match(s):
+                known = memo.get(s)
+                if known is not None:
+                    return known  # type: ignore[no-any-return]
+                v = s.strip()
+                if not INT_RE.match(v):
                     raise invalid()
-                return self._int(s)
+                if len(v.lstrip("+-").lstrip("0") or "0") > limit:
+                    raise too_long()
+                n = int(v)
+                value = str(n) if bigint else n
+                if len(memo) < MEMO_SIZE:
+                    memo[s] = value
+                return value
             return integer
         if t in ("currency", "double"):
+            places = self.decimal_place
+
             def number(s: str) -> float:
                 s = s.strip()
                 if not NUMBER_RE.match(s):
                     raise invalid()
-                return self._number(s)
+                if len(s.lstrip("+-").partition(".")[0].lstrip("0")) > limit:
+                    raise too_long()
+                n = float(s)
+                return round(n, places) if places is not None else n
             return number
         if t == "date":
             if fmt is None or fmt in ISO_DATE_PATTERNS:
                 def iso_date(s: str) -> str:
-                    s = s.strip()
-                    if DATE_RE.match(s):
+                    known = memo.get(s)
+                    if known is not None:
+                        return known  # type: ignore[no-any-return]
+                    v = s.strip()
+                    if DATE_RE.match(v):
                         try:
-                            date.fromisoformat(s)
-                            return s
+                            date.fromisoformat(v)
                         except ValueError:
                             raise invalid() from None
-                    if fmt is None:  # Zoho's documented default for CSV dates
+                    elif fmt is None:  # Zoho's documented default for CSV dates
                         try:
-                            return datetime.strptime(s, "%m/%d/%Y").date().isoformat()
+                            v = datetime.strptime(v, "%m/%d/%Y").date().isoformat()
                         except ValueError:
                             raise invalid() from None
-                    raise invalid()
+                    else:
+                        raise invalid()
+                    if len(memo) < MEMO_SIZE:
+                        memo[s] = v
+                    return v
                 return iso_date
             pyfmt = compile_java_pattern(fmt)[0]
 
@@ -340,9 +365,19 @@ class Field:
                             dt = datetime.fromisoformat(s)
                         except ValueError:
                             raise invalid() from None
-                        if _OUTPUT_TZ[0] is None and len(s) == 25 and s[19] in "+-":
-                            return s
-                        return _iso_datetime(dt)
+                        tz = _OUTPUT_TZ[0]
+                        if tz is None:
+                            if len(s) == 25 and s[19] in "+-":
+                                return s
+                            if dt.tzinfo is None:
+                                dt = dt.replace(tzinfo=UTC)
+                        elif dt.tzinfo is None:
+                            dt = dt.replace(tzinfo=tz)
+                        else:
+                            dt = dt.astimezone(tz)
+                        if dt.microsecond:  # _iso_datetime, inline: the hottest converter
+                            dt = dt.replace(microsecond=0)
+                        return dt.isoformat()
                     if fmt is None:
                         try:
                             return _iso_datetime(datetime.strptime(s, "%m/%d/%Y %H:%M:%S"))

@@ -212,9 +212,11 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body(MAX_UPLOAD_BYTES + (1 << 20) if is_upload else None)
         start = time.time()
         reply: Reply | None = None
+        self.state.lock.call_started()  # a running job's next burst waits for this answer
         try:
             reply = self._serve(api, method, path, query, body)
         finally:
+            self.state.lock.call_ended()
             # logged before answering, so a client that saw the answer also sees the log entry
             if api is not None:
                 self.state.log_request(api, method, path, reply.status if reply else 0, start,
@@ -427,9 +429,10 @@ class Handler(BaseHTTPRequestHandler):
             m = DOWNLOAD_PATH.match(path)
             assert m is not None
             done = st.jobs.get(m.group(2))
-            if done is None or done.result_zip is None or m.group(1) != st.zgid:
+            result = done.result_zip() if done is not None else None
+            if done is None or result is None or m.group(1) != st.zgid:
                 raise ApiError(404, "RESOURCE_NOT_FOUND", "The requested resource doesn't exist.")
-            return Reply(200, done.result_zip, content_type="application/zip",
+            return Reply(200, result, content_type="application/zip",
                          headers={"Content-Disposition": f'attachment; filename="{done.id}.zip"'})
         if api.startswith("bulk_read_"):
             return self._bulk_read(api, path, payload)

@@ -1,7 +1,13 @@
 """Everything the simulator remembers: config, tokens, credits, records, uploads, jobs, faults.
 
-One ``State`` per server, guarded by one lock. With a state file, records, uploads, jobs and the
-credit ledger are written through to SQLite and loaded again at start.
+One ``State`` per server, guarded by one lock. Bulk jobs are processed in bursts of
+``INSTANT_CHUNK`` rows per hold of that lock, one job thread at a time (the ``work`` lock); between
+bursts the job steps aside while requests wait for the lock, so create-job, job status, upload and
+upsert answer at once while a job runs, as at Zoho. What a job no longer needs leaves memory:
+an upload's parsed rows once its job has taken them (the zip is spilled to a temporary
+directory), the job's rows once processed, its result zip kept in that directory, as Zoho keeps
+result files for a while. With a state file, records, uploads, jobs and the credit ledger are
+written through to SQLite and loaded again at start.
 """
 
 from __future__ import annotations
@@ -9,10 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import urllib.request
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,10 +30,10 @@ from typing import Any
 
 from zohosim.bulk import (
     ApiError,
+    CsvFile,
     JobSpec,
-    RowResult,
+    ResultFile,
     Upload,
-    build_result_zip,
     compile_job,
     parse_upload,
     process_row,
@@ -36,7 +45,9 @@ from zohosim.schema import Schema, format_datetime, set_time_zone
 log = logging.getLogger("zohosim")
 
 REALISTIC_ROWS_PER_SECOND = 25_000 / 60
-INSTANT_CHUNK = 2_500
+INSTANT_CHUNK = 2_500  # rows per hold of the state lock at most (~50 ms), then requests go first
+YIELD_AFTER_ROWS = 50  # a burst ends early, after this many rows, once a request waits (~1 ms)
+STEP_ASIDE_SECONDS = 0.05  # the longest a job waits for the requests queued behind it
 API_NAMES = ("token", "org", "users", "fields", "records_get", "upload", "bulk_create",
              "bulk_get", "download", "upsert", "modules", "search",
              "bulk_read_create", "bulk_read_get", "bulk_read_download")
@@ -64,6 +75,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "sub_concurrency_threshold": 10,
     "job_rows_per_second": 0,
     "job_queue_seconds": 0.0,
+    "max_bulk_jobs": 0,  # bulk write jobs running at once (ADDED or IN PROGRESS); 0 = unlimited
     "status_spelling": "IN PROGRESS",
     "download_url_style": "absolute",
     "latency_ms": 0,
@@ -94,6 +106,64 @@ class Fault:
     seconds: float = 0.0
 
 
+class StepAsideLock:
+    """A reentrant lock that knows how many threads wait for it and how many calls are served.
+
+    Python's locks are not fair: a thread that releases one and asks again at once gets it back
+    before the woken waiter runs. A job thread calls :meth:`step_aside` between its bursts, so
+    the requests that queued up during a burst, and those being answered (a call takes the lock
+    several times: token, limits, handler, log), go first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._count = threading.Lock()
+        self._quiet = threading.Condition(self._count)  # no call waiting or being answered
+        self.waiting = 0
+        self.serving = 0
+
+    def call_started(self) -> None:
+        with self._count:
+            self.serving += 1
+
+    def call_ended(self) -> None:
+        with self._count:
+            self.serving -= 1
+            if not (self.serving or self.waiting):
+                self._quiet.notify_all()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        with self._count:
+            self.waiting += 1
+        try:
+            return self._lock.acquire(timeout=timeout)
+        finally:
+            with self._count:
+                self.waiting -= 1
+                if not (self.serving or self.waiting):
+                    self._quiet.notify_all()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def step_aside(self, limit: float) -> None:
+        """Wait, not holding the lock, while calls are answered (at most ``limit`` s)."""
+        if not (self.waiting or self.serving):
+            return
+        with self._count:
+            self._quiet.wait_for(lambda: not (self.waiting or self.serving), timeout=limit)
+
+
 @dataclass
 class Job:
     """One bulk write job."""
@@ -110,12 +180,26 @@ class Job:
     processed: int = 0
     fail: bool = False
     result_name: str = ""
-    result_zip: bytes | None = None
-    results: list[RowResult] = field(default_factory=list)
+    result_path: Path | None = None  # the result zip, in State.files
+    total: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total = len(self.spec.csv.rows)
 
     @property
     def finished(self) -> bool:
         return self.state in ("COMPLETED", "FAILED")
+
+    def drop_rows(self) -> None:
+        """The rows are processed: keep only the CSV's name and header."""
+        csvf = self.spec.csv
+        self.spec.csv = CsvFile(csvf.name, csvf.header, [], b"")
+
+    def result_zip(self) -> bytes | None:
+        try:
+            return self.result_path.read_bytes() if self.result_path is not None else None
+        except FileNotFoundError:  # removed by a reset meanwhile
+            return None
 
 
 class Persistence:
@@ -154,7 +238,7 @@ class Persistence:
 
     def save_upload(self, up: Upload) -> None:
         self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?)",
-                        (up.file_id, up.created_time, up.data))
+                        (up.file_id, up.created_time, up.zip_bytes()))
 
     def save_job(self, job: Job) -> None:
         data = {
@@ -164,7 +248,7 @@ class Persistence:
             "fail": job.fail, "result_name": job.result_name,
         }
         self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)",
-                        (job.id, json.dumps(data), job.result_zip))
+                        (job.id, json.dumps(data), job.result_zip()))
 
     def add_credit(self, ts: float, api: str, credits: int) -> None:
         self.db.execute("INSERT INTO credits VALUES (?, ?, ?)", (ts, api, credits))
@@ -189,7 +273,11 @@ class State:
         config: dict[str, Any] | None = None,
         state_file: str | Path | None = None,
     ) -> None:
-        self.lock = threading.RLock()
+        self.lock = StepAsideLock()
+        self.work = threading.Lock()  # one job thread processes rows at a time
+        # result zips and spilled uploads; removed by close() or at interpreter exit
+        self.files = Path(tempfile.mkdtemp(prefix="zohosim-files-"))
+        self._remove_files = weakref.finalize(self, shutil.rmtree, self.files, True)
         self.schema = schema
         self.client_id = client_id
         self.client_secret = client_secret
@@ -267,16 +355,26 @@ class State:
     def reset(self) -> None:
         with self.lock:
             self._reset_memory()
+            for path in self.files.iterdir():
+                path.unlink(missing_ok=True)
             if self.persist is not None:
                 self.persist.clear()
+
+    def close(self) -> None:
+        """Remove the temporary directory of result zips and spilled uploads."""
+        self._remove_files()
 
     def new_id(self) -> str:
         """A fresh all-digit 19-digit Zoho id."""
         with self.lock:
-            self.next_seq += 1
-            if self.persist is not None and self.next_seq % 1000 == 1:
-                self.persist.set_kv("next_seq", self.next_seq + 1000)
-            return str(5725767000000000000 + self.next_seq)
+            return self._next_id()
+
+    def _next_id(self) -> str:
+        """:meth:`new_id` for a caller that holds the lock."""
+        self.next_seq += 1
+        if self.persist is not None and self.next_seq % 1000 == 1:
+            self.persist.set_kv("next_seq", self.next_seq + 1000)
+        return str(5725767000000000000 + self.next_seq)
 
     # ---- persistence ----------------------------------------------------------------------
     def _load(self) -> None:
@@ -302,7 +400,12 @@ class State:
                 continue
             job = Job(d["id"], d["body"], spec, d["created_time"], d["host_base"], d["state"],
                       d["added"], d["updated"], d["skipped"], d["processed"], d["fail"],
-                      d["result_name"], result)
+                      d["result_name"])
+            if result is not None:
+                job.result_path = self.files / f"result-{job.id}.zip"
+                job.result_path.write_bytes(result)
+            if job.finished:
+                job.drop_rows()
             self.jobs[job.id] = job
             if not job.finished:
                 resume.append(job)
@@ -527,8 +630,19 @@ class State:
                 self.persist.save_upload(up)
         return up
 
+    def running_jobs(self) -> int:
+        """Bulk write jobs not yet finished (ADDED or IN PROGRESS)."""
+        with self.lock:
+            return sum(1 for j in self.jobs.values() if not j.finished)
+
     def create_job(self, body: Any, host_base: str) -> Job:
         with self.lock:
+            limit = int(self.config["max_bulk_jobs"])
+            if limit and self.running_jobs() >= limit:
+                # the shape of Zoho's other limits (contract §7.4); not charged
+                raise ApiError(429, "TOO_MANY_REQUESTS",
+                               "You have reached the limit of bulk write jobs running at a time",
+                               {})
             spec = validate_job(body, self.schema, self.uploads)
             job = Job(self.new_id(), body, spec, now_iso(), host_base)
             if self.fail_next > 0:
@@ -537,6 +651,10 @@ class State:
             self.jobs[job.id] = job
             if self.persist is not None:
                 self.persist.save_job(job)
+            upload = self.uploads[spec.file_id]
+        upload.spill(self.files)  # the job holds the rows now: the upload keeps only its zip
+        with self.lock:
+            upload.drop()
         self.start_job(job)
         return job
 
@@ -552,6 +670,7 @@ class State:
             log.exception("job %s crashed", job.id)
             with self.lock:
                 job.state = "FAILED"
+        job.drop_rows()
         if self.generation == generation:
             self._send_callback(job)
 
@@ -572,6 +691,7 @@ class State:
                 if self.persist is not None:
                     self.persist.save_job(job)
             return
+        result = ResultFile(job.spec)
         start = time.monotonic()
         i = 0
         while i < len(rows):
@@ -583,37 +703,62 @@ class State:
                 if delay > 0:
                     time.sleep(delay)
             else:
-                chunk = INSTANT_CHUNK  # let other calls in between chunks
-            with self.lock:
-                if self.generation != generation:
+                chunk = INSTANT_CHUNK
+            with self.work:
+                done = self._burst(job, generation, compiled, store, rows, i, i + chunk, result)
+                if done < 0:
                     return
-                now = now_iso()
-                new_id = self.new_id
-                touched: list[str] = []
-                for row in rows[i : i + chunk]:
-                    res = process_row(job.spec, compiled, store, row, new_id, now)
-                    job.results.append(res)
-                    if res.status == "ADDED":
-                        job.added += 1
-                    elif res.status == "UPDATED":
-                        job.updated += 1
-                    else:
-                        job.skipped += 1
-                    if res.record_id:
-                        touched.append(res.record_id)
-                job.processed += len(rows[i : i + chunk])
-                self._save_records(job.spec.module,
-                                   [store.records[r] for r in dict.fromkeys(touched)])
-            i += chunk
-        name, data = build_result_zip(job.spec, job.results, job.spec.module)
+                # the requests that queued up during the burst go before the next one
+                self.lock.step_aside(STEP_ASIDE_SECONDS)
+            i += done
+        data = result.zip_bytes()
+        path = self.files / f"result-{job.id}.zip"
+        path.write_bytes(data)
         with self.lock:
             if self.generation != generation:
+                path.unlink(missing_ok=True)
                 return
-            job.result_name, job.result_zip = name, data
+            job.result_name, job.result_path = result.name, path
             job.state = "COMPLETED"
-            job.results = []
             if self.persist is not None:
                 self.persist.save_job(job)
+
+    def _burst(self, job: Job, generation: int, compiled: Any, store: RecordStore,
+               rows: list[list[str]], start: int, stop: int, result: ResultFile) -> int:
+        """Apply ``rows[start:stop]`` under one hold of the lock, or fewer once a call waits.
+
+        Returns how many rows were applied; -1 when a reset came meanwhile.
+        """
+        lock = self.lock
+        with lock:
+            if self.generation != generation:
+                return -1
+            now = now_iso()
+            new_id = self._next_id
+            touched: list[str] | None = [] if self.persist is not None else None
+            spec = job.spec
+            stop = min(stop, len(rows))
+            early = start + YIELD_AFTER_ROWS
+            for k in range(start, stop):
+                if lock.waiting and k >= early:
+                    stop = k
+                    break
+                row = rows[k]
+                res = process_row(spec, compiled, store, row, new_id, now)
+                result.add(row, res)
+                if res.status == "ADDED":
+                    job.added += 1
+                elif res.status == "UPDATED":
+                    job.updated += 1
+                else:
+                    job.skipped += 1
+                if touched is not None and res.record_id:
+                    touched.append(res.record_id)
+            job.processed += stop - start
+            if touched:
+                self._save_records(job.spec.module,
+                                   [store.records[r] for r in dict.fromkeys(touched)])
+        return stop - start
 
     def _send_callback(self, job: Job) -> None:
         cb = job.spec.callback
@@ -646,7 +791,7 @@ class State:
                 res_status = code = top
                 file = {"status": top, "name": spec.csv.name, "added_count": job.added,
                         "skipped_count": job.skipped, "updated_count": job.updated,
-                        "total_count": len(spec.csv.rows)}
+                        "total_count": job.total}
             resource: dict[str, Any] = {
                 "status": res_status,
                 "type": "data",

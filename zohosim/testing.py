@@ -99,6 +99,7 @@ class SimProcess:
         *,
         job_speed: str = "instant",
         token_ttl: int = 3600,
+        max_bulk_jobs: int | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -113,6 +114,8 @@ class SimProcess:
         self.zgid = full_env.get("ZOHOSIM_ZGID") or DEFAULTS["ZOHOSIM_ZGID"]
         args = [sys.executable, "-m", "zohosim", "serve", "--host", "127.0.0.1", "--port", "0",
                 "--job-speed", job_speed, "--token-ttl", str(token_ttl), *extra_args]
+        if max_bulk_jobs is not None:  # Zoho's limit is not documented: tests pick one
+            args += ["--max-bulk-jobs", str(max_bulk_jobs)]
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the process)
             prefix="zohosim-", suffix=".log", delete=False
         )

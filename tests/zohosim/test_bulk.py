@@ -442,3 +442,24 @@ def test_upload_errors_with_http_200_switch(api: Api, zohosim: SimProcess) -> No
     r = api.upload(b"not a zip", filename="x.csv", content_type="text/csv")
     assert (r.status_code, r.json()["status"], r.json()["code"]) == (
         200, "error", "INVALID_FILE_FORMAT")
+
+
+def test_a_used_file_id_runs_again_from_its_spilled_zip(api: Api, zohosim: SimProcess) -> None:
+    """A job takes an upload's rows; the file id still names the zip (kept on disk) for another."""
+    fid = api.file_id(make_zip([order_row(1), order_row(2)]))
+    first = api.wait_job(api.create_job(api.job_body(fid)).json()["details"]["id"])
+    r = api.create_job(api.job_body(fid))
+    assert r.status_code == 201, r.text
+    second = api.wait_job(r.json()["details"]["id"])
+    assert first["resource"][0]["file"]["added_count"] == 2
+    assert second["resource"][0]["file"] == {
+        "status": "COMPLETED", "name": "orders.csv", "added_count": 0, "skipped_count": 0,
+        "updated_count": 2, "total_count": 2}
+    # both result zips stay downloadable (kept on disk), until a reset
+    assert [o["STATUS"] for o in api.result_rows(first)[1]] == ["ADDED", "ADDED"]
+    assert [o["STATUS"] for o in api.result_rows(second)[1]] == ["UPDATED", "UPDATED"]
+    assert zohosim.admin.stats()["uploads"] == 1
+    zohosim.admin.reset()
+    url = second["result"]["download_url"]
+    assert api.http.get(url, headers={"Authorization": f"Zoho-oauthtoken {api.new_token()}"},
+                        timeout=10).status_code == 404

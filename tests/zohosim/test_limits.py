@@ -268,3 +268,49 @@ def test_request_log_limit_and_in_flight(api: Api, zohosim: SimProcess) -> None:
     r = requests.get(f"{api.base}/__sim/requests", params={"limit": 2}, timeout=5).json()
     assert [x["api"] for x in r["requests"]] == ["org", "org"]
     assert zohosim.admin.in_flight() == 0
+
+
+def _running_jobs_limit(api: Api, zohosim: SimProcess) -> None:
+    """With ``max_bulk_jobs`` set to 1: a job past it is refused, uncharged; a slot reopens."""
+    zohosim.admin.configure(job_rows_per_second=1)  # a 5-row job runs for ~5 s
+    zohosim.admin.fail_next_job()
+    rows = [order_row(i) for i in range(5)]
+    ended = api.create_job(api.job_body(api.file_id(make_zip(rows))))
+    assert ended.status_code == 201, ended.text
+    assert api.wait_job(ended.json()["details"]["id"])["status"] == "FAILED"
+    running = api.create_job(api.job_body(api.file_id(make_zip(rows))))
+    assert running.status_code == 201, running.text  # the ended job holds no slot
+    assert api.job(running.json()["details"]["id"])["status"] != "COMPLETED"
+    used = zohosim.admin.credits()["used_24h"]
+    r = api.create_job(api.job_body(api.file_id(make_zip(rows))))
+    assert error(r) == (429, "TOO_MANY_REQUESTS")
+    assert set(r.json()) == TOO_MANY_KEYS and r.json()["details"] == {}
+    assert "Retry-After" not in r.headers
+    assert zohosim.admin.credits()["used_24h"] == used  # not charged
+    assert zohosim.admin.stats()["jobs"]["total"] == 2  # and nothing created
+
+
+def test_max_bulk_jobs_refuses_a_job_beyond_it(api: Api, zohosim: SimProcess) -> None:
+    assert zohosim.initial_config["max_bulk_jobs"] == 0  # unlimited unless configured
+    zohosim.admin.configure(max_bulk_jobs=1)
+    _running_jobs_limit(api, zohosim)
+
+
+def test_max_bulk_jobs_option() -> None:
+    with SimProcess(max_bulk_jobs=1) as sim:
+        assert sim.admin.config()["max_bulk_jobs"] == 1
+        api = Api(sim)
+        try:
+            _running_jobs_limit(api, sim)
+        finally:
+            api.http.close()
+
+
+def test_unlimited_bulk_jobs_by_default(api: Api, zohosim: SimProcess) -> None:
+    zohosim.admin.configure(job_rows_per_second=1)
+    rows = [order_row(i) for i in range(5)]
+    for _ in range(4):
+        r = api.create_job(api.job_body(api.file_id(make_zip(rows))))
+        assert r.status_code == 201, r.text
+    by_status = zohosim.admin.stats()["jobs"]["by_status"]
+    assert by_status.get("ADDED", 0) + by_status.get("IN_PROGRESS", 0) == 4, by_status
