@@ -332,13 +332,16 @@ def reset(settings: Settings, sim: SimProcess) -> None:
 
 
 def settle(settings: Settings) -> None:
-    """``VACUUM ANALYZE orders``: no autovacuum of what came before runs during a measured run,
-    and the statistics are fresh."""
+    """``VACUUM ANALYZE orders`` then ``CHECKPOINT``: no autovacuum of what came before runs
+    during a measured run, the statistics are fresh, and every run starts just after a
+    checkpoint, so each pays the same full-page writes for the pages it touches (a checkpoint
+    falling inside one run and not another would charge it alone for them)."""
     conn = connect(settings)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
             cur.execute("VACUUM ANALYZE orders")
+            cur.execute("CHECKPOINT")
     finally:
         conn.close()
 
