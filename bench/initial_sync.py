@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline import demo, validate  # noqa: E402
 from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
+from pipeline.initial_sync.decisions import job_remaining, poll_countdown  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
 from pipeline.legacy.connection import connect  # noqa: E402
 from pipeline.legacy.render import header_line  # noqa: E402
@@ -220,11 +221,17 @@ class Floor:
             zf.writestr("batch.csv", sink.getvalue())
         file_id = self.client.upload(path)
         job_id = self.client.create_upsert_job(file_id, mapping)
-        while True:
+        created, polls, before = time.perf_counter(), 0, None
+        while True:  # the pipeline's poll schedule: no extra calls for zohosim to answer
             job = self.client.get_job(job_id)
             if job.terminal:
                 break
-            time.sleep(0.02)
+            age = time.perf_counter() - created
+            processed = sum(n or 0 for n in (job.added, job.updated, job.skipped))
+            remaining = job_remaining(job.total, processed, age, before)
+            before = (processed, age)
+            time.sleep(poll_countdown(polls, age, remaining))
+            polls += 1
         assert job.state is JobState.COMPLETED and job.download_url
         result = self.client.download_result(job.download_url, self.work / f"floor-{hi}-r.zip")
         ids, vers, zids = [], [], []
