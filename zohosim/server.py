@@ -502,14 +502,19 @@ class Handler(BaseHTTPRequestHandler):
             "info": _info(1, 200, 1, False),
         }
 
-    def _records_get(self, path: str, query: dict[str, str]) -> Reply:
-        st = self.state
+    def _records_module(self, path: str) -> tuple[re.Match[str], Any]:
+        """The records path's match and its module; ``INVALID_MODULE`` when there is none."""
         m = RECORD_PATH.match(path)
         assert m is not None
-        module = st.schema.module(m.group(1))
+        module = self.state.schema.module(m.group(1))
         if module is None:
             raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
                            {"resource_path_index": 0})
+        return m, module
+
+    def _records_get(self, path: str, query: dict[str, str]) -> Reply:
+        st = self.state
+        m, module = self._records_module(path)
         store = st.stores[module.api_name]
         wanted = [f.strip() for f in query.get("fields", "").split(",") if f.strip()]
         if m.group(2) == "search":
@@ -670,12 +675,7 @@ class Handler(BaseHTTPRequestHandler):
         "record not deleted" for that id; the others are deleted (moved to the recycle bin).
         """
         st = self.state
-        m = RECORD_PATH.match(path)
-        assert m is not None
-        module = st.schema.module(m.group(1))
-        if module is None:
-            raise ApiError(400, "INVALID_MODULE", "the module name given seems to be invalid",
-                           {"resource_path_index": 0})
+        _, module = self._records_module(path)
         ids = [i.strip() for i in query.get("ids", "").split(",") if i.strip()]
         if not ids:
             raise ApiError(400, "REQUIRED_PARAM_MISSING",
