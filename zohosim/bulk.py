@@ -7,11 +7,13 @@ import csv
 import io
 import operator
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from zohosim.records import RecordStore
+from zohosim.records import RECORD_USER, RecordStore
 from zohosim.schema import FieldError, Schema, check_format
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -360,6 +362,8 @@ class CompiledJob:
     # for rows of full width, and the width they need
     plain: list[tuple[str, int, str, Any]] | None = None
     width: int = 0
+    # the bulk form of each plain mapping's converter (Field.csv_column), in the same order
+    bulk: list[Any] = field(default_factory=list)
 
 
 def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
@@ -380,9 +384,11 @@ def compile_job(spec: JobSpec, store: RecordStore) -> CompiledJob:
         assert plain is not None
         plain.append((name, index, column, conv))
     width = 1 + max((m[1] for m in maps if m[1] is not None), default=-1)
+    formats = {m.api_name: m.format for m in spec.mappings}
+    bulk = [module.fields[name].csv_column(formats[name]) for name, *_ in plain or ()]
     return CompiledJob(maps, key_column, {m.api_name: m.column for m in spec.mappings},
                        module.mandatory_fields,
-                       [f for f in store.unique if f != spec.find_by], plain, width)
+                       [f for f in store.unique if f != spec.find_by], plain, width, bulk)
 
 
 def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[str],
@@ -427,6 +433,12 @@ def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[st
             errors.setdefault(e.code, []).append(column)
     if errors:
         return RowResult("SKIPPED", "", _errors_cell(errors))
+    return apply_values(spec, cj, store, values, key_value, new_id, now)
+
+
+def apply_values(spec: JobSpec, cj: CompiledJob, store: RecordStore, values: dict[str, Any],
+                 key_value: Any, new_id: Any, now: str) -> RowResult:
+    """Apply one row's converted ``values`` to ``store``: match on find_by, check, write."""
     find_by = spec.find_by
     if find_by and find_by != "id":
         key_value = values.get(find_by)
@@ -449,6 +461,132 @@ def process_row(spec: JobSpec, cj: CompiledJob, store: RecordStore, row: list[st
         return RowResult("ADDED", rec["id"], "")
     store.update(target, values, now)
     return RowResult("UPDATED", target, "")
+
+
+INSERT_KEYS = ["id", "Owner", "Created_By", "Modified_By", "Created_Time", "Modified_Time"]
+
+
+def convert_column(conv: Any, bulk: Any, cells: Sequence[str]) -> tuple[list[Any], set[int]]:
+    """One column of cells -> (values, None for an empty cell; indexes of refused cells).
+
+    The values are those ``conv`` gives cell by cell: from ``bulk`` (:meth:`Field.csv_column`)
+    where it vouches for every cell, else from ``conv`` once per distinct value.
+    """
+    has_empty = "" in cells
+    full = [c for c in cells if c] if has_empty else list(cells)
+    values = bulk(full)
+    if values is not None:
+        if not has_empty:
+            return values, set()
+        it = iter(values)
+        return [next(it) if c else None for c in cells], set()
+    known: dict[str, Any] = {"": None}
+    refused: set[str] = set()
+    for c in set(full):
+        try:
+            known[c] = conv(c)
+        except FieldError:
+            refused.add(c)
+    if not refused:
+        return list(map(known.__getitem__, cells)), set()
+    return [known.get(c) for c in cells], {k for k, c in enumerate(cells) if c in refused}
+
+
+class Prepared:
+    """Rows ``start`` .. ``stop`` of a job, converted column by column before the state lock.
+
+    ``values(k)`` is row ``k``'s values dict as :func:`process_row` builds it; a row with a cell
+    its field refuses is ``bad(k)`` and goes through process_row, whose errors cell is the
+    reference. ``inserts_only`` tells when every row is a plain insert, which
+    :func:`insert_prepared` then writes in one pass.
+    """
+
+    def __init__(self, start: int, stop: int, names: list[str], columns: list[list[Any]],
+                 refused: set[int], index_keys: list[tuple[str, list[str | None]]],
+                 insertable: bool) -> None:
+        self.start, self.stop = start, stop
+        self.names = names
+        self.columns = columns
+        self.refused = refused  # indexes within the chunk
+        self.index_keys = index_keys  # (indexed field, norm key per row or None)
+        self.insertable = insertable
+        self._tuples: list[tuple[Any, ...]] | None = None
+
+    def bad(self, k: int) -> bool:
+        return k - self.start in self.refused
+
+    def values(self, k: int) -> dict[str, Any]:
+        if self._tuples is None:
+            self._tuples = list(zip(*self.columns, strict=True))
+        return dict(zip(self.names, self._tuples[k - self.start], strict=True))
+
+    def inserts_only(self, store: RecordStore) -> bool:
+        """Every row inserts a record: no refused cell, no key held already or twice."""
+        if not self.insertable:
+            return False
+        unique = store.module.fields
+        return all(store.index[f].keys().isdisjoint(keys) for f, keys in self.index_keys
+                   if unique[f].unique)
+
+
+def _distinct(keys: list[str | None]) -> bool:
+    """No key twice among the non-empty ones (the second row would update the first)."""
+    present = [k for k in keys if k is not None] if None in keys else keys
+    return len(set(present)) == len(present)
+
+
+def _norm(v: Any) -> str | None:
+    return None if v is None else v.casefold() if type(v) is str else str(v)
+
+
+def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[list[str]],
+                 start: int, stop: int) -> Prepared | None:
+    """Convert ``rows[start:stop]`` column by column; None when the rows need the row-by-row path
+    (mappings with defaults or the id column, ignore_empty, short rows)."""
+    if cj.plain is None or spec.ignore_empty or stop <= start:
+        return None
+    chunk = rows[start:stop]
+    if min(map(len, chunk)) < cj.width:
+        return None
+    # column by column, as wide as the shortest row (at least cj.width)
+    cells = list(zip(*chunk, strict=False))
+    names: list[str] = []
+    columns: list[list[Any]] = []
+    refused: set[int] = set()
+    for (name, col, _column, conv), bulk in zip(cj.plain, cj.bulk, strict=True):
+        values, bad = convert_column(conv, bulk, cells[col])
+        names.append(name)
+        columns.append(values)
+        refused |= bad
+    by_name = dict(zip(names, columns, strict=True))
+    index_keys = [(f, list(map(_norm, by_name[f]))) for f in store.indexed if f in by_name]
+    insertable = (
+        spec.operation in ("insert", "upsert") and not refused and len(by_name) == len(names)
+        and all(f in by_name and None not in by_name[f] for f in cj.mandatory)
+        and all(_distinct(keys) for f, keys in index_keys if store.module.fields[f].unique)
+    )
+    return Prepared(start, stop, names, columns, refused, index_keys, insertable)
+
+
+def insert_prepared(prep: Prepared, store: RecordStore, ids: list[str],
+                    now: str) -> list[dict[str, Any]]:
+    """Insert every row of ``prep`` (``inserts_only`` said so) as ``store.insert`` would."""
+    user = RECORD_USER
+    keys = prep.names + INSERT_KEYS
+    rows = zip(*prep.columns, ids, repeat(user), repeat(user), repeat(user), repeat(now),
+               repeat(now), strict=False)
+    records = list(map(dict, map(zip, repeat(keys), rows)))
+    for name, col in zip(prep.names, prep.columns, strict=True):
+        if None in col:  # an empty cell is no value
+            for k in [k for k, v in enumerate(col) if v is None]:
+                del records[k][name]
+    store.records.update(zip(ids, records, strict=True))
+    for f, norm in prep.index_keys:
+        idx = store.index[f]
+        for key, rid in zip(norm, ids, strict=True):
+            if key is not None:
+                idx.setdefault(key, rid)
+    return records
 
 
 def result_columns(spec: JobSpec) -> list[int]:
@@ -479,6 +617,15 @@ class ResultFile:
         width = len(row)
         self.writer.writerow([row[i] if i < width else "" for i in self.cols]
                              + [res.status, res.record_id, res.errors])
+
+    def add_inserted(self, rows: list[list[str]], ids: list[str]) -> None:
+        """``add`` of full-width rows that each inserted the record of the same index in ids."""
+        if self.pick is None:
+            for row, rid in zip(rows, ids, strict=True):
+                self.add(row, RowResult("ADDED", rid, ""))
+            return
+        self.writer.writerows(map(tuple.__add__, map(self.pick, rows),
+                                  zip(repeat("ADDED"), ids, repeat(""))))
 
     def zip_bytes(self) -> bytes:
         out = io.BytesIO()

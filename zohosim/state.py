@@ -32,10 +32,14 @@ from zohosim.bulk import (
     ApiError,
     CsvFile,
     JobSpec,
+    Prepared,
     ResultFile,
     Upload,
+    apply_values,
     compile_job,
+    insert_prepared,
     parse_upload,
+    prepare_rows,
     process_row,
     validate_job,
 )
@@ -376,6 +380,14 @@ class State:
             self.persist.set_kv("next_seq", self.next_seq + 1000)
         return str(5725767000000000000 + self.next_seq)
 
+    def _take_ids(self, n: int) -> list[str]:
+        """``n`` fresh ids at once, as ``n`` calls of :meth:`_next_id` give them (lock held)."""
+        if self.persist is not None:  # the sequence is written through every 1,000 ids
+            return [self._next_id() for _ in range(n)]
+        first = 5725767000000000000 + self.next_seq + 1
+        self.next_seq += n
+        return list(map(str, range(first, first + n)))
+
     # ---- persistence ----------------------------------------------------------------------
     def _load(self) -> None:
         assert self.persist is not None
@@ -694,6 +706,7 @@ class State:
         result = ResultFile(job.spec)
         start = time.monotonic()
         i = 0
+        prepared: Prepared | None = None
         while i < len(rows):
             rate = float(self.config["job_rows_per_second"])
             if rate > 0:
@@ -704,8 +717,13 @@ class State:
                     time.sleep(delay)
             else:
                 chunk = INSTANT_CHUNK
+            if prepared is None or not prepared.start <= i < prepared.stop:
+                # converted before the lock is taken: requests need not wait for it
+                prepared = prepare_rows(job.spec, compiled, store, rows, i,
+                                        min(i + chunk, len(rows)))
             with self.work:
-                done = self._burst(job, generation, compiled, store, rows, i, i + chunk, result)
+                done = self._burst(job, generation, compiled, store, rows, i, i + chunk, result,
+                                   prepared)
                 if done < 0:
                     return
                 # the requests that queued up during the burst go before the next one
@@ -724,10 +742,12 @@ class State:
                 self.persist.save_job(job)
 
     def _burst(self, job: Job, generation: int, compiled: Any, store: RecordStore,
-               rows: list[list[str]], start: int, stop: int, result: ResultFile) -> int:
+               rows: list[list[str]], start: int, stop: int, result: ResultFile,
+               prepared: Prepared | None = None) -> int:
         """Apply ``rows[start:stop]`` under one hold of the lock, or fewer once a call waits.
 
-        Returns how many rows were applied; -1 when a reset came meanwhile.
+        ``prepared``: those rows converted already (it covers ``start``). Returns how many rows
+        were applied; -1 when a reset came meanwhile.
         """
         lock = self.lock
         with lock:
@@ -738,13 +758,20 @@ class State:
             touched: list[str] | None = [] if self.persist is not None else None
             spec = job.spec
             stop = min(stop, len(rows))
+            if prepared is not None and prepared.start == start and prepared.stop == stop \
+                    and prepared.inserts_only(store):
+                return self._insert_burst(job, store, rows, prepared, result, now)
             early = start + YIELD_AFTER_ROWS
             for k in range(start, stop):
                 if lock.waiting and k >= early:
                     stop = k
                     break
                 row = rows[k]
-                res = process_row(spec, compiled, store, row, new_id, now)
+                if prepared is None or prepared.bad(k):
+                    res = process_row(spec, compiled, store, row, new_id, now)
+                else:
+                    res = apply_values(spec, compiled, store, prepared.values(k), None, new_id,
+                                       now)
                 result.add(row, res)
                 if res.status == "ADDED":
                     job.added += 1
@@ -759,6 +786,18 @@ class State:
                 self._save_records(job.spec.module,
                                    [store.records[r] for r in dict.fromkeys(touched)])
         return stop - start
+
+    def _insert_burst(self, job: Job, store: RecordStore, rows: list[list[str]],
+                      prepared: Prepared, result: ResultFile, now: str) -> int:
+        """Every row of ``prepared`` inserts a record: all in one pass (the lock is held)."""
+        n = prepared.stop - prepared.start
+        ids = self._take_ids(n)
+        records = insert_prepared(prepared, store, ids, now)
+        result.add_inserted(rows[prepared.start:prepared.stop], ids)
+        job.added += n
+        job.processed += n
+        self._save_records(job.spec.module, records)
+        return n
 
     def _send_callback(self, job: Job) -> None:
         cb = job.spec.callback
