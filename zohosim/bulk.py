@@ -6,10 +6,11 @@ import codecs
 import csv
 import io
 import operator
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -463,6 +464,8 @@ def apply_values(spec: JobSpec, cj: CompiledJob, store: RecordStore, values: dic
     return RowResult("UPDATED", target, "")
 
 
+# a cell csv.writer quotes (QUOTE_MINIMAL, lineterminator "\n")
+NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 INSERT_KEYS = ["id", "Owner", "Created_By", "Modified_By", "Created_Time", "Modified_Time"]
 
 
@@ -535,6 +538,13 @@ def _distinct(keys: list[str | None]) -> bool:
     return len(set(present)) == len(present)
 
 
+def _norm_keys(values: list[Any]) -> list[str | None]:
+    """:func:`~zohosim.records.norm_key` of each value (None stays None)."""
+    if None not in values and all(type(v) is str for v in values):
+        return list(map(str.casefold, values))
+    return list(map(_norm, values))
+
+
 def _norm(v: Any) -> str | None:
     return None if v is None else v.casefold() if type(v) is str else str(v)
 
@@ -559,7 +569,7 @@ def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[
         columns.append(values)
         refused |= bad
     by_name = dict(zip(names, columns, strict=True))
-    index_keys = [(f, list(map(_norm, by_name[f]))) for f in store.indexed if f in by_name]
+    index_keys = [(f, _norm_keys(by_name[f])) for f in store.indexed if f in by_name]
     insertable = (
         spec.operation in ("insert", "upsert") and not refused and len(by_name) == len(names)
         and all(f in by_name and None not in by_name[f] for f in cj.mandatory)
@@ -624,8 +634,13 @@ class ResultFile:
             for row, rid in zip(rows, ids, strict=True):
                 self.add(row, RowResult("ADDED", rid, ""))
             return
-        self.writer.writerows(map(tuple.__add__, map(self.pick, rows),
-                                  zip(repeat("ADDED"), ids, repeat(""))))
+        firsts = list(map(self.pick, rows))
+        lines = map(tuple.__add__, firsts, zip(repeat("ADDED"), ids, repeat("")))
+        if NEEDS_QUOTES.search("\x1f".join(chain.from_iterable(firsts))):
+            self.writer.writerows(lines)
+        else:  # no cell the writer would quote: the lines it writes, joined in one call
+            self.buf.write("\n".join(map(",".join, lines)))
+            self.buf.write("\n")
 
     def zip_bytes(self) -> bytes:
         out = io.BytesIO()

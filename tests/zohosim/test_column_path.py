@@ -94,7 +94,9 @@ HEADER = ["parent_id", "Name", "Customer_Name", "Email", "Order_Status", "Amount
 
 
 def clean_row(key: str, rng: random.Random) -> list[str]:
-    return [key, f"SO-{key}", rng.choice(["Ravi Costa", "Olu Haddad"]), f"{key}@example.com",
+    # now and then a name the result file must quote (a chunk with one goes through csv.writer)
+    name = f'SO-{key}, "gift"' if rng.random() < 0.01 else f"SO-{key}"
+    return [key, name, rng.choice(["Ravi Costa", "Olu Haddad"]), f"{key}@example.com",
             rng.choice(["Paid", "Shipped"]), f"{rng.randint(0, 999)}.{rng.randint(0, 99):02d}",
             rng.choice(["USD", "INR"]), str(rng.randint(1, 9)), "2024-05-01",
             rng.choice(["", "2023-12-18T15:10:00+00:00", "2024-01-02T03:04:05+00:00"]),
@@ -143,6 +145,7 @@ def run_jobs(jobs: list[tuple[bytes, str]], column_path: bool,
 
     with monkeypatch.context() as m:
         m.setattr(sim_state, "INSTANT_CHUNK", 37)
+        m.setattr(sim_state, "now_iso", lambda: "2026-12-07T06:00:00+00:00")  # both runs alike
         m.setattr(sim_state, "insert_prepared", insert)
         m.setattr(sim_state, "prepare_rows",
                   real_prepare if column_path else (lambda *args: None))
