@@ -19,7 +19,7 @@ from pipeline.initial_sync.decisions import (
 )
 from pipeline.ledger import RunKind, RunState
 from pipeline.legacy.connection import connect
-from pipeline.legacy.names import Names
+from pipeline.legacy.names import Names, key_type
 from pipeline.settings import Settings
 from pipeline.zoho import codes
 
@@ -38,16 +38,19 @@ def start_initial_run(settings: Settings) -> int:
         n = Names(settings)
         try:
             with conn, conn.cursor() as cur:
-                # rows held back already (refused at this version) are not the run's to send
+                # rows held back already (refused at this version) are not the run's to send;
+                # counted from the ledger's side, by key (the pending count reads the pending
+                # rows' index): no pass over the table besides the forecast's
                 cur.execute(
                     sql.SQL(
-                        "SELECT count(*), count(e.row_key) FROM {t} t LEFT JOIN {e} e"
-                        " ON e.row_key = t.{k}::text AND e.quarantined AND e.version = t.{v}"
-                        " WHERE NOT t.{s}"
+                        "SELECT (SELECT count(*) FROM {t} t WHERE NOT t.{s}),"
+                        " (SELECT count(*) FROM {e} e JOIN {t} t ON t.{k} = e.row_key::{kt}"
+                        " AND e.version = t.{v} WHERE e.quarantined AND NOT t.{s})"
                     ).format(
                         t=n.table,
                         e=n.ledger_table("row_errors"),
                         k=n.key,
+                        kt=key_type(conn, settings),
                         v=n.version,
                         s=n.synced,
                     )
