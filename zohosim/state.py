@@ -1,12 +1,13 @@
 """Everything the simulator remembers: config, tokens, credits, records, uploads, jobs, faults.
 
-One ``State`` per server, guarded by one lock. Bulk jobs are processed in bursts of
-``INSTANT_CHUNK`` rows per hold of that lock, one job thread at a time (the ``work`` lock); between
-bursts the job steps aside while requests wait for the lock, so create-job, job status, upload and
-upsert answer at once while a job runs, as at Zoho. What a job no longer needs leaves memory:
-an upload's parsed rows once its job has taken them (the zip is spilled to a temporary
-directory), the job's rows once processed, its result zip kept in that directory, as Zoho keeps
-result files for a while. With a state file, records, uploads, jobs and the credit ledger are
+One ``State`` per server, guarded by one lock. Bulk jobs are converted a chunk at a time, column by
+column, before the lock is taken (``bulk.prepare_rows``), and applied in bursts of ``INSTANT_CHUNK``
+rows per hold of that lock (a chunk of plain inserts in one pass), one job thread at a time (the
+``work`` lock); between bursts the job steps aside while requests wait for the lock, so create-job,
+job status, upload and upsert answer at once while a job runs, as at Zoho. What a job no longer
+needs leaves memory: an upload's parsed rows once its job has taken them (the zip is spilled to a
+temporary directory), the job's rows once processed, its result zip kept in that directory, as Zoho
+keeps result files for a while. With a state file, records, uploads, jobs and the credit ledger are
 written through to SQLite and loaded again at start.
 """
 
