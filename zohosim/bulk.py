@@ -14,7 +14,7 @@ from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from zohosim.records import RECORD_USER, RecordStore
+from zohosim.records import RecordStore, norm_key
 from zohosim.schema import FieldError, Schema, check_format
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -466,7 +466,6 @@ def apply_values(spec: JobSpec, cj: CompiledJob, store: RecordStore, values: dic
 
 # a cell csv.writer quotes (QUOTE_MINIMAL, lineterminator "\n")
 NEEDS_QUOTES = re.compile(r'[,"\r\n]')
-INSERT_KEYS = ["id", "Owner", "Created_By", "Modified_By", "Created_Time", "Modified_Time"]
 
 
 def convert_column(conv: Any, bulk: Any, cells: Sequence[str]) -> tuple[list[Any], set[int]]:
@@ -527,9 +526,9 @@ class Prepared:
         """Every row inserts a record: no refused cell, no key held already or twice."""
         if not self.insertable:
             return False
-        unique = store.module.fields
+        fields = store.module.fields
         return all(store.index[f].keys().isdisjoint(keys) for f, keys in self.index_keys
-                   if unique[f].unique)
+                   if fields[f].unique)
 
 
 def _distinct(keys: list[str | None]) -> bool:
@@ -542,11 +541,7 @@ def _norm_keys(values: list[Any]) -> list[str | None]:
     """:func:`~zohosim.records.norm_key` of each value (None stays None)."""
     if None not in values and all(type(v) is str for v in values):
         return list(map(str.casefold, values))
-    return list(map(_norm, values))
-
-
-def _norm(v: Any) -> str | None:
-    return None if v is None else v.casefold() if type(v) is str else str(v)
+    return [None if v is None else norm_key(v) for v in values]
 
 
 def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[list[str]],
@@ -581,22 +576,7 @@ def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[
 def insert_prepared(prep: Prepared, store: RecordStore, ids: list[str],
                     now: str) -> list[dict[str, Any]]:
     """Insert every row of ``prep`` (``inserts_only`` said so) as ``store.insert`` would."""
-    user = RECORD_USER
-    keys = prep.names + INSERT_KEYS
-    rows = zip(*prep.columns, ids, repeat(user), repeat(user), repeat(user), repeat(now),
-               repeat(now), strict=False)
-    records = list(map(dict, map(zip, repeat(keys), rows)))
-    for name, col in zip(prep.names, prep.columns, strict=True):
-        if None in col:  # an empty cell is no value
-            for k in [k for k, v in enumerate(col) if v is None]:
-                del records[k][name]
-    store.records.update(zip(ids, records, strict=True))
-    for f, norm in prep.index_keys:
-        idx = store.index[f]
-        for key, rid in zip(norm, ids, strict=True):
-            if key is not None:
-                idx.setdefault(key, rid)
-    return records
+    return store.insert_columns(ids, prep.names, prep.columns, prep.index_keys, now)
 
 
 def result_columns(spec: JobSpec) -> list[int]:

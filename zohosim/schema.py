@@ -247,11 +247,7 @@ class Field:
 
     def csv_converter(self, fmt: str | None = None) -> Callable[[str], Any]:
         """A fast cell -> value function for this field and ``format`` (raises FieldError)."""
-        cache = self.__dict__.setdefault("_converters", {})
-        conv = cache.get(fmt)
-        if conv is None:
-            conv = cache[fmt] = self._make_converter(fmt)
-        return conv
+        return self._cached("_converters", fmt, self._make_converter)  # type: ignore[no-any-return]
 
     def csv_column(self, fmt: str | None = None) -> Callable[[list[str]], list[Any] | None]:
         """The bulk form of :meth:`csv_converter`, for a column of non-empty cells.
@@ -262,11 +258,15 @@ class Field:
         one (:func:`convert_column`). Every check here implies the converter's own, so the two
         never differ; the equivalence is tested on generated columns.
         """
-        cache = self.__dict__.setdefault("_columns", {})
-        col = cache.get(fmt)
-        if col is None:
-            col = cache[fmt] = self._make_column(fmt)
-        return col
+        return self._cached("_columns", fmt, self._make_column)  # type: ignore[no-any-return]
+
+    def _cached(self, kind: str, fmt: str | None, make: Callable[[str | None], Any]) -> Any:
+        """``make(fmt)``, made once per field, kind and format."""
+        cache = self.__dict__.setdefault(kind, {})
+        made = cache.get(fmt)
+        if made is None:
+            made = cache[fmt] = make(fmt)
+        return made
 
     def _make_column(self, fmt: str | None) -> Callable[[list[str]], list[Any] | None]:
         t = self.data_type
