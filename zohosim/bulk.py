@@ -573,10 +573,9 @@ def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[
     return Prepared(start, stop, names, columns, refused, index_keys, insertable)
 
 
-def insert_prepared(prep: Prepared, store: RecordStore, ids: list[str],
-                    now: str) -> list[dict[str, Any]]:
+def insert_prepared(prep: Prepared, store: RecordStore, ids: list[str], now: str) -> None:
     """Insert every row of ``prep`` (``inserts_only`` said so) as ``store.insert`` would."""
-    return store.insert_columns(ids, prep.names, prep.columns, prep.index_keys, now)
+    store.insert_columns(ids, prep.names, prep.columns, prep.index_keys, now)
 
 
 def result_columns(spec: JobSpec) -> list[int]:

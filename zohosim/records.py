@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 from zohosim.schema import FieldError, Module
 
@@ -20,12 +20,98 @@ def norm_key(value: Any) -> str:
     return value.casefold() if isinstance(value, str) else str(value)
 
 
+class Segment:
+    """Records inserted together, kept as columns until read (:class:`Records`): ``keys`` name
+    ``columns`` (None: no value), then every record has the items of ``tail``."""
+
+    __slots__ = ("ids", "keys", "columns", "tail")
+
+    def __init__(self, ids: list[str], keys: list[str], columns: list[list[Any]],
+                 tail: dict[str, Any]) -> None:
+        self.ids, self.keys, self.columns, self.tail = ids, keys, columns, tail
+
+    def records(self) -> list[dict[str, Any]]:
+        """Each id's record as :meth:`RecordStore.insert` would have made it, in one pass."""
+        keys = [*self.keys, *self.tail]
+        rows = zip(*self.columns, *map(repeat, self.tail.values()), strict=False)
+        records = list(map(dict, map(zip, repeat(keys), rows)))
+        for name, col in zip(self.keys, self.columns, strict=True):
+            if None in col:  # an empty cell is no value
+                for k in [k for k, v in enumerate(col) if v is None]:
+                    del records[k][name]
+        return records
+
+
+class Records(MutableMapping[str, dict[str, Any]]):
+    """Record id -> record, in insertion order: a dict, except that records inserted in bulk
+    (:meth:`add_columns`) are kept as their columns and made into their dict when first read,
+    which is then the record (mutated in place by updates, as any other)."""
+
+    def __init__(self) -> None:
+        self._d: dict[str, Any] = {}  # a record dict, or the Segment that holds it
+
+    def add_columns(self, ids: list[str], keys: list[str], columns: list[list[Any]],
+                    tail: dict[str, Any]) -> None:
+        """Records ``ids``: ``keys`` -> the value in ``columns`` (None: none), then ``tail``."""
+        self._d.update(zip(ids, repeat(Segment(ids, keys, columns, tail))))
+
+    def _made(self, rid: str, segment: Segment) -> dict[str, Any]:
+        """Record ``rid``, and every other record of its segment not deleted since, made."""
+        d = self._d
+        for i, record in zip(segment.ids, segment.records(), strict=True):
+            if d.get(i) is segment:
+                d[i] = record
+        return d[rid]  # type: ignore[no-any-return]
+
+    def __getitem__(self, rid: str) -> dict[str, Any]:
+        held = self._d[rid]
+        return held if type(held) is dict else self._made(rid, held)
+
+    def get(self, rid: str, default: Any = None) -> Any:  # type: ignore[override]
+        held = self._d.get(rid)
+        if held is None:
+            return default
+        return held if type(held) is dict else self._made(rid, held)
+
+    def __setitem__(self, rid: str, record: dict[str, Any]) -> None:
+        self._d[rid] = record
+
+    def __delitem__(self, rid: str) -> None:
+        del self._d[rid]
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._d
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def clear(self) -> None:
+        self._d.clear()
+
+    def _all(self) -> dict[str, dict[str, Any]]:
+        """Every record made into its dict."""
+        d = self._d
+        for rid in [rid for rid, held in d.items() if type(held) is not dict]:
+            if type(d[rid]) is not dict:
+                self._made(rid, d[rid])
+        return d
+
+    def values(self) -> ValuesView[dict[str, Any]]:  # type: ignore[override]
+        return self._all().values()
+
+    def items(self) -> ItemsView[str, dict[str, Any]]:  # type: ignore[override]
+        return self._all().items()
+
+
 class RecordStore:
     """Every record of one module, with an index per unique / duplicate-check field."""
 
     def __init__(self, module: Module) -> None:
         self.module = module
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records = Records()
         self.unique = list(module.unique_fields)
         self.indexed = list(self.unique)
         if module.system_duplicate_field and module.system_duplicate_field not in self.indexed:
@@ -108,27 +194,29 @@ class RecordStore:
         return record
 
     def insert_columns(self, ids: list[str], names: list[str], columns: list[list[Any]],
-                       index_keys: list[tuple[str, list[str | None]]],
-                       now: str) -> list[dict[str, Any]]:
+                       index_keys: list[tuple[str, list[str | None]]], now: str) -> None:
         """:meth:`insert` of one record per id, its values given column by column (None: no
         value), in one pass; ``index_keys``: the :func:`norm_key` per row of each indexed
-        field among ``names``. The caller has checked that no key is held already or twice."""
+        field among ``names``. The caller has checked that no key is held already or twice.
+
+        The records are kept as the columns (:class:`Records`) and made into dicts when read.
+        """
         user = RECORD_USER
-        keys = [*names, *INSERT_KEYS]
-        rows = zip(*columns, ids, repeat(user), repeat(user), repeat(user), repeat(now),
-                   repeat(now), strict=False)
-        records = list(map(dict, map(zip, repeat(keys), rows)))
-        for name, col in zip(names, columns, strict=True):
-            if None in col:  # an empty cell is no value
-                for k in [k for k, v in enumerate(col) if v is None]:
-                    del records[k][name]
-        self.records.update(zip(ids, records, strict=True))
+        self.records.add_columns(ids, [*names, "id"], [*columns, ids], dict(zip(
+            INSERT_KEYS[1:], (user, user, user, now, now), strict=True)))
         for f, norm in index_keys:
+            keys = cast(list[str], norm)  # None: no value, no key
+            new = dict(zip(keys, ids, strict=True))
+            new.pop(None, None)  # type: ignore[call-overload]
+            if len(new) < len(ids) - norm.count(None):  # a key twice: its first row holds it
+                new = {}
+                for key, rid in zip(keys, ids, strict=True):
+                    if key is not None:
+                        new.setdefault(key, rid)
             idx = self.index[f]
-            for key, rid in zip(norm, ids, strict=True):
-                if key is not None:
-                    idx.setdefault(key, rid)
-        return records
+            for key in new.keys() & idx.keys():  # a key held already keeps its holder
+                del new[key]
+            idx.update(new)
 
     def update(self, rid: str, values: dict[str, Any], now: str) -> dict[str, Any]:
         record = self.records[rid]

@@ -793,11 +793,12 @@ class State:
         """Every row of ``prepared`` inserts a record: all in one pass (the lock is held)."""
         n = prepared.stop - prepared.start
         ids = self._take_ids(n)
-        records = insert_prepared(prepared, store, ids, now)
+        insert_prepared(prepared, store, ids, now)
         result.add_inserted(rows[prepared.start:prepared.stop], ids)
         job.added += n
         job.processed += n
-        self._save_records(job.spec.module, records)
+        if self.persist is not None:
+            self._save_records(job.spec.module, [store.records[r] for r in ids])
         return n
 
     def _send_callback(self, job: Job) -> None:

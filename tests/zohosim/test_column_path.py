@@ -19,6 +19,7 @@ import pytest
 
 import zohosim.state as sim_state
 from zohosim.bulk import convert_column
+from zohosim.records import Records
 from zohosim.schema import Field, FieldError, load_schema, set_time_zone
 from zohosim.state import State
 
@@ -183,3 +184,31 @@ def test_jobs_column_by_column_match_row_by_row(seed: int,
     assert fast[2] > 0 and slow[2] == 0  # the one-pass insert ran (not a vacuous comparison)
     assert fast[0] == slow[0]
     assert fast[1] == slow[1]
+
+
+def test_records_kept_as_columns_behave_as_a_dict() -> None:
+    """Records inserted in bulk are columns until read; reads, writes, deletes and iteration
+    give what a plain dict of the same records gives, key order inside each record included."""
+    recs, plain = Records(), {}
+    ids = [f"r{i}" for i in range(6)]
+    keys = ["Name", "Quantity", "id"]
+    cols: list[list[Any]] = [["a", None, "c", "d", None, "f"], [1, 2, None, 4, None, 6], ids]
+    tail = {"Owner": "u", "Created_Time": "t"}
+    for rid in ("x0", "x1"):
+        recs[rid] = {"id": rid}
+        plain[rid] = {"id": rid}
+        if rid == "x0":
+            recs.add_columns(ids, keys, cols, tail)
+            for k, i in enumerate(ids):
+                values = {n: c[k] for n, c in zip(keys, cols, strict=True) if c[k] is not None}
+                plain[i] = {**values, **tail}
+    assert len(recs) == len(plain) and list(recs) == list(plain)
+    assert "r3" in recs and "zz" not in recs and recs.get("zz") is None
+    del recs["r1"], plain["r1"]  # deleted before any read: the segment must not bring it back
+    recs["r2"]["Quantity"] = 9  # the first read makes the records: a write in place sticks
+    plain["r2"]["Quantity"] = 9
+    assert "r1" not in recs and recs.get("r2") == plain["r2"]
+    assert [(i, list(r.items())) for i, r in recs.items()] == \
+        [(i, list(r.items())) for i, r in plain.items()]
+    recs.add_columns(["s0"], keys, [["z"], [None], ["s0"]], tail)
+    assert list(recs.values())[-1] == {"Name": "z", "id": "s0", **tail}
