@@ -42,6 +42,11 @@ def test_initial_sync_pipeline_beside_both_floors() -> None:
     assert figures["overlapped_floor"]["cpu_s"]["floor"] > 0
     assert figures["overlapped_floor"]["cpu_s"]["postgres_db"] > 0
     assert 0 < pipe["forecast_s"] < pipe["wall_s"]
+    # the forecast's own PostgreSQL CPU (a few 10 ms ticks here), part of the run's, and the
+    # ratio without it
+    assert 0 <= pipe["forecast_postgres_cpu_s"] < pipe["cpu_s"]["postgres"], pipe
+    without = figures["postgres_cpu_ratio_to_overlapped_floor_without_forecast"]
+    assert 0 < without <= figures["postgres_cpu_ratio_to_overlapped_floor"]
 
 
 def test_credits_spent_equal_predicted_and_minimum() -> None:
