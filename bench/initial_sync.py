@@ -482,10 +482,10 @@ def main(argv: list[str] | None = None) -> int:
                         round(pipe["cpu_s"][group] / pg, 3) if pg else None
                     )
                 # the floor makes no forecast: the pipeline's PostgreSQL CPU without its pass
-                pg = cpu.get("postgres", 0.0)
+                server = cpu.get("postgres", 0.0)
                 rest = pipe["cpu_s"]["postgres"] - pipe["forecast_cpu_s"]["postgres"]
                 figures[f"postgres_cpu_ratio_to_{key}_without_forecast"] = (
-                    round(rest / pg, 3) if pg else None
+                    round(rest / server, 3) if server else None
                 )
             db_cpu.close()
     finally:

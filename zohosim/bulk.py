@@ -500,7 +500,7 @@ class Prepared:
     ``values(k)`` is row ``k``'s values dict as :func:`process_row` builds it; a row with a cell
     its field refuses is ``bad(k)`` and goes through process_row, whose errors cell is the
     reference. ``inserts_only`` tells when every row is a plain insert, which
-    :func:`insert_prepared` then writes in one pass.
+    :meth:`RecordStore.insert_columns` then writes in one pass.
     """
 
     def __init__(self, start: int, stop: int, names: list[str], columns: list[list[Any]],
@@ -571,11 +571,6 @@ def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[
         and all(_distinct(keys) for f, keys in index_keys if store.module.fields[f].unique)
     )
     return Prepared(start, stop, names, columns, refused, index_keys, insertable)
-
-
-def insert_prepared(prep: Prepared, store: RecordStore, ids: list[str], now: str) -> None:
-    """Insert every row of ``prep`` (``inserts_only`` said so) as ``store.insert`` would."""
-    store.insert_columns(ids, prep.names, prep.columns, prep.index_keys, now)
 
 
 def result_columns(spec: JobSpec) -> list[int]:

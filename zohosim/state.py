@@ -38,7 +38,6 @@ from zohosim.bulk import (
     Upload,
     apply_values,
     compile_job,
-    insert_prepared,
     parse_upload,
     prepare_rows,
     process_row,
@@ -793,7 +792,7 @@ class State:
         """Every row of ``prepared`` inserts a record: all in one pass (the lock is held)."""
         n = prepared.stop - prepared.start
         ids = self._take_ids(n)
-        insert_prepared(prepared, store, ids, now)
+        store.insert_columns(ids, prepared.names, prepared.columns, prepared.index_keys, now)
         result.add_inserted(rows[prepared.start:prepared.stop], ids)
         job.added += n
         job.processed += n

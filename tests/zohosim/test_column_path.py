@@ -1,9 +1,10 @@
 """The column-by-column path of a bulk job gives what the row-by-row path gives (pure unit tests).
 
 zohosim converts a chunk of a job's rows column by column before it takes its lock, and writes a
-chunk of plain inserts in one pass (``prepare_rows`` / ``insert_prepared``). These tests hold that
-path to the cell converters and to ``process_row``: the same values, the same refusals, the same
-records, indexes, counts and result file, on generated data full of the cells that differ.
+chunk of plain inserts in one pass (``prepare_rows`` / ``RecordStore.insert_columns``). These
+tests hold that path to the cell converters and to ``process_row``: the same values, the same
+refusals, the same records, indexes, counts and result file, on generated data full of the cells
+that differ.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 import zohosim.state as sim_state
 from zohosim.bulk import convert_column
-from zohosim.records import Records
+from zohosim.records import Records, RecordStore
 from zohosim.schema import Field, FieldError, load_schema, set_time_zone
 from zohosim.state import State
 
@@ -137,7 +138,7 @@ def run_jobs(jobs: list[tuple[bytes, str]], column_path: bool,
     """Run ``jobs`` in order on a fresh State; (each job's counts and result CSV, the store, how
     many chunks went in one pass)."""
     passes = 0
-    real_prepare, real_insert = sim_state.prepare_rows, sim_state.insert_prepared
+    real_prepare, real_insert = sim_state.prepare_rows, RecordStore.insert_columns
 
     def insert(*args: Any) -> Any:
         nonlocal passes
@@ -147,7 +148,7 @@ def run_jobs(jobs: list[tuple[bytes, str]], column_path: bool,
     with monkeypatch.context() as m:
         m.setattr(sim_state, "INSTANT_CHUNK", 37)
         m.setattr(sim_state, "now_iso", lambda: "2026-12-07T06:00:00+00:00")  # both runs alike
-        m.setattr(sim_state, "insert_prepared", insert)
+        m.setattr(RecordStore, "insert_columns", insert)
         m.setattr(sim_state, "prepare_rows",
                   real_prepare if column_path else (lambda *args: None))
         st = State(load_schema(), client_id="a", client_secret="b", refresh_token="c",
