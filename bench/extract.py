@@ -38,6 +38,7 @@ from psycopg2 import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import demo, ledger  # noqa: E402
+from pipeline.arrays import int_array, text_array  # noqa: E402
 from pipeline.legacy import render, schema  # noqa: E402
 from pipeline.legacy.connection import connect  # noqa: E402
 from pipeline.legacy.mark import mark_synced  # noqa: E402
@@ -157,7 +158,8 @@ def side_table_run(settings: Settings, rows: int, batch: int) -> dict[str, float
             keys = list(range(lo, lo + batch))
             started = time.perf_counter()
             with conn, conn.cursor() as cur:
-                cur.execute(mark.format(table), (keys, [1] * len(keys), [f"4000{k}" for k in keys]))
+                cur.execute(mark.format(table), (int_array(keys), int_array([1] * len(keys)),
+                                                 text_array([f"4000{k}" for k in keys])))
                 assert cur.rowcount == len(keys), (cur.rowcount, len(keys))
             marks.append(time.perf_counter() - started)
         out[label] = statistics.median(marks)

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import demo, validate  # noqa: E402
+from pipeline.arrays import int_array, text_array  # noqa: E402
 from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
 from pipeline.initial_sync.decisions import job_remaining, poll_countdown  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
@@ -214,7 +215,7 @@ class Floor:
             versions = dict(cur.fetchall())
             query = cur.mogrify(
                 FLOOR_COPY.format(cols=self.cols.replace("%", "%%"), lo=int(lo), hi=int(hi)),
-                {"ids": list(versions)},
+                {"ids": int_array(versions)},
             ).decode()
             cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", sink)
         self.conn.commit()
@@ -244,7 +245,8 @@ class Floor:
                 vers.append(versions[key])
                 zids.append(row.record_id)
         with self.conn.cursor() as cur:
-            params = {"ids": ids, "versions": vers, "zids": zids, "lo": lo, "hi": hi}
+            params = {"ids": int_array(ids), "versions": int_array(vers), "zids": text_array(zids),
+                      "lo": lo, "hi": hi}  # fmt: skip
             cur.execute(FLOOR_MARK, params)
             marked = cur.rowcount
         self.conn.commit()

@@ -51,6 +51,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
+from pipeline.arrays import int_array, text_array
 from pipeline.settings import Settings
 from pipeline.zoho import codes
 
@@ -621,11 +622,13 @@ def record_row_errors(
         cur.execute(
             statement,
             {
-                "keys": [str(r.row_key) for r in rows],
-                "codes": [r.code for r in rows],
-                "fields": [r.field for r in rows],
-                "messages": [r.message for r in rows],
-                "allowed": [codes.attempts_allowed(r.code, settings.max_attempts) for r in rows],
+                "keys": text_array([str(r.row_key) for r in rows]),
+                "codes": text_array([r.code for r in rows]),
+                "fields": text_array([r.field for r in rows]),
+                "messages": text_array([r.message for r in rows]),
+                "allowed": int_array(
+                    codes.attempts_allowed(r.code, settings.max_attempts) for r in rows
+                ),
                 "batch": batch_id,
             },
         )

@@ -19,6 +19,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
+from pipeline.arrays import text_array
 from pipeline.legacy.names import Names, key_type
 from pipeline.settings import Settings
 
@@ -83,7 +84,9 @@ def mark_synced(
         version=n.version,
     )
     with conn.cursor() as cur:
-        cur.execute(statement, {"keys": keys, "ids": zoho_ids, "batch": batch_id})
+        cur.execute(
+            statement, {"keys": text_array(keys), "ids": text_array(zoho_ids), "batch": batch_id}
+        )
         marked, in_batch = cur.fetchone()  # type: ignore[misc]
     return MarkResult(int(marked), int(in_batch) - int(marked), len(keys) - int(in_batch))
 
