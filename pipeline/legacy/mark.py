@@ -2,10 +2,9 @@
 
 Recording what Zoho refused is the ledger's (``pipeline.ledger.record_row_errors``).
 
-Both take a whole batch's outcomes and run one statement, joining the keys with the versions
+Both take a whole batch's outcomes and run one statement, the keys matched with the versions
 the batch claimed (``batches.keys``/``versions``): a row is marked synced only where
-``sync_version`` still
-equals the claimed version, so a row edited while its batch was in flight stays pending and
+``sync_version`` still equals the claimed version, so a row edited while its batch was in flight stays pending and
 goes in the next round.
 """
 
@@ -19,7 +18,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from pipeline.arrays import text_array
+from pipeline.arrays import int_array, text_array
 from pipeline.legacy.names import Names, key_type
 from pipeline.settings import Settings
 
@@ -42,53 +41,71 @@ def mark_synced(
 ) -> MarkResult:
     """Set ``synced = true`` and ``zoho_id`` for ``(row_key, zoho_id)`` pairs of a batch.
 
-    One UPDATE for the whole batch (``FROM unnest(keys, zoho_ids)`` joined with the batch's
-    claimed ``unnest(keys, versions)``), only where the version is unchanged. Also clears
-    those rows' errors, and gives a tombstone of a row deleted while in flight the Zoho id
-    its batch just created (so ``pipeline.deletes`` can delete that record too).
+    One UPDATE for the whole batch, only where the version is still the one the batch claimed
+    (``batches.keys``/``versions``, read first and matched to the outcomes here), within the
+    batch's key range: a range scan of the key index hashed against the outcomes, where a join
+    with the claimed arrays inside the statement left the planner guessing ten rows and probing
+    the index once per row (~50 ms more of server CPU for 25,000 rows). Also clears those
+    rows' errors, and gives a tombstone of a row deleted while in flight the Zoho id its batch
+    just created (so ``pipeline.deletes`` can delete that record too).
     Runs in the caller's transaction (the caller commits, typically with the batch's state).
     Idempotent: marking the same outcomes again changes nothing that matters.
     """
+    n = Names(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT keys, versions, key_lo, key_hi FROM {} WHERE id = %s").format(
+                n.ledger_table("batches")
+            ),
+            (batch_id,),
+        )
+        row = cur.fetchone()
+    claimed: dict[str, int] = dict(zip(row[0] or (), row[1] or (), strict=True)) if row else {}
     keys: list[str] = []
+    versions: list[int] = []
     zoho_ids: list[str | None] = []
+    unknown = 0
     for key, zoho_id in outcomes:
+        version = claimed.get(str(key))
+        if version is None:  # not a row of this batch: ignored
+            unknown += 1
+            continue
         keys.append(str(key))
+        versions.append(version)
         zoho_ids.append(zoho_id)
     if not keys:
-        return MarkResult(0, 0, 0)
-    n = Names(settings)
+        return MarkResult(0, 0, unknown)
+    kt = key_type(conn, settings)
     statement = sql.SQL(
-        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(ids)s::text[])
-                           AS u(row_key, zoho_id)),
-                c AS (SELECT u.row_key, u.zoho_id, br.version FROM u
-                      JOIN (SELECT x.row_key, x.version FROM {batches} b,
-                                   unnest(b.keys, b.versions) AS x(row_key, version)
-                            WHERE b.id = %(batch)s) AS br ON br.row_key = u.row_key),
-                m AS (UPDATE {table} t SET {synced} = true, {zoho_id} = c.zoho_id
-                      FROM c WHERE t.{key} = c.row_key::{kt} AND t.{version} = c.version
+        """WITH u AS (SELECT * FROM unnest(%(keys)s::text[], %(versions)s::bigint[],
+                                            %(ids)s::text[]) AS u(row_key, version, zoho_id)),
+                m AS (UPDATE {table} t SET {synced} = true, {zoho_id} = u.zoho_id
+                      FROM u WHERE t.{key} = u.row_key::{kt} AND t.{version} = u.version {range}
                       RETURNING t.{key}),
                 d AS (DELETE FROM {row_errors} e USING m WHERE e.row_key = m.{key}::text),
-                z AS (UPDATE {tombstones} z SET zoho_id = c.zoho_id FROM c
-                      WHERE z.row_key = c.row_key AND z.zoho_id IS NULL
-                        AND c.zoho_id IS NOT NULL)
-           SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM c)"""
+                z AS (UPDATE {tombstones} z SET zoho_id = u.zoho_id FROM u
+                      WHERE z.row_key = u.row_key AND z.zoho_id IS NULL
+                        AND u.zoho_id IS NOT NULL)
+           SELECT count(*) FROM m"""
     ).format(
-        batches=n.ledger_table("batches"),
         row_errors=n.ledger_table("row_errors"),
         tombstones=n.ledger_table("tombstones"),
         table=n.table,
         synced=n.synced,
         zoho_id=n.zoho_id,
         key=n.key,
-        kt=key_type(conn, settings),
+        kt=kt,
         version=n.version,
+        range=sql.SQL("AND t.{} BETWEEN %(lo)s::{} AND %(hi)s::{}").format(n.key, kt, kt)
+        if row and row[2] is not None and row[3] is not None
+        else sql.SQL(""),
     )
+    params = {"keys": text_array(keys), "versions": int_array(versions),
+              "ids": text_array(zoho_ids), "lo": row[2], "hi": row[3]}  # fmt: skip
     with conn.cursor() as cur:
-        cur.execute(
-            statement, {"keys": text_array(keys), "ids": text_array(zoho_ids), "batch": batch_id}
-        )
-        marked, in_batch = cur.fetchone()  # type: ignore[misc]
-    return MarkResult(int(marked), int(in_batch) - int(marked), len(keys) - int(in_batch))
+        cur.execute(statement, params)
+        marked = int(cur.fetchone()[0])  # type: ignore[index]
+    return MarkResult(marked, len(keys) - marked, unknown)
 
 
 @dataclass(frozen=True)
