@@ -172,14 +172,15 @@ def floor_ranges(conn: Any, batch_size: int) -> list[FloorBatch]:
 # partial index on pending rows, then the primary key); ``--explain`` prints their plans. Like
 # the pipeline, the floor sends only rows that pass the mapping's field rules
 # (``pipeline.validate``): the rules are evaluated once per row, in the keys query, and the
-# COPY reads those keys (a hashed ``= ANY``).
+# COPY reads those keys: a hashed ``= ANY`` filter over the key range (``t.id + 0`` keeps the
+# list out of the index condition, where the btree would be descended once per key: ~30 % more).
 FLOOR_KEYS = (
     "SELECT id, sync_version FROM orders t WHERE NOT synced AND id > %(lo)s AND id <= %(hi)s"
     " AND NOT {broken} ORDER BY id"
 )
 FLOOR_COPY = (
     "SELECT {cols} FROM orders t WHERE NOT synced AND t.id > {lo} AND t.id <= {hi}"
-    " AND t.id = ANY(%(ids)s::bigint[]) ORDER BY t.id"
+    " AND t.id + 0 = ANY(%(ids)s::bigint[]) ORDER BY t.id"
 )
 FLOOR_MARK = (
     "UPDATE orders t SET synced = true, zoho_id = u.zid"

@@ -113,6 +113,12 @@ def render_claimed(conn: Connection, settings: Settings, batch: Batch) -> Render
             # the sort by key of a batch's CSV lines (~3.6 MB for 25,000) fits in memory: with
             # the default 4 MB work_mem it went to disk (an external merge) for every batch
             cur.execute("SET LOCAL work_mem = '64MB'")
+            # The planner takes the claimed arrays for ten rows and probes the key index once
+            # per row; a merge join with the batch's key range, read in key order, costs ~25 %
+            # less CPU and needs no sort. (No JIT: the disabled nested loop's penalty cost
+            # would otherwise make the plan look worth compiling.)
+            cur.execute("SET LOCAL enable_nestloop = off")
+            cur.execute("SET LOCAL jit = off")
             query = sql.SQL(
                 """SELECT {exprs} FROM {table} t
                    JOIN (SELECT c.k, c.v FROM {batches} b, unnest(b.keys, b.versions) AS c(k, v)
