@@ -47,6 +47,7 @@ from pipeline.initial_sync import run_progress, start_initial_run  # noqa: E402
 from pipeline.initial_sync.decisions import job_remaining, poll_countdown  # noqa: E402
 from pipeline.legacy import schema  # noqa: E402
 from pipeline.legacy.connection import connect  # noqa: E402
+from pipeline.legacy.names import column_info  # noqa: E402
 from pipeline.legacy.render import header_line  # noqa: E402
 from pipeline.report import initial_run_plan  # noqa: E402
 from pipeline.serialize import select_list, session_timezone_sql  # noqa: E402
@@ -202,7 +203,7 @@ class Floor:
             cur.execute(session_timezone_sql(settings.org_timezone))
         self.conn.commit()
         self.cols = select_list(settings.mapping, "t").as_string(self.conn)
-        broken = validate.invalid_predicate(settings, "t")
+        broken = validate.invalid_predicate(settings, "t", column_info(self.conn, settings))
         rules = "false" if broken is None else broken.as_string(self.conn).replace("%", "%%")
         self.keys_sql = FLOOR_KEYS.format(broken=rules)
 

@@ -37,7 +37,7 @@ from psycopg2.extensions import connection as Connection
 
 from pipeline import ledger, validate
 from pipeline.ledger import BatchKind, BatchState
-from pipeline.legacy.names import Names, key_type
+from pipeline.legacy.names import Names, column_info, key_type
 from pipeline.serialize import select_list, session_timezone_sql
 from pipeline.settings import Settings
 from pipeline.zoho import codes
@@ -176,7 +176,7 @@ def free_rows(cur: Any, settings: Settings, kt: sql.Composable) -> FreeRows:
             ).format(k=n.key, v=n.version, e=errors)
         )
     base = sql.SQL(" AND ").join(parts)
-    broken = validate.invalid_predicate(settings, "t")
+    broken = validate.invalid_predicate(settings, "t", column_info(cur.connection, settings))
     if broken is None:
         return FreeRows(base, None, highest, base)
     if any_released:  # ``ordersync retry --force``: the user knows better than the validator

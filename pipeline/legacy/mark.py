@@ -4,8 +4,8 @@ Recording what Zoho refused is the ledger's (``pipeline.ledger.record_row_errors
 
 Both take a whole batch's outcomes and run one statement, the keys matched with the versions
 the batch claimed (``batches.keys``/``versions``): a row is marked synced only where
-``sync_version`` still equals the claimed version, so a row edited while its batch was in flight stays pending and
-goes in the next round.
+``sync_version`` still equals the claimed version, so a row edited while its batch was in
+flight stays pending and goes in the next round.
 """
 
 from __future__ import annotations

@@ -113,3 +113,41 @@ def key_type(conn: Connection, settings: Settings) -> sql.Composable:
             f"{names.qualified_table} has no key column {settings.source.key_column!r}"
         )
     return sql.SQL(row[0])
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the catalog says of one legacy column: its type's name (``integer``, ``numeric``,
+    ``character varying``…), ``precision``/``scale`` of a constrained numeric, ``length`` of a
+    constrained varchar or char, and whether it is ``NOT NULL``."""
+
+    type_name: str
+    not_null: bool
+    precision: int | None = None
+    scale: int | None = None
+    length: int | None = None
+
+
+def column_info(conn: Connection, settings: Settings) -> dict[str, ColumnInfo]:
+    """The legacy table's columns as the catalog has them now (one query, no cache: a column
+    altered between two claims is read as it is)."""
+    names = Names(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname, t.typname, a.atttypid::regtype::text, a.atttypmod, a.attnotnull"
+            " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+            (names.qualified_table,),
+        )
+        rows = cur.fetchall()
+    found: dict[str, ColumnInfo] = {}
+    for name, typname, regtype, typmod, not_null in rows:
+        precision = scale = length = None
+        if typname == "numeric" and typmod >= 4:
+            raw_scale = (typmod - 4) & 0x7FF  # 11 bits, signed (PostgreSQL 15 allows < 0)
+            precision = ((typmod - 4) >> 16) & 0xFFFF
+            scale = raw_scale - 0x800 if raw_scale & 0x400 else raw_scale
+        elif typname in ("varchar", "bpchar") and typmod >= 4:
+            length = typmod - 4
+        found[name] = ColumnInfo(regtype, bool(not_null), precision, scale, length)
+    return found
