@@ -28,7 +28,8 @@ def run_bench(name: str, *args: str, timeout: float = 180.0) -> dict[str, Any]:
 
 
 def test_initial_sync_pipeline_beside_both_floors() -> None:
-    figures = run_bench("initial_sync", "--rows", "30000", "--batch-size", "10000")
+    figures = run_bench("initial_sync", "--rows", "30000", "--batch-size", "10000",
+                        "--rounds", "2")  # fmt: skip
     pipe = figures["pipeline"]
     assert pipe["state"] == "done" and pipe["rows_synced"] == 30000
     assert pipe["credits_ok"] and pipe["bulk_credits"] == 1500
@@ -47,6 +48,13 @@ def test_initial_sync_pipeline_beside_both_floors() -> None:
     assert 0 <= pipe["forecast_postgres_cpu_s"] < pipe["cpu_s"]["postgres"], pipe
     without = figures["postgres_cpu_ratio_to_overlapped_floor_without_forecast"]
     assert 0 < without <= figures["postgres_cpu_ratio_to_overlapped_floor"]
+    # rounds: the first is the run above, each pays the same credits, medians lie between
+    first, second = figures["rounds"]
+    assert first["ratio"] == figures["ratio_to_overlapped_floor"]
+    assert first["credits_ok"] and second["credits_ok"] and figures["median"]["credits_ok"]
+    for key in ("ratio", "postgres_cpu_ratio", "zohosim_share_of_wall"):
+        low, high = sorted((first[key], second[key]))
+        assert low <= figures["median"][key] <= high, (key, figures["rounds"], figures["median"])
 
 
 def test_credits_spent_equal_predicted_and_minimum() -> None:
