@@ -17,9 +17,12 @@ all our own work hidden behind them, and the ratio to it.
 
 The pipeline runs first on the freshly seeded table; then every row is made pending again
 (``UPDATE … SET synced = false``, ``VACUUM``) and zohosim is reset, and the floor runs: the
-floor gets the cleaner table, so the ratio is not flattered.
+floor gets the cleaner table, so the ratio is not flattered. ``--rounds N`` then runs the
+pipeline and the overlapped floor alternately N-1 times more (each on a reset table) and prints
+each round's ratios and their medians: on a machine whose speed moves from minute to minute,
+compare within a round.
 
-    .venv/bin/python bench/initial_sync.py --rows 1000000 [--json]
+    .venv/bin/python bench/initial_sync.py --rows 1000000 [--rounds 3] [--json]
 """
 
 from __future__ import annotations
