@@ -9,6 +9,7 @@ import io
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -373,3 +374,15 @@ def test_a_claim_walks_the_pending_index_in_key_order_on_a_scattered_table(
         assert "Bitmap" not in plans[0] and "Sort" not in plans[0], plans[0]
     finally:
         conn.close()
+
+
+def test_only_a_batch_that_fills_its_key_range_is_read_by_a_merge_join() -> None:
+    from types import SimpleNamespace
+
+    def batch(lo: str, hi: str, rows: int) -> Any:
+        return SimpleNamespace(key_lo=lo, key_hi=hi, row_count=rows)
+
+    assert render.fills_its_range(batch("1", "25000", 25_000))  # a first pass
+    assert render.fills_its_range(batch("101", "200", 50))
+    assert not render.fills_its_range(batch("1", "1000000", 25_000))  # a retry round's
+    assert not render.fills_its_range(batch("A-1", "A-9", 9))  # keys that are not integers
