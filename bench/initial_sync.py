@@ -372,8 +372,9 @@ def settle(settings: Settings) -> None:
 
 
 def round_summary(pipe: dict, floor: dict, floor_cpu: dict[str, float], credits_ok: bool) -> dict:
-    """One round: the pipeline beside the overlapped floor run right after it, as ratios."""
-    server = floor_cpu.get("postgres", 0.0)
+    """The pipeline beside a floor run right after it, as ratios (server-wide PostgreSQL, this
+    database's backends, and the server without the forecast's pass: the floor makes none)."""
+    server, db = floor_cpu.get("postgres", 0.0), floor_cpu.get("postgres_db", 0.0)
     pg = pipe["cpu_s"]["postgres"]
     rest = pg - pipe["forecast_cpu_s"]["postgres"]
     return {
@@ -381,6 +382,7 @@ def round_summary(pipe: dict, floor: dict, floor_cpu: dict[str, float], credits_
         "floor_wall_s": round(floor["wall_s"], 2),
         "ratio": round(pipe["wall_s"] / floor["wall_s"], 3),
         "postgres_cpu_ratio": round(pg / server, 3) if server else None,
+        "postgres_db_cpu_ratio": round(pipe["cpu_s"]["postgres_db"] / db, 3) if db else None,
         "postgres_cpu_ratio_without_forecast": round(rest / server, 3) if server else None,
         "zohosim_share_of_wall": round(pipe["cpu_s"].get("zohosim", 0.0) / pipe["wall_s"], 3),
         "credits_ok": credits_ok,
@@ -490,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     conn.close()
                 figures["floor_plans"] = explain_floor(settings, lo, hi)
+
             def measure_floor(run: Any) -> tuple[dict, dict[str, float]]:
                 reset(settings, sim)
                 meter = CpuMeter({**groups, "floor": lambda: group_seconds(
@@ -501,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
             rounds: list[dict[str, Any]] = []
             for key, run in floors:
                 floor, cpu = measure_floor(run)
+                summary = round_summary(pipe, floor, cpu, bulk == expected)
                 if key == "overlapped_floor":
-                    rounds.append(round_summary(pipe, floor, cpu, bulk == expected))
+                    rounds.append(summary)
                 figures[key] = {
                     "wall_s": round(floor["wall_s"], 2),
                     "rows_synced": floor["rows"],
@@ -510,17 +514,11 @@ def main(argv: list[str] | None = None) -> int:
                     "jobs": floor["jobs"],
                     "cpu_s": cpu_figures(cpu, floor["wall_s"]),
                 }
-                figures[f"ratio_to_{key}"] = round(pipe["wall_s"] / floor["wall_s"], 3)
+                figures[f"ratio_to_{key}"] = summary["ratio"]
                 for group in ("postgres", "postgres_db"):
-                    pg = cpu.get(group, 0.0)
-                    figures[f"{group}_cpu_ratio_to_{key}"] = (
-                        round(pipe["cpu_s"][group] / pg, 3) if pg else None
-                    )
-                # the floor makes no forecast: the pipeline's PostgreSQL CPU without its pass
-                server = cpu.get("postgres", 0.0)
-                rest = pipe["cpu_s"]["postgres"] - pipe["forecast_cpu_s"]["postgres"]
+                    figures[f"{group}_cpu_ratio_to_{key}"] = summary[f"{group}_cpu_ratio"]
                 figures[f"postgres_cpu_ratio_to_{key}_without_forecast"] = (
-                    round(rest / server, 3) if server else None
+                    summary["postgres_cpu_ratio_without_forecast"]
                 )
             for _ in range(args.rounds - 1):  # the machine's noise: alternate, then take medians
                 reset(settings, sim)
@@ -530,8 +528,11 @@ def main(argv: list[str] | None = None) -> int:
                 rounds.append(round_summary(pipe, floor, cpu, spent == expected))
             if rounds:
                 figures["rounds"] = rounds
-                figures["median"] = {k: round(statistics.median(r[k] for r in rounds), 3)
-                                     for k in rounds[0] if k != "credits_ok"}  # fmt: skip
+                figures["median"] = {
+                    k: round(statistics.median(r[k] for r in rounds), 3)
+                    if all(r[k] is not None for r in rounds) else None
+                    for k in rounds[0] if k != "credits_ok"
+                }  # fmt: skip
                 figures["median"]["credits_ok"] = all(r["credits_ok"] for r in rounds)
             db_cpu.close()
     finally:

@@ -100,32 +100,27 @@ class Names:
 
 def key_type(conn: Connection, settings: Settings) -> sql.Composable:
     """The SQL type of the legacy key column (claims store keys as text and cast back)."""
-    names = Names(settings)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
-            " WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
-            (names.qualified_table, settings.source.key_column),
-        )
-        row = cur.fetchone()
-    if row is None:
+    key = column_info(conn, settings).get(settings.source.key_column)
+    if key is None:
         raise LookupError(
-            f"{names.qualified_table} has no key column {settings.source.key_column!r}"
+            f"{Names(settings).qualified_table} has no key column {settings.source.key_column!r}"
         )
-    return sql.SQL(row[0])
+    return sql.SQL(key.sql_type)
 
 
 @dataclass(frozen=True)
 class ColumnInfo:
     """What the catalog says of one legacy column: its type's name (``integer``, ``numeric``,
     ``character varying``…), ``precision``/``scale`` of a constrained numeric, ``length`` of a
-    constrained varchar or char, and whether it is ``NOT NULL``."""
+    constrained varchar or char, whether it is ``NOT NULL``, and its full SQL type
+    (``format_type``: ``numeric(12,2)``), which casts to it."""
 
     type_name: str
     not_null: bool
     precision: int | None = None
     scale: int | None = None
     length: int | None = None
+    sql_type: str = ""
 
 
 def column_info(conn: Connection, settings: Settings) -> dict[str, ColumnInfo]:
@@ -134,14 +129,15 @@ def column_info(conn: Connection, settings: Settings) -> dict[str, ColumnInfo]:
     names = Names(settings)
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT a.attname, t.typname, a.atttypid::regtype::text, a.atttypmod, a.attnotnull"
+            "SELECT a.attname, t.typname, a.atttypid::regtype::text, a.atttypmod, a.attnotnull,"
+            " format_type(a.atttypid, a.atttypmod)"
             " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
             " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
             (names.qualified_table,),
         )
         rows = cur.fetchall()
     found: dict[str, ColumnInfo] = {}
-    for name, typname, regtype, typmod, not_null in rows:
+    for name, typname, regtype, typmod, not_null, sql_type in rows:
         precision = scale = length = None
         if typname == "numeric" and typmod >= 4:
             raw_scale = (typmod - 4) & 0x7FF  # 11 bits, signed (PostgreSQL 15 allows < 0)
@@ -149,5 +145,5 @@ def column_info(conn: Connection, settings: Settings) -> dict[str, ColumnInfo]:
             scale = raw_scale - 0x800 if raw_scale & 0x400 else raw_scale
         elif typname in ("varchar", "bpchar") and typmod >= 4:
             length = typmod - 4
-        found[name] = ColumnInfo(regtype, bool(not_null), precision, scale, length)
+        found[name] = ColumnInfo(regtype, bool(not_null), precision, scale, length, sql_type)
     return found

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.arrays import int_array, text_array
-from tests.fixtures.db import PG_SERVER, create_database, drop_database
+from tests.fixtures.db import scratch_connection
 
 AWKWARD = ["", " ", "NULL", "null", "a,b", "{x}", '"', '\\', '\\"', "'", "a b\n\tc", "é€😀",
            "}", "{", ",", "  padded  "]
@@ -18,14 +18,8 @@ AWKWARD = ["", " ", "NULL", "null", "a,b", "{x}", '"', '\\', '\\"', "'", "a b\n\
 
 @pytest.fixture(scope="module")
 def conn() -> Iterator[psycopg2.extensions.connection]:
-    name = create_database("ordersync_arrays")
-    connection = psycopg2.connect(f"{PG_SERVER}/{name}")
-    connection.set_client_encoding("UTF8")
-    try:
+    with scratch_connection("ordersync_arrays") as connection:
         yield connection
-    finally:
-        connection.close()
-        drop_database(name)
 
 
 def read_back(conn: psycopg2.extensions.connection, literal: str, cast: str) -> list[object]:

@@ -18,7 +18,7 @@ from pipeline.legacy.names import ColumnInfo
 from pipeline.mapping import FieldSpec, FieldType
 from pipeline.serialize import text_expression
 from pipeline.validate import Rule, checks_for, column_predicate
-from tests.fixtures.db import PG_SERVER, create_database, drop_database
+from tests.fixtures.db import scratch_connection
 
 DDL = """CREATE TABLE public.typed (
     id serial PRIMARY KEY, i2 smallint, i4 integer, i8 bigint NOT NULL, i8n bigint,
@@ -64,11 +64,8 @@ SPECS = [
 
 @pytest.fixture(scope="module")
 def conn() -> Iterator[psycopg2.extensions.connection]:
-    name = create_database("ordersync_colrules")
-    connection = psycopg2.connect(f"{PG_SERVER}/{name}")
-    try:
+    with scratch_connection("ordersync_colrules", DDL) as connection:
         with connection, connection.cursor() as cur:
-            cur.execute(DDL)
             columns = list(VALUES)
             rows = max(len(v) for v in VALUES.values()) * 7
             table = [list(islice(cycle(VALUES[c]), rows)) for c in columns]
@@ -80,9 +77,6 @@ def conn() -> Iterator[psycopg2.extensions.connection]:
                 list(zip(*table, strict=True)),
             )
         yield connection
-    finally:
-        connection.close()
-        drop_database(name)
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +93,10 @@ def columns(conn: psycopg2.extensions.connection) -> dict[str, ColumnInfo]:
 
 
 def test_the_catalog_is_read_as_declared(columns: dict[str, ColumnInfo]) -> None:
-    assert columns["i8"] == ColumnInfo("bigint", True)
-    assert columns["i4"] == ColumnInfo("integer", False)
+    assert columns["i8"] == ColumnInfo("bigint", True, sql_type="bigint")
+    assert columns["i4"] == ColumnInfo("integer", False, sql_type="integer")
     assert (columns["n122"].precision, columns["n122"].scale) == (12, 2)
+    assert columns["n122"].sql_type == "numeric(12,2)"
     assert (columns["nneg"].precision, columns["nneg"].scale) == (3, -2)
     assert columns["nfree"].precision is None
     assert columns["v10"].length == 10 and columns["c5"].length == 5

@@ -24,7 +24,7 @@ from pipeline.serialize import (
     select_list,
     session_timezone_sql,
 )
-from tests.fixtures.db import PG_SERVER, create_database, drop_database
+from tests.fixtures.db import scratch_connection
 
 TZ = "Asia/Kolkata"
 MAPPING = Mapping(
@@ -65,16 +65,8 @@ rows = st.lists(
 
 @pytest.fixture(scope="module")
 def conn() -> Iterator[psycopg2.extensions.connection]:
-    name = create_database("ordersync_ser")
-    connection = psycopg2.connect(f"{PG_SERVER}/{name}")
-    connection.set_client_encoding("UTF8")
-    try:
-        with connection, connection.cursor() as cur:
-            cur.execute(DDL)
+    with scratch_connection("ordersync_ser", DDL) as connection:
         yield connection
-    finally:
-        connection.close()
-        drop_database(name)
 
 
 def expected(values: tuple[object, ...]) -> dict[str, object]:
