@@ -305,8 +305,22 @@ class Field:
         if t in ("currency", "double"):
             plain_number = re.compile(rf"[+-]?0*(?:\d{{1,{limit}}}(?:\.\d*)?|\.\d+)")
             places = self.decimal_place
+            # a number of at most ``places`` decimals below 10 ** (15 - places) is its own
+            # rounding: float() lands within half an ulp of it, under half a unit of its last
+            # place, so round() gives the same float back. One match over the joined column
+            # ("\x00" after each cell; the count proves no cell holds one) vouches for them all.
+            digits = min(limit, 15 - places) if places is not None else 0
+            tail = rf"(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}}" if places else r"\.?"
+            own_rounding = re.compile(
+                rf"(?:[+-]?0*(?:\d{{1,{digits}}}{tail})\x00)+"
+            ) if places is not None and digits > 0 else None
 
             def numbers(cells: list[str]) -> list[Any] | None:
+                if own_rounding is not None:
+                    joined = "\x00".join(cells)
+                    if joined.count("\x00") == len(cells) - 1 \
+                            and own_rounding.fullmatch(joined + "\x00"):
+                        return list(map(float, cells))
                 if not all(map(plain_number.fullmatch, cells)):
                     return None
                 floats = map(float, cells)

@@ -30,7 +30,10 @@ CELLS: dict[str, list[str]] = {
               "o'neil@example.org", "a" * 95 + "@b.co", "a" * 96 + "@b.com"],
     "picklist": ["Paid", "Shipped", "paid", "Unknown", " Paid"],
     "currency": ["825.65", "0.5", ".5", "5.", "-12.345", "+3", "007.10", "1e5", " 12", "12 ",
-                 "nan", "inf", "1_000", "9" * 16, "9" * 17, "0" * 5 + "9" * 16, "١٢", "--1", "."],
+                 "nan", "inf", "1_000", "9" * 16, "9" * 17, "0" * 5 + "9" * 16, "١٢", "--1", ".",
+                 # at the bound of the one-match path (13 digits at 2 places) and past it
+                 "9999999999999.99", "-9999999999999.99", "99999999999999.99", "1234567890123.5",
+                 "0.125", "2.675", "-0.00", "+.05", "1\x002", "5\x00"],
     "integer": ["3", "007", "-2", "+4", "0", "x", "3.0", " 5", "9" * 9, "9" * 10, "0009" + "9" * 8],
     "bigint": ["123", "0000123", "-5", "9" * 18, "9" * 19, "1.5"],
     "double": ["1.25", "-0.0", "3", "1.", "abc"],
@@ -48,6 +51,7 @@ def fields() -> Iterator[Field]:
     yield from load_schema().modules["Orders"].fields.values()
     yield Field("Big", "Big", "bigint", "1", length=18)
     yield Field("Ratio", "Ratio", "double", "2", length=4)
+    yield Field("Rate", "Rate", "double", "3", length=16, decimal_place=4)
 
 
 @pytest.fixture(params=["", "UTC", "Asia/Kolkata"])
@@ -89,6 +93,24 @@ def test_bulk_converters_agree_with_the_cell_converter(time_zone: str) -> None:
             assert convert_column(conv, bulk, cells) == expected(f, cells), (f.api_name, cells)
             checked += 1
     assert checked > 400 and vouched > 20
+
+
+@pytest.mark.parametrize("places", [0, 1, 2, 4, 9])
+def test_a_number_the_one_match_path_vouches_for_is_its_own_rounding(places: int) -> None:
+    """Below 10 ** (15 - places), float() of a number of at most ``places`` decimals rounds back
+    to itself: the bulk form may skip round(). Random cells at and near that bound."""
+    rng = random.Random(places)
+    digits = 15 - places
+    f = Field("N", "N", "currency", "4", length=16, decimal_place=places)
+    bulk = f.csv_column(None)
+    for _ in range(2_000):
+        whole = str(rng.randrange(10 ** rng.randint(digits - 2, digits)))
+        frac = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, places)))
+        cell = rng.choice(["", "-"]) + whole + (f".{frac}" if frac or rng.random() < 0.2 else "")
+        assert round(float(cell), places) == float(cell), cell
+        assert bulk([cell, "1"]) == [round(float(cell), places), 1.0], cell
+    # one more integer digit than the bound: no longer vouched for by the one match
+    assert bulk(["1" * (digits + 1) + ".5"]) == [round(float("1" * (digits + 1) + ".5"), places)]
 
 
 HEADER = ["parent_id", "Name", "Customer_Name", "Email", "Order_Status", "Amount",
