@@ -197,7 +197,8 @@ class RecordStore:
                        index_keys: list[tuple[str, list[str | None]]], now: str) -> None:
         """:meth:`insert` of one record per id, its values given column by column (None: no
         value), in one pass; ``index_keys``: the :func:`norm_key` per row of each indexed
-        field among ``names``. The caller has checked that no key is held already or twice.
+        field among ``names``. The caller has checked that no key of a unique field is held
+        already or twice (:meth:`Prepared.inserts_only`): those go into their index as they are.
 
         The records are kept as the columns (:class:`Records`) and made into dicts when read.
         """
@@ -206,6 +207,10 @@ class RecordStore:
             INSERT_KEYS[1:], (user, user, user, now, now), strict=True)))
         for f, norm in index_keys:
             keys = cast(list[str], norm)  # None: no value, no key
+            idx = self.index[f]
+            if None not in norm and self.module.fields[f].unique:
+                idx.update(zip(keys, ids, strict=True))
+                continue
             new = dict(zip(keys, ids, strict=True))
             new.pop(None, None)  # type: ignore[call-overload]
             if len(new) < len(ids) - norm.count(None):  # a key twice: its first row holds it
@@ -213,7 +218,6 @@ class RecordStore:
                 for key, rid in zip(keys, ids, strict=True):
                     if key is not None:
                         new.setdefault(key, rid)
-            idx = self.index[f]
             for key in new.keys() & idx.keys():  # a key held already keeps its holder
                 del new[key]
             idx.update(new)
