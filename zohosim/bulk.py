@@ -10,7 +10,7 @@ import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -505,8 +505,9 @@ class Prepared:
 
     def __init__(self, start: int, stop: int, names: list[str], columns: list[list[Any]],
                  refused: set[int], index_keys: list[tuple[str, list[str | None]]],
-                 insertable: bool) -> None:
+                 insertable: bool, cells: list[tuple[str, ...]]) -> None:
         self.start, self.stop = start, stop
+        self.cells = cells  # the chunk's cells column by column, as read (for the result file)
         self.names = names
         self.columns = columns
         self.refused = refused  # indexes within the chunk
@@ -570,7 +571,7 @@ def prepare_rows(spec: JobSpec, cj: CompiledJob, store: RecordStore, rows: list[
         and all(f in by_name and None not in by_name[f] for f in cj.mandatory)
         and all(_distinct(keys) for f, keys in index_keys if store.module.fields[f].unique)
     )
-    return Prepared(start, stop, names, columns, refused, index_keys, insertable)
+    return Prepared(start, stop, names, columns, refused, index_keys, insertable, cells)
 
 
 def result_columns(spec: JobSpec) -> list[int]:
@@ -602,15 +603,17 @@ class ResultFile:
         self.writer.writerow([row[i] if i < width else "" for i in self.cols]
                              + [res.status, res.record_id, res.errors])
 
-    def add_inserted(self, rows: list[list[str]], ids: list[str]) -> None:
-        """``add`` of full-width rows that each inserted the record of the same index in ids."""
+    def add_inserted(self, rows: list[list[str]], ids: list[str],
+                     cells: list[tuple[str, ...]]) -> None:
+        """``add`` of full-width rows that each inserted the record of the same index in ids;
+        ``cells``: the same rows column by column."""
         if self.pick is None:
             for row, rid in zip(rows, ids, strict=True):
                 self.add(row, RowResult("ADDED", rid, ""))
             return
-        firsts = list(map(self.pick, rows))
-        lines = map(tuple.__add__, firsts, zip(repeat("ADDED"), ids, repeat("")))
-        if NEEDS_QUOTES.search("\x1f".join(chain.from_iterable(firsts))):
+        firsts = [cells[i] for i in self.cols]
+        lines = zip(*firsts, repeat("ADDED"), ids, repeat(""))
+        if any(NEEDS_QUOTES.search("\x1f".join(column)) for column in firsts):
             self.writer.writerows(lines)
         else:  # no cell the writer would quote: the lines it writes, joined in one call
             self.buf.write("\n".join(map(",".join, lines)))

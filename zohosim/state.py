@@ -793,7 +793,7 @@ class State:
         n = prepared.stop - prepared.start
         ids = self._take_ids(n)
         store.insert_columns(ids, prepared.names, prepared.columns, prepared.index_keys, now)
-        result.add_inserted(rows[prepared.start:prepared.stop], ids)
+        result.add_inserted(rows[prepared.start:prepared.stop], ids, prepared.cells)
         job.added += n
         job.processed += n
         if self.persist is not None:
