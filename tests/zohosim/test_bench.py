@@ -33,6 +33,9 @@ def test_latency_mode_figures() -> None:
     assert f["wall_s"] > 0 and f["rows_per_s"] > 0 and f["probed_wall_s"] > 0
     assert f["sim_cpu_s"] > 0 and f["probed_sim_cpu_s"] > 0
     assert f["sim_cpu_share"] > 0
+    # the floor does a part of zohosim's work on the same uploads: less CPU, never none
+    assert 0 < f["stand_in_floor_cpu_s"] < f["sim_cpu_s"]
+    assert abs(f["sim_cpu_over_floor"] - f["sim_cpu_s"] / f["stand_in_floor_cpu_s"]) < 0.1
     assert 20 < f["sim_peak_rss_mb"] < 4000
     for group in ("probes", "idle_probes", "server_side"):
         assert set(f[group]) == PROBES, group
