@@ -382,7 +382,7 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
         "sim_cpu_s": round(cpu, 2),
         "sim_cpu_share": round(cpu / wall, 3),
         "sim_peak_rss_mb": round(rss, 1),
-        "stand_in_floor_cpu_s": round(floor, 2),
+        "stand_in_floor_cpu_s": round(floor, 3),
         "sim_cpu_over_floor": round(cpu / floor, 2) if floor else None,
         "sim_startup_cpu_s": round(cpu0, 2),
         "probed_wall_s": round(probed_wall, 2),

@@ -603,14 +603,9 @@ class ResultFile:
         self.writer.writerow([row[i] if i < width else "" for i in self.cols]
                              + [res.status, res.record_id, res.errors])
 
-    def add_inserted(self, rows: list[list[str]], ids: list[str],
-                     cells: list[tuple[str, ...]]) -> None:
-        """``add`` of full-width rows that each inserted the record of the same index in ids;
-        ``cells``: the same rows column by column."""
-        if self.pick is None:
-            for row, rid in zip(rows, ids, strict=True):
-                self.add(row, RowResult("ADDED", rid, ""))
-            return
+    def add_inserted(self, ids: list[str], cells: list[tuple[str, ...]]) -> None:
+        """``add`` of full-width rows, given column by column (``cells``), that each inserted the
+        record of the same index in ids."""
         firsts = [cells[i] for i in self.cols]
         lines = zip(*firsts, repeat("ADDED"), ids, repeat(""))
         if any(NEEDS_QUOTES.search("\x1f".join(column)) for column in firsts):

@@ -313,7 +313,7 @@ class Field:
             tail = rf"(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}}" if places else r"\.?"
             own_rounding = re.compile(
                 rf"(?:[+-]?0*(?:\d{{1,{digits}}}{tail})\x00)+"
-            ) if places is not None and digits > 0 else None
+            ) if digits > 0 else None
 
             def numbers(cells: list[str]) -> list[Any] | None:
                 if own_rounding is not None:

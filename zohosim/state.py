@@ -760,7 +760,7 @@ class State:
             stop = min(stop, len(rows))
             if prepared is not None and prepared.start == start and prepared.stop == stop \
                     and prepared.inserts_only(store):
-                return self._insert_burst(job, store, rows, prepared, result, now)
+                return self._insert_burst(job, store, prepared, result, now)
             early = start + YIELD_AFTER_ROWS
             for k in range(start, stop):
                 if lock.waiting and k >= early:
@@ -787,13 +787,13 @@ class State:
                                    [store.records[r] for r in dict.fromkeys(touched)])
         return stop - start
 
-    def _insert_burst(self, job: Job, store: RecordStore, rows: list[list[str]],
-                      prepared: Prepared, result: ResultFile, now: str) -> int:
+    def _insert_burst(self, job: Job, store: RecordStore, prepared: Prepared,
+                      result: ResultFile, now: str) -> int:
         """Every row of ``prepared`` inserts a record: all in one pass (the lock is held)."""
         n = prepared.stop - prepared.start
         ids = self._take_ids(n)
         store.insert_columns(ids, prepared.names, prepared.columns, prepared.index_keys, now)
-        result.add_inserted(rows[prepared.start:prepared.stop], ids, prepared.cells)
+        result.add_inserted(ids, prepared.cells)
         job.added += n
         job.processed += n
         if self.persist is not None:
